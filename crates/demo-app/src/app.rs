@@ -1,0 +1,154 @@
+//! The demo service's routes: health, hello, and the key endpoint, with the fault knobs applied.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+
+use crate::auth::Credentials;
+use crate::config::Config;
+use crate::keys::{self, Appended, KeyFile};
+
+/// Largest body `POST /add_public_key` reads.
+pub const MAX_KEY_BODY: usize = 16 * 1024;
+
+/// Everything a request handler may read; built once at start.
+#[derive(Debug)]
+pub struct AppState {
+    pub version: String,
+    pub version_header: HeaderValue,
+    pub instance: Option<String>,
+    pub fail_health: bool,
+    pub error_rate: f64,
+    pub latency: Option<Duration>,
+    pub admin: Option<(Credentials, KeyFile)>,
+}
+
+impl AppState {
+    pub fn from_config(config: &Config) -> anyhow::Result<Self> {
+        let version_header = HeaderValue::from_str(&config.app_version)
+            .map_err(|_| anyhow::anyhow!("--version `{}` cannot be sent as a header value", config.app_version))?;
+        let admin = match (&config.admin_password, config.authorized_keys_path()) {
+            (Some(password), Some(path)) => {
+                Some((Credentials::new(config.admin_user.clone(), password.clone()), KeyFile::new(path)))
+            }
+            (Some(_), None) => anyhow::bail!("--admin-password is set but no --authorized-keys file and no HOME"),
+            _ => None,
+        };
+        Ok(Self {
+            version: config.app_version.clone(),
+            version_header,
+            instance: config.instance.clone(),
+            fail_health: config.fail_health,
+            error_rate: config.error_rate,
+            latency: config.latency,
+            admin,
+        })
+    }
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/", get(hello))
+        .route("/health", get(health))
+        .route("/add_public_key", post(add_public_key))
+        .layer(axum::middleware::map_response_with_state(state.clone(), stamp_version))
+        .with_state(state)
+}
+
+/// Every response says which version produced it; the probe counts versions by it.
+async fn stamp_version(State(state): State<Arc<AppState>>, mut response: Response) -> Response {
+    response.headers_mut().insert("x-app-version", state.version_header.clone());
+    response
+}
+
+async fn hello(State(state): State<Arc<AppState>>) -> Response {
+    if let Some(latency) = state.latency {
+        tokio::time::sleep(latency).await;
+    }
+    if state.error_rate > 0.0 && fastrand::f64() < state.error_rate {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "injected error\n").into_response();
+    }
+    "Hi".into_response()
+}
+
+async fn health(State(state): State<Arc<AppState>>) -> Response {
+    let status = if state.fail_health { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+    let body = json!({
+        "version": state.version,
+        "instance": state.instance,
+        "status": if state.fail_health { "failing" } else { "ok" },
+        "time": humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+    });
+    (status, Json(body)).into_response()
+}
+
+fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
+    (status, Json(json!({ "error": message.to_string() }))).into_response()
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddKey {
+    ssh_public_key: String,
+}
+
+async fn add_public_key(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let Some((credentials, file)) = &state.admin else {
+        return error(StatusCode::NOT_FOUND, "add_public_key is disabled: no admin password is configured");
+    };
+    if let Some(latency) = state.latency {
+        tokio::time::sleep(latency).await;
+    }
+    let authorization = request.headers().get(header::AUTHORIZATION).map(HeaderValue::as_bytes);
+    if !credentials.admits(authorization) {
+        let mut response = error(StatusCode::UNAUTHORIZED, "missing or wrong credentials");
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"demo-app\", charset=\"UTF-8\""));
+        return response;
+    }
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_KEY_BODY as u64) {
+        return too_large();
+    }
+    let body = match axum::body::to_bytes(Body::new(request.into_body()), MAX_KEY_BODY).await {
+        Ok(body) => body,
+        Err(_) => return too_large(),
+    };
+    let input: AddKey = match serde_json::from_slice(&body) {
+        Ok(input) => input,
+        Err(e) => {
+            return error(StatusCode::BAD_REQUEST, format!("body must be JSON {{\"ssh_public_key\": \"<base64>\"}}: {e}"))
+        }
+    };
+    let key = match keys::validate(&input.ssh_public_key) {
+        Ok(key) => key,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    match file.append(&key).await {
+        Ok(Appended::Saved) => {
+            tracing::info!(file = %file.path().display(), "saved a public key");
+            (StatusCode::CREATED, format!("Key successfully saved:\n{}", key.line)).into_response()
+        }
+        Ok(Appended::AlreadyPresent) => (StatusCode::OK, format!("Key already present:\n{}", key.line)).into_response(),
+        Err(e) => {
+            tracing::error!(file = %file.path().display(), error = %e, "could not save a public key");
+            error(StatusCode::INTERNAL_SERVER_ERROR, "could not write the authorized keys file")
+        }
+    }
+}
+
+fn too_large() -> Response {
+    error(StatusCode::PAYLOAD_TOO_LARGE, format!("body is larger than {MAX_KEY_BODY} bytes"))
+}

@@ -1,0 +1,11 @@
+//! The demo service: the web service cutover deploys in its examples, tests, benchmarks and demo.
+
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod keys;
+pub mod server;
+
+pub use app::AppState;
+pub use config::Config;
+pub use server::{serve, Shutdown};

@@ -1,0 +1,172 @@
+//! Drives the load: open loop at a constant rate, or closed loop at a fixed concurrency.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, Semaphore};
+use tokio::time::Instant;
+
+use crate::connection::Connection;
+use crate::outcome::{FailureKind, Outcome};
+use crate::report::{Recorder, Report, Second};
+use crate::target::{Target, TargetError};
+
+/// How load is generated.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Load {
+    /// Open loop: `per_second` requests are sent on schedule whatever the
+    /// server does; latency counts from each request's intended send time,
+    /// so a stall shows up instead of slowing the client down. At most
+    /// `connections` are open at once; a request waiting for one is queued,
+    /// and the wait is part of its latency.
+    Rate { per_second: f64, connections: usize },
+    /// Closed loop: `concurrency` clients each send their next request when the last one ends.
+    Concurrency(usize),
+}
+
+/// One probe run.
+#[derive(Debug, Clone)]
+pub struct ProbeConfig {
+    pub url: String,
+    pub load: Load,
+    pub duration: Duration,
+    /// Upper bound on a request, from its intended send time.
+    pub timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    #[error("{0}")]
+    Config(String),
+}
+
+struct Sample {
+    at: Duration,
+    latency: Option<Duration>,
+    outcome: Outcome,
+}
+
+/// Runs the probe to the end and returns its report; `on_second` sees each second as it closes.
+pub async fn run(config: &ProbeConfig, mut on_second: impl FnMut(&Second)) -> Result<Report, ProbeError> {
+    let target = Target::parse(&config.url)?;
+    match config.load {
+        Load::Rate { per_second, connections } => {
+            if !(per_second.is_finite() && per_second > 0.0) {
+                return Err(ProbeError::Config(format!("rate must be above 0, not {per_second}")));
+            }
+            if connections == 0 {
+                return Err(ProbeError::Config("connections must be at least 1".into()));
+            }
+        }
+        Load::Concurrency(0) => return Err(ProbeError::Config("concurrency must be at least 1".into())),
+        Load::Concurrency(_) => {}
+    }
+    let start = Instant::now();
+    let (tx, mut rx) = mpsc::unbounded_channel::<Sample>();
+    match config.load {
+        Load::Rate { per_second, connections } => {
+            tokio::spawn(open_loop(target, per_second, connections, start, config.duration, config.timeout, tx));
+        }
+        Load::Concurrency(n) => {
+            for _ in 0..n {
+                tokio::spawn(closed_loop(target.clone(), start, config.duration, config.timeout, tx.clone()));
+            }
+            drop(tx);
+        }
+    }
+
+    let mut recorder = Recorder::new(&config.url);
+    let mut ticks = tokio::time::interval_at(start + Duration::from_secs(1), Duration::from_secs(1));
+    let mut shown = 0usize;
+    loop {
+        tokio::select! {
+            sample = rx.recv() => match sample {
+                Some(s) => recorder.record(s.at, s.latency, &s.outcome),
+                None => break,
+            },
+            _ = ticks.tick() => {
+                let timeline = &recorder.report().timeline;
+                let second = timeline.get(shown).cloned().unwrap_or(Second { t: shown as u64, ..Second::default() });
+                on_second(&second);
+                shown += 1;
+            }
+        }
+    }
+    let elapsed = start.elapsed();
+    Ok(recorder.finish(elapsed))
+}
+
+async fn open_loop(
+    target: Target,
+    per_second: f64,
+    connections: usize,
+    start: Instant,
+    duration: Duration,
+    timeout: Duration,
+    tx: mpsc::UnboundedSender<Sample>,
+) {
+    let period = Duration::from_secs_f64(1.0 / per_second);
+    let permits = Arc::new(Semaphore::new(connections));
+    // Idle connections, reused most-recent-first so a low rate keeps few sockets open.
+    let idle: Arc<Mutex<Vec<Connection>>> = Arc::new(Mutex::new(Vec::new()));
+    let mut sent: u32 = 0;
+    loop {
+        let Some(offset) = period.checked_mul(sent) else { break };
+        if offset >= duration {
+            break;
+        }
+        let intended = start + offset;
+        tokio::time::sleep_until(intended).await;
+        sent += 1;
+        let (target, permits, idle, tx) = (target.clone(), permits.clone(), idle.clone(), tx.clone());
+        tokio::spawn(async move {
+            let deadline = intended + timeout;
+            let outcome = match tokio::time::timeout_at(deadline, permits.acquire_owned()).await {
+                Ok(Ok(_permit)) => {
+                    let popped = idle.lock().map(|mut v| v.pop()).unwrap_or(None);
+                    let mut conn = popped.unwrap_or_else(|| Connection::new(target));
+                    let outcome = conn.request(deadline).await;
+                    if let Ok(mut v) = idle.lock() {
+                        v.push(conn);
+                    }
+                    outcome
+                }
+                _ => Outcome::failed(FailureKind::Timeout),
+            };
+            send(&tx, start, intended, outcome);
+        });
+    }
+}
+
+async fn closed_loop(
+    target: Target,
+    start: Instant,
+    duration: Duration,
+    timeout: Duration,
+    tx: mpsc::UnboundedSender<Sample>,
+) {
+    let end = start + duration;
+    let mut conn = Connection::new(target);
+    loop {
+        let intended = Instant::now();
+        if intended >= end {
+            break;
+        }
+        let outcome = conn.request(intended + timeout).await;
+        let connect_failed = outcome.failure == Some(FailureKind::Connect);
+        send(&tx, start, intended, outcome);
+        if connect_failed {
+            // Nothing is listening: do not spin; a real client would back off too.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+fn send(tx: &mpsc::UnboundedSender<Sample>, start: Instant, intended: Instant, outcome: Outcome) {
+    let now = Instant::now();
+    // Latency only means something when the server had the request: a response or a timeout.
+    let latency = (outcome.status.is_some() || outcome.failure == Some(FailureKind::Timeout)).then(|| now - intended);
+    let _ = tx.send(Sample { at: now - start, latency, outcome });
+}

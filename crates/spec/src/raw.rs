@@ -1,0 +1,148 @@
+//! The stack file exactly as written: every field optional, unknown keys refused.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSpec {
+    #[serde(default)]
+    pub service: RawService,
+    #[serde(default)]
+    pub release: RawRelease,
+    #[serde(default)]
+    pub health: RawHealth,
+    #[serde(default)]
+    pub group: RawGroup,
+    #[serde(default)]
+    pub listener: RawListener,
+    #[serde(default)]
+    pub deploy: RawDeploy,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscale: Option<RawAutoscale>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub targets: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawService {
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRelease {
+    pub version: Option<String>,
+    pub command: Option<String>,
+    pub env: Option<BTreeMap<String, String>>,
+    pub user: Option<String>,
+    pub stop_signal: Option<String>,
+    pub stop_timeout: Option<String>,
+    pub artifact: Option<String>,
+    pub sha256: Option<String>,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealth {
+    pub path: Option<String>,
+    pub interval: Option<String>,
+    pub timeout: Option<String>,
+    pub healthy_threshold: Option<u32>,
+    pub unhealthy_threshold: Option<u32>,
+    pub matcher: Option<String>,
+    pub fail_open: Option<bool>,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGroup {
+    pub min: Option<u32>,
+    pub desired: Option<u32>,
+    pub max: Option<u32>,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListener {
+    pub bind: Option<String>,
+    pub tls: Option<RawTls>,
+    pub redirect_http: Option<String>,
+    pub request_headers: Option<BTreeMap<String, String>>,
+    pub response_headers: Option<BTreeMap<String, String>>,
+    pub remove_response_headers: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub cert: Option<String>,
+    pub key: Option<String>,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDeploy {
+    pub strategy: Option<String>,
+    pub max_surge: Option<u32>,
+    pub max_unavailable: Option<u32>,
+    pub drain_timeout: Option<String>,
+    pub progress_deadline: Option<String>,
+    pub auto_rollback: Option<bool>,
+    pub rollback_window: Option<String>,
+    pub steps: Option<Vec<RawStep>>,
+    pub analysis: Option<RawAnalysis>,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStep {
+    pub instances: Option<u32>,
+    pub weight: Option<u32>,
+    /// A duration, or an empty table for "wait for `cutover promote`".
+    pub pause: Option<toml::Value>,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAnalysis {
+    pub min_requests: Option<u64>,
+    pub max_error_rate: Option<f64>,
+    pub max_error_rate_ratio: Option<f64>,
+    pub max_p99: Option<String>,
+    pub max_p99_ratio: Option<f64>,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAutoscale {
+    pub scale_out_cooldown: Option<String>,
+    pub scale_in_cooldown: Option<String>,
+    pub policies: Option<Vec<RawPolicy>>,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicy {
+    /// `step`, `target-tracking` or `cpu`.
+    pub kind: Option<String>,
+    pub period: Option<String>,
+    pub periods: Option<u32>,
+    /// `step`: thresholds on requests per target per minute.
+    pub steps: Option<Vec<RawScaleStep>>,
+    /// `target-tracking`: requests per target per minute to hold.
+    pub target: Option<f64>,
+    /// `cpu`: percent of one core per instance.
+    pub scale_out_above: Option<f64>,
+    pub scale_in_below: Option<f64>,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawScaleStep {
+    pub above: Option<f64>,
+    pub below: Option<f64>,
+    pub change: Option<i32>,
+}
