@@ -1,0 +1,36 @@
+//! The `cutover` command line: one binary for the load balancer, the fleet and the deploy controller.
+
+mod commands;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "cutover", version, about = "Ship new versions of a web service with zero failed requests")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Send load to a URL and count every outcome; exit 0 only if nothing failed.
+    Probe(commands::probe::Args),
+    /// Validate a stack file and print it normalized.
+    Check(commands::check::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Probe(args) => commands::probe::run(args),
+        Command::Check(args) => commands::check::run(args),
+    }
+}

@@ -1,0 +1,144 @@
+//! Helpers for end-to-end tests: find the built binaries, run them on port 0, wait on conditions with deadlines.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Generous upper bound for anything a test waits on; conditions normally hold in milliseconds.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// Path of a workspace binary, building the binaries once if they are missing.
+pub fn bin(name: &str) -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    let dir = target_dir();
+    let path = dir.join(name);
+    if !path.exists() {
+        BUILT.get_or_init(|| {
+            let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+            cmd.args(["build", "--bins", "-p", "cutover", "-p", "demo-app"]);
+            if dir.ends_with("release") {
+                cmd.arg("--release");
+            }
+            let status = cmd.status().expect("run cargo build");
+            assert!(status.success(), "cargo build --bins failed");
+        });
+    }
+    assert!(path.exists(), "{} is missing; run `cargo build --workspace --bins`", path.display());
+    path
+}
+
+/// `target/<profile>`, from this test executable's own path (`target/<profile>/deps/<test>`).
+fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let deps = exe.parent().expect("test binary has a directory");
+    deps.parent().expect("deps has a parent").to_path_buf()
+}
+
+/// Polls `check` until it returns `Some`, or panics after `DEADLINE` naming `what`.
+pub fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(start.elapsed() < DEADLINE, "timed out after {DEADLINE:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A running demo-app process, stopped when dropped.
+pub struct DemoApp {
+    pub child: Child,
+    pub addr: SocketAddr,
+    stdout_lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl DemoApp {
+    /// Starts demo-app on a free port with extra arguments and waits until it listens.
+    pub fn start(args: &[&str]) -> Self {
+        Self::start_with_env(args, &[])
+    }
+
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut child = Self::command(args, env).spawn().expect("spawn demo-app");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let line = rx.recv_timeout(DEADLINE).expect("demo-app printed its address");
+        let addr = line
+            .strip_prefix("listening on ")
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected first line from demo-app: {line}"));
+        Self { child, addr, stdout_lines: rx }
+    }
+
+    /// The command line, for tests that need to watch start-up themselves.
+    pub fn command(args: &[&str], env: &[(&str, &str)]) -> Command {
+        let mut cmd = Command::new(bin("demo-app"));
+        cmd.args(["--port", "0"]).args(args).stdout(Stdio::piped()).stderr(Stdio::null());
+        cmd.env_remove("ADMIN_PASSWORD").env_remove("APP_VERSION").env_remove("PORT");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn signal(&self, signal: i32) {
+        let pid = i32::try_from(self.child.id()).expect("pid fits");
+        // SAFETY: sending a signal to our own child process.
+        let rc = unsafe { libc::kill(pid, signal) };
+        assert_eq!(rc, 0, "kill({pid}, {signal})");
+    }
+
+    /// Waits for the process to exit, failing the test after `DEADLINE`.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let child = &mut self.child;
+        wait_for("demo-app to exit", || child.try_wait().expect("try_wait"))
+    }
+
+    /// Lines printed after the address line.
+    pub fn stdout_lines(&self) -> Vec<String> {
+        self.stdout_lines.try_iter().collect()
+    }
+}
+
+impl Drop for DemoApp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A blocking HTTP client that never reuses connections across tests.
+pub fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder().timeout(DEADLINE).build().expect("client")
+}
+
+/// Runs `cutover` with arguments and returns (exit code, stdout, stderr).
+pub fn cutover(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(bin("cutover")).args(args).output().expect("run cutover");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A port on 127.0.0.1 with nothing listening: bound, then released.
+pub fn dead_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
