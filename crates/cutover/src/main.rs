@@ -7,7 +7,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "cutover", version, about = "Ship new versions of a web service with zero failed requests")]
+#[command(
+    name = "cutover",
+    version,
+    about = "Ship new versions of a web service with zero failed requests"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

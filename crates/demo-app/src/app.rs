@@ -32,13 +32,20 @@ pub struct AppState {
 
 impl AppState {
     pub fn from_config(config: &Config) -> anyhow::Result<Self> {
-        let version_header = HeaderValue::from_str(&config.app_version)
-            .map_err(|_| anyhow::anyhow!("--version `{}` cannot be sent as a header value", config.app_version))?;
+        let version_header = HeaderValue::from_str(&config.app_version).map_err(|_| {
+            anyhow::anyhow!(
+                "--version `{}` cannot be sent as a header value",
+                config.app_version
+            )
+        })?;
         let admin = match (&config.admin_password, config.authorized_keys_path()) {
-            (Some(password), Some(path)) => {
-                Some((Credentials::new(config.admin_user.clone(), password.clone()), KeyFile::new(path)))
+            (Some(password), Some(path)) => Some((
+                Credentials::new(config.admin_user.clone(), password.clone()),
+                KeyFile::new(path),
+            )),
+            (Some(_), None) => {
+                anyhow::bail!("--admin-password is set but no --authorized-keys file and no HOME")
             }
-            (Some(_), None) => anyhow::bail!("--admin-password is set but no --authorized-keys file and no HOME"),
             _ => None,
         };
         Ok(Self {
@@ -58,13 +65,18 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/", get(hello))
         .route("/health", get(health))
         .route("/add_public_key", post(add_public_key))
-        .layer(axum::middleware::map_response_with_state(state.clone(), stamp_version))
+        .layer(axum::middleware::map_response_with_state(
+            state.clone(),
+            stamp_version,
+        ))
         .with_state(state)
 }
 
 /// Every response says which version produced it; the probe counts versions by it.
 async fn stamp_version(State(state): State<Arc<AppState>>, mut response: Response) -> Response {
-    response.headers_mut().insert("x-app-version", state.version_header.clone());
+    response
+        .headers_mut()
+        .insert("x-app-version", state.version_header.clone());
     response
 }
 
@@ -79,7 +91,11 @@ async fn hello(State(state): State<Arc<AppState>>) -> Response {
 }
 
 async fn health(State(state): State<Arc<AppState>>) -> Response {
-    let status = if state.fail_health { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+    let status = if state.fail_health {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
     let body = json!({
         "version": state.version,
         "instance": state.instance,
@@ -101,17 +117,24 @@ struct AddKey {
 
 async fn add_public_key(State(state): State<Arc<AppState>>, request: Request) -> Response {
     let Some((credentials, file)) = &state.admin else {
-        return error(StatusCode::NOT_FOUND, "add_public_key is disabled: no admin password is configured");
+        return error(
+            StatusCode::NOT_FOUND,
+            "add_public_key is disabled: no admin password is configured",
+        );
     };
     if let Some(latency) = state.latency {
         tokio::time::sleep(latency).await;
     }
-    let authorization = request.headers().get(header::AUTHORIZATION).map(HeaderValue::as_bytes);
+    let authorization = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(HeaderValue::as_bytes);
     if !credentials.admits(authorization) {
         let mut response = error(StatusCode::UNAUTHORIZED, "missing or wrong credentials");
-        response
-            .headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"demo-app\", charset=\"UTF-8\""));
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"demo-app\", charset=\"UTF-8\""),
+        );
         return response;
     }
     let declared = request
@@ -129,7 +152,10 @@ async fn add_public_key(State(state): State<Arc<AppState>>, request: Request) ->
     let input: AddKey = match serde_json::from_slice(&body) {
         Ok(input) => input,
         Err(e) => {
-            return error(StatusCode::BAD_REQUEST, format!("body must be JSON {{\"ssh_public_key\": \"<base64>\"}}: {e}"))
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("body must be JSON {{\"ssh_public_key\": \"<base64>\"}}: {e}"),
+            )
         }
     };
     let key = match keys::validate(&input.ssh_public_key) {
@@ -139,16 +165,30 @@ async fn add_public_key(State(state): State<Arc<AppState>>, request: Request) ->
     match file.append(&key).await {
         Ok(Appended::Saved) => {
             tracing::info!(file = %file.path().display(), "saved a public key");
-            (StatusCode::CREATED, format!("Key successfully saved:\n{}", key.line)).into_response()
+            (
+                StatusCode::CREATED,
+                format!("Key successfully saved:\n{}", key.line),
+            )
+                .into_response()
         }
-        Ok(Appended::AlreadyPresent) => (StatusCode::OK, format!("Key already present:\n{}", key.line)).into_response(),
+        Ok(Appended::AlreadyPresent) => (
+            StatusCode::OK,
+            format!("Key already present:\n{}", key.line),
+        )
+            .into_response(),
         Err(e) => {
             tracing::error!(file = %file.path().display(), error = %e, "could not save a public key");
-            error(StatusCode::INTERNAL_SERVER_ERROR, "could not write the authorized keys file")
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "could not write the authorized keys file",
+            )
         }
     }
 }
 
 fn too_large() -> Response {
-    error(StatusCode::PAYLOAD_TOO_LARGE, format!("body is larger than {MAX_KEY_BODY} bytes"))
+    error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("body is larger than {MAX_KEY_BODY} bytes"),
+    )
 }

@@ -78,7 +78,8 @@ impl Config {
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("`{s}` is not a duration like 2s or 500ms: {e}"))
+    humantime::parse_duration(s)
+        .map_err(|e| format!("`{s}` is not a duration like 2s or 500ms: {e}"))
 }
 
 fn parse_fraction(s: &str) -> Result<f64, String> {

@@ -61,8 +61,15 @@ pub fn validate(encoded: &str) -> Result<ValidKey, KeyError> {
         return Err(KeyError::Empty);
     }
     if line.contains(['\n', '\r']) {
-        let keys = line.lines().filter(|l| PublicKey::from_openssh(l.trim()).is_ok()).count();
-        return Err(if keys > 1 { KeyError::SeveralKeys(keys) } else { KeyError::Newline });
+        let keys = line
+            .lines()
+            .filter(|l| PublicKey::from_openssh(l.trim()).is_ok())
+            .count();
+        return Err(if keys > 1 {
+            KeyError::SeveralKeys(keys)
+        } else {
+            KeyError::Newline
+        });
     }
     if line.chars().any(char::is_control) {
         return Err(KeyError::ControlCharacter);
@@ -71,7 +78,12 @@ pub fn validate(encoded: &str) -> Result<ValidKey, KeyError> {
     let first = line.split_whitespace().next().unwrap_or_default();
     if !KNOWN_ALGORITHMS.contains(&first) {
         // An authorized_keys options prefix comes before the algorithm.
-        if line.split_whitespace().skip(1).any(|t| KNOWN_ALGORITHMS.contains(&t)) || first.contains('=') {
+        if line
+            .split_whitespace()
+            .skip(1)
+            .any(|t| KNOWN_ALGORITHMS.contains(&t))
+            || first.contains('=')
+        {
             return Err(KeyError::OptionsPrefix(first.to_owned()));
         }
         return Err(KeyError::UnknownAlgorithm(first.to_owned()));
@@ -83,7 +95,10 @@ pub fn validate(encoded: &str) -> Result<ValidKey, KeyError> {
             key.algorithm().as_str()
         )));
     }
-    Ok(ValidKey { line: line.to_owned(), key })
+    Ok(ValidKey {
+        line: line.to_owned(),
+        key,
+    })
 }
 
 /// What appending a key did.
@@ -102,7 +117,10 @@ pub struct KeyFile {
 
 impl KeyFile {
     pub fn new(path: PathBuf) -> Self {
-        Self { path, lock: Mutex::new(()) }
+        Self {
+            path,
+            lock: Mutex::new(()),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -182,17 +200,26 @@ pub(crate) mod tests {
     #[test]
     fn accepts_one_key_with_or_without_trailing_newline() {
         assert_eq!(validate(&b64(ED25519)).expect("valid").line, ED25519);
-        assert_eq!(validate(&b64(&format!("{ED25519}\n"))).expect("valid").line, ED25519);
+        assert_eq!(
+            validate(&b64(&format!("{ED25519}\n"))).expect("valid").line,
+            ED25519
+        );
     }
 
     #[test]
     fn refuses_each_kind_of_bad_input() {
         assert_eq!(validate("***").unwrap_err(), KeyError::NotBase64);
         assert_eq!(validate(&b64("")).unwrap_err(), KeyError::Empty);
-        assert_eq!(validate(&b64(&format!("{ED25519}\n{ED25519_B}"))).unwrap_err(), KeyError::SeveralKeys(2));
+        assert_eq!(
+            validate(&b64(&format!("{ED25519}\n{ED25519_B}"))).unwrap_err(),
+            KeyError::SeveralKeys(2)
+        );
         let split = ED25519.replacen(' ', "\n", 1);
         assert_eq!(validate(&b64(&split)).unwrap_err(), KeyError::Newline);
-        assert_eq!(validate(&b64(&format!("{ED25519}\u{7}"))).unwrap_err(), KeyError::ControlCharacter);
+        assert_eq!(
+            validate(&b64(&format!("{ED25519}\u{7}"))).unwrap_err(),
+            KeyError::ControlCharacter
+        );
         assert!(matches!(
             validate(&b64(&format!("command=\"/bin/sh\" {ED25519}"))).unwrap_err(),
             KeyError::OptionsPrefix(_)
@@ -205,9 +232,15 @@ pub(crate) mod tests {
             validate(&b64("ssh-foo AAAAB3NzaC1yc2E bob")).unwrap_err(),
             KeyError::UnknownAlgorithm("ssh-foo".into())
         );
-        assert!(matches!(validate(&b64("ssh-ed25519 AAAAnotakey")).unwrap_err(), KeyError::Invalid(_)));
+        assert!(matches!(
+            validate(&b64("ssh-ed25519 AAAAnotakey")).unwrap_err(),
+            KeyError::Invalid(_)
+        ));
         let mislabeled = ED25519.replacen("ssh-ed25519", "ssh-rsa", 1);
-        assert!(matches!(validate(&b64(&mislabeled)).unwrap_err(), KeyError::Invalid(_)));
+        assert!(matches!(
+            validate(&b64(&mislabeled)).unwrap_err(),
+            KeyError::Invalid(_)
+        ));
     }
 
     #[tokio::test]
@@ -218,9 +251,15 @@ pub(crate) mod tests {
         let file = KeyFile::new(path.clone());
         let key = validate(&b64(ED25519)).expect("valid");
         assert_eq!(file.append(&key).await.expect("append"), Appended::Saved);
-        assert_eq!(file.append(&key).await.expect("append"), Appended::AlreadyPresent);
+        assert_eq!(
+            file.append(&key).await.expect("append"),
+            Appended::AlreadyPresent
+        );
         let other = validate(&b64(ED25519_B)).expect("valid");
-        assert_eq!(file.append(&other).await.expect("append"), Appended::AlreadyPresent);
+        assert_eq!(
+            file.append(&other).await.expect("append"),
+            Appended::AlreadyPresent
+        );
         let text = std::fs::read_to_string(&path).expect("read");
         assert_eq!(text.matches("alice@example").count(), 1);
         assert!(text.starts_with("# existing\n"));

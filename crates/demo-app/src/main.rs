@@ -22,7 +22,10 @@ fn main() -> std::process::ExitCode {
         eprintln!("demo-app: exiting at start as asked by --exit-on-start");
         return std::process::ExitCode::from(1);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("demo-app: cannot start the runtime: {e}");

@@ -31,10 +31,12 @@ pub async fn serve(
 ) -> std::io::Result<Shutdown> {
     let in_flight = Arc::new(AtomicUsize::new(0));
     let counter = in_flight.clone();
-    let app = router(state).layer(axum::middleware::from_fn(move |req: Request, next: Next| {
-        let counter = counter.clone();
-        async move { count(counter, req, next).await }
-    }));
+    let app = router(state).layer(axum::middleware::from_fn(
+        move |req: Request, next: Next| {
+            let counter = counter.clone();
+            async move { count(counter, req, next).await }
+        },
+    ));
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.await;
@@ -48,7 +50,9 @@ pub async fn serve(
     }
     match tokio::time::timeout(drain_timeout, server).await {
         Ok(result) => result.map(|()| Shutdown::Drained),
-        Err(_) => Ok(Shutdown::TimedOut { cut: in_flight.load(Ordering::SeqCst) }),
+        Err(_) => Ok(Shutdown::TimedOut {
+            cut: in_flight.load(Ordering::SeqCst),
+        }),
     }
 }
 

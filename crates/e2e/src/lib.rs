@@ -26,7 +26,11 @@ pub fn bin(name: &str) -> PathBuf {
             assert!(status.success(), "cargo build --bins failed");
         });
     }
-    assert!(path.exists(), "{} is missing; run `cargo build --workspace --bins`", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing; run `cargo build --workspace --bins`",
+        path.display()
+    );
     path
 }
 
@@ -44,7 +48,10 @@ pub fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
         if let Some(v) = check() {
             return v;
         }
-        assert!(start.elapsed() < DEADLINE, "timed out after {DEADLINE:?} waiting for {what}");
+        assert!(
+            start.elapsed() < DEADLINE,
+            "timed out after {DEADLINE:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -73,19 +80,30 @@ impl DemoApp {
                 }
             }
         });
-        let line = rx.recv_timeout(DEADLINE).expect("demo-app printed its address");
+        let line = rx
+            .recv_timeout(DEADLINE)
+            .expect("demo-app printed its address");
         let addr = line
             .strip_prefix("listening on ")
             .and_then(|a| a.parse().ok())
             .unwrap_or_else(|| panic!("unexpected first line from demo-app: {line}"));
-        Self { child, addr, stdout_lines: rx }
+        Self {
+            child,
+            addr,
+            stdout_lines: rx,
+        }
     }
 
     /// The command line, for tests that need to watch start-up themselves.
     pub fn command(args: &[&str], env: &[(&str, &str)]) -> Command {
         let mut cmd = Command::new(bin("demo-app"));
-        cmd.args(["--port", "0"]).args(args).stdout(Stdio::piped()).stderr(Stdio::null());
-        cmd.env_remove("ADMIN_PASSWORD").env_remove("APP_VERSION").env_remove("PORT");
+        cmd.args(["--port", "0"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        cmd.env_remove("ADMIN_PASSWORD")
+            .env_remove("APP_VERSION")
+            .env_remove("PORT");
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -124,12 +142,18 @@ impl Drop for DemoApp {
 
 /// A blocking HTTP client that never reuses connections across tests.
 pub fn client() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder().timeout(DEADLINE).build().expect("client")
+    reqwest::blocking::Client::builder()
+        .timeout(DEADLINE)
+        .build()
+        .expect("client")
 }
 
 /// Runs `cutover` with arguments and returns (exit code, stdout, stderr).
 pub fn cutover(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(bin("cutover")).args(args).output().expect("run cutover");
+    let out = Command::new(bin("cutover"))
+        .args(args)
+        .output()
+        .expect("run cutover");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -29,9 +29,20 @@ fn invalid_file_lists_every_problem_and_exits_2() {
     assert_eq!(code, 2);
     assert!(stdout.is_empty());
     let lines: Vec<&str> = stderr.lines().collect();
-    assert!(lines[0].starts_with(&format!("{path}:3:1: service.port: unknown field `port`")), "{stderr}");
-    assert!(lines[1].starts_with(&format!("{path}:7:7: group.max: invalid type")), "{stderr}");
-    assert!(lines[2].starts_with(&format!("{path}:9:1: deploy.drain_timeout: `forever` is not a duration")), "{stderr}");
+    assert!(
+        lines[0].starts_with(&format!("{path}:3:1: service.port: unknown field `port`")),
+        "{stderr}"
+    );
+    assert!(
+        lines[1].starts_with(&format!("{path}:7:7: group.max: invalid type")),
+        "{stderr}"
+    );
+    assert!(
+        lines[2].starts_with(&format!(
+            "{path}:9:1: deploy.drain_timeout: `forever` is not a duration"
+        )),
+        "{stderr}"
+    );
     assert_eq!(lines[3], format!("3 problems in {path}"));
 
     let (code, stdout, _) = cutover(&["check", &path, "--json"]);
@@ -48,5 +59,8 @@ fn invalid_file_lists_every_problem_and_exits_2() {
 fn a_missing_file_is_named() {
     let (code, _, stderr) = cutover(&["check", "/nonexistent/cutover.toml"]);
     assert_eq!(code, 2);
-    assert!(stderr.contains("/nonexistent/cutover.toml: cannot read the stack file"), "{stderr}");
+    assert!(
+        stderr.contains("/nonexistent/cutover.toml: cannot read the stack file"),
+        "{stderr}"
+    );
 }

@@ -6,7 +6,8 @@ use base64::Engine;
 use cutover_e2e::{client, wait_for, DemoApp};
 
 const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIVYoSgXvLEJbYNnfHdViZNZU2l4eKYBHj+qfFYhp0EV alice@example";
-const KEY_B: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGZhc46SpR86M30JK3zAgzzsyeCErmciXYg++plekDK1 bob@example";
+const KEY_B: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGZhc46SpR86M30JK3zAgzzsyeCErmciXYg++plekDK1 bob@example";
 
 #[test]
 fn health_reports_version_and_time() {
@@ -17,7 +18,10 @@ fn health_reports_version_and_time() {
     let body: serde_json::Value = resp.json().expect("json");
     assert_eq!(body["version"], "v7");
     let time = body["time"].as_str().expect("time string");
-    assert!(time.ends_with('Z') && time.len() >= 20 && time.as_bytes()[10] == b'T', "not RFC 3339 UTC: {time}");
+    assert!(
+        time.ends_with('Z') && time.len() >= 20 && time.as_bytes()[10] == b'T',
+        "not RFC 3339 UTC: {time}"
+    );
 }
 
 #[test]
@@ -29,7 +33,11 @@ fn root_says_hi_and_version_comes_from_env() {
     assert_eq!(resp.text().expect("body"), "Hi");
     let missing = client().get(app.url("/nope")).send().expect("get /nope");
     assert_eq!(missing.status(), 404);
-    assert_eq!(missing.headers()["x-app-version"], "env-v3", "every response carries the version");
+    assert_eq!(
+        missing.headers()["x-app-version"],
+        "env-v3",
+        "every response carries the version"
+    );
 }
 
 #[test]
@@ -37,7 +45,10 @@ fn fail_health_answers_503() {
     let app = DemoApp::start(&["--fail-health"]);
     let resp = client().get(app.url("/health")).send().expect("health");
     assert_eq!(resp.status(), 503);
-    assert_eq!(client().get(app.url("/")).send().expect("get /").status(), 200);
+    assert_eq!(
+        client().get(app.url("/")).send().expect("get /").status(),
+        200
+    );
 }
 
 #[test]
@@ -45,10 +56,19 @@ fn error_rate_fails_that_fraction_of_root() {
     let app = DemoApp::start(&["--error-rate", "0.2"]);
     let c = client();
     let n = 1000;
-    let errors = (0..n).filter(|_| c.get(app.url("/")).send().expect("get /").status() == 500).count();
+    let errors = (0..n)
+        .filter(|_| c.get(app.url("/")).send().expect("get /").status() == 500)
+        .count();
     // Binomial(1000, 0.2): the standard deviation is about 13, so 120..280 is over six of them.
-    assert!((120..=280).contains(&errors), "{errors} of {n} failed; expected about 200");
-    assert_eq!(c.get(app.url("/health")).send().expect("health").status(), 200, "health is not affected");
+    assert!(
+        (120..=280).contains(&errors),
+        "{errors} of {n} failed; expected about 200"
+    );
+    assert_eq!(
+        c.get(app.url("/health")).send().expect("health").status(),
+        200,
+        "health is not affected"
+    );
 }
 
 #[test]
@@ -57,18 +77,40 @@ fn latency_delays_root_but_not_health() {
     let c = client();
     let t = Instant::now();
     assert_eq!(c.get(app.url("/")).send().expect("get /").status(), 200);
-    assert!(t.elapsed() >= Duration::from_millis(300), "took only {:?}", t.elapsed());
+    assert!(
+        t.elapsed() >= Duration::from_millis(300),
+        "took only {:?}",
+        t.elapsed()
+    );
     let t = Instant::now();
-    assert_eq!(c.get(app.url("/health")).send().expect("health").status(), 200);
-    assert!(t.elapsed() < Duration::from_millis(300), "health took {:?}", t.elapsed());
+    assert_eq!(
+        c.get(app.url("/health")).send().expect("health").status(),
+        200
+    );
+    assert!(
+        t.elapsed() < Duration::from_millis(300),
+        "health took {:?}",
+        t.elapsed()
+    );
 }
 
 #[test]
 fn startup_delay_opens_the_port_late() {
     let t = Instant::now();
     let app = DemoApp::start(&["--startup-delay", "700ms"]);
-    assert!(t.elapsed() >= Duration::from_millis(700), "listened after only {:?}", t.elapsed());
-    assert_eq!(client().get(app.url("/health")).send().expect("health").status(), 200);
+    assert!(
+        t.elapsed() >= Duration::from_millis(700),
+        "listened after only {:?}",
+        t.elapsed()
+    );
+    assert_eq!(
+        client()
+            .get(app.url("/health"))
+            .send()
+            .expect("health")
+            .status(),
+        200
+    );
 }
 
 #[test]
@@ -80,25 +122,44 @@ fn crash_after_exits_abruptly() {
 
 #[test]
 fn exit_on_start_never_listens() {
-    let out = DemoApp::command(&["--exit-on-start"], &[]).output().expect("run");
+    let out = DemoApp::command(&["--exit-on-start"], &[])
+        .output()
+        .expect("run");
     assert_eq!(out.status.code(), Some(1));
-    assert!(out.stdout.is_empty(), "printed {:?}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.stdout.is_empty(),
+        "printed {:?}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 #[test]
 fn sigterm_finishes_in_flight_requests_then_exits_zero() {
     let mut app = DemoApp::start(&["--latency", "800ms"]);
     let url = app.url("/");
-    let inflight = std::thread::spawn(move || client().get(url).send().map(|r| (r.status().as_u16(), r.text())));
+    let inflight = std::thread::spawn(move || {
+        client()
+            .get(url)
+            .send()
+            .map(|r| (r.status().as_u16(), r.text()))
+    });
     // Wait until the request is surely in the server: the accept happened once a probe of /health passes.
-    wait_for("the server to answer", || client().get(app.url("/health")).send().ok());
+    wait_for("the server to answer", || {
+        client().get(app.url("/health")).send().ok()
+    });
     std::thread::sleep(Duration::from_millis(100));
     app.signal(libc::SIGTERM);
-    let (status, body) = inflight.join().expect("join").expect("in-flight request completed");
+    let (status, body) = inflight
+        .join()
+        .expect("join")
+        .expect("in-flight request completed");
     assert_eq!(status, 200);
     assert_eq!(body.expect("body"), "Hi");
     assert_eq!(app.wait_exit().code(), Some(0));
-    assert!(std::net::TcpStream::connect(app.addr).is_err(), "still accepting after shutdown");
+    assert!(
+        std::net::TcpStream::connect(app.addr).is_err(),
+        "still accepting after shutdown"
+    );
 }
 
 #[test]
@@ -120,7 +181,11 @@ fn shutdown_timeout_bounds_the_drain() {
     app.signal(libc::SIGTERM);
     let status = app.wait_exit();
     assert_eq!(status.code(), Some(1), "a cut request is not a clean exit");
-    assert!(t.elapsed() < Duration::from_secs(10), "took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        t.elapsed()
+    );
 }
 
 mod add_public_key {
@@ -147,11 +212,23 @@ mod add_public_key {
             &["--authorized-keys", &path, "--admin-user", "ops"],
             &[("ADMIN_PASSWORD", "correct horse")],
         );
-        Fixture { app, _dir: dir, file, original }
+        Fixture {
+            app,
+            _dir: dir,
+            file,
+            original,
+        }
     }
 
-    fn post(f: &Fixture, auth: Option<(&str, &str)>, body: impl Into<reqwest::blocking::Body>) -> reqwest::blocking::Response {
-        let mut req = client().post(f.app.url("/add_public_key")).header("content-type", "application/json").body(body);
+    fn post(
+        f: &Fixture,
+        auth: Option<(&str, &str)>,
+        body: impl Into<reqwest::blocking::Body>,
+    ) -> reqwest::blocking::Response {
+        let mut req = client()
+            .post(f.app.url("/add_public_key"))
+            .header("content-type", "application/json")
+            .body(body);
         if let Some((user, password)) = auth {
             req = req.basic_auth(user, Some(password));
         }
@@ -167,23 +244,41 @@ mod add_public_key {
     fn assert_rejected(f: &Fixture, resp: reqwest::blocking::Response, status: u16, needle: &str) {
         assert_eq!(resp.status().as_u16(), status);
         let body = resp.text().expect("body");
-        assert!(body.contains(needle), "body {body:?} does not mention {needle:?}");
-        assert_eq!(std::fs::read(&f.file).expect("read"), f.original, "a rejected request changed the file");
+        assert!(
+            body.contains(needle),
+            "body {body:?} does not mention {needle:?}"
+        );
+        assert_eq!(
+            std::fs::read(&f.file).expect("read"),
+            f.original,
+            "a rejected request changed the file"
+        );
     }
 
     #[test]
     fn is_off_without_a_password() {
         let app = DemoApp::start(&[]);
-        let resp = client().post(app.url("/add_public_key")).body(json_key(KEY)).send().expect("post");
+        let resp = client()
+            .post(app.url("/add_public_key"))
+            .body(json_key(KEY))
+            .send()
+            .expect("post");
         assert_eq!(resp.status(), 404);
     }
 
     #[test]
     fn wrong_or_missing_credentials_get_401_with_a_challenge() {
         let f = fixture();
-        for auth in [None, Some(("ops", "wrong")), Some(("root", "correct horse"))] {
+        for auth in [
+            None,
+            Some(("ops", "wrong")),
+            Some(("root", "correct horse")),
+        ] {
             let resp = post(&f, auth, json_key(KEY));
-            assert!(resp.headers().get("www-authenticate").is_some_and(|v| v.to_str().unwrap_or("").starts_with("Basic")));
+            assert!(resp
+                .headers()
+                .get("www-authenticate")
+                .is_some_and(|v| v.to_str().unwrap_or("").starts_with("Basic")));
             assert_rejected(&f, resp, 401, "credentials");
         }
     }
@@ -222,13 +317,24 @@ mod add_public_key {
         let f = fixture();
         let resp = post(&f, GOOD, json_key(&format!("{KEY}\n")));
         assert_eq!(resp.status(), 201);
-        assert_eq!(resp.text().expect("body"), format!("Key successfully saved:\n{KEY}"));
+        assert_eq!(
+            resp.text().expect("body"),
+            format!("Key successfully saved:\n{KEY}")
+        );
         let again = post(&f, GOOD, json_key(KEY));
         assert_eq!(again.status(), 200);
         let text = std::fs::read_to_string(&f.file).expect("read");
         assert_eq!(text, format!("{KEY_B}\n{KEY}\n"));
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(&f.file).expect("meta").permissions().mode() & 0o777;
-        assert_eq!(mode & 0o022, 0, "authorized_keys must not be group/world writable");
+        let mode = std::fs::metadata(&f.file)
+            .expect("meta")
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(
+            mode & 0o022,
+            0,
+            "authorized_keys must not be group/world writable"
+        );
     }
 }

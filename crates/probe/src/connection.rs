@@ -20,8 +20,13 @@ pub struct Connection {
 
 impl Connection {
     pub fn new(target: Target) -> Self {
-        let host = HeaderValue::from_str(target.authority.as_str()).unwrap_or(HeaderValue::from_static("localhost"));
-        Self { target, host, sender: None }
+        let host = HeaderValue::from_str(target.authority.as_str())
+            .unwrap_or(HeaderValue::from_static("localhost"));
+        Self {
+            target,
+            host,
+            sender: None,
+        }
     }
 
     /// Sends one GET and reads the whole body, giving up at `deadline`.
@@ -79,10 +84,13 @@ impl Connection {
             }
         }
         if self.sender.is_none() {
-            let stream = TcpStream::connect(&self.target.connect_to).await.map_err(|_| FailureKind::Connect)?;
+            let stream = TcpStream::connect(&self.target.connect_to)
+                .await
+                .map_err(|_| FailureKind::Connect)?;
             let _ = stream.set_nodelay(true);
-            let (sender, connection) =
-                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|_| FailureKind::Connect)?;
+            let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .map_err(|_| FailureKind::Connect)?;
             tokio::spawn(async move {
                 let _ = connection.await;
             });
@@ -115,7 +123,10 @@ mod tests {
 
     #[test]
     fn version_from_json_bodies() {
-        assert_eq!(version_from_json(br#"{"version":"v2","x":1}"#), Some("v2".into()));
+        assert_eq!(
+            version_from_json(br#"{"version":"v2","x":1}"#),
+            Some("v2".into())
+        );
         assert_eq!(version_from_json(br#" {"version": 3}"#), Some("3".into()));
         assert_eq!(version_from_json(b"Hi"), None);
         assert_eq!(version_from_json(br#"{"other":1}"#), None);

@@ -54,11 +54,19 @@ impl Outcome {
             (500..=599, false) => Some(FailureKind::AppError),
             _ => None,
         };
-        Self { status: Some(status), version, failure }
+        Self {
+            status: Some(status),
+            version,
+            failure,
+        }
     }
 
     pub fn failed(kind: FailureKind) -> Self {
-        Self { status: None, version: None, failure: Some(kind) }
+        Self {
+            status: None,
+            version: None,
+            failure: Some(kind),
+        }
     }
 }
 
@@ -70,8 +78,14 @@ mod tests {
     fn classifies_statuses() {
         assert_eq!(Outcome::response(200, None, false).failure, None);
         assert_eq!(Outcome::response(404, None, false).failure, None);
-        assert_eq!(Outcome::response(500, None, false).failure, Some(FailureKind::AppError));
-        assert_eq!(Outcome::response(502, None, true).failure, Some(FailureKind::ProxyError));
+        assert_eq!(
+            Outcome::response(500, None, false).failure,
+            Some(FailureKind::AppError)
+        );
+        assert_eq!(
+            Outcome::response(502, None, true).failure,
+            Some(FailureKind::ProxyError)
+        );
         assert!(FailureKind::ProxyError.is_infra());
         assert!(FailureKind::Timeout.is_infra());
         assert!(!FailureKind::AppError.is_infra());

@@ -56,7 +56,13 @@ impl Recorder {
         // Microseconds, 3 significant digits, auto-resizing so no value is ever dropped.
         let mut histogram = Histogram::new(3).unwrap_or_else(|_| unreachable_histogram());
         histogram.auto(true);
-        Self { report: Report { url: url.to_owned(), ..Report::default() }, histogram }
+        Self {
+            report: Report {
+                url: url.to_owned(),
+                ..Report::default()
+            },
+            histogram,
+        }
     }
 
     /// Counts one request that completed `at` after the start, `latency` after its intended send time.
@@ -66,7 +72,10 @@ impl Recorder {
         let second = at.as_secs() as usize;
         if r.timeline.len() <= second {
             let from = r.timeline.len();
-            r.timeline.extend((from..=second).map(|t| Second { t: t as u64, ..Second::default() }));
+            r.timeline.extend((from..=second).map(|t| Second {
+                t: t as u64,
+                ..Second::default()
+            }));
         }
         let bucket = &mut r.timeline[second];
         if let Some(status) = outcome.status {
@@ -93,7 +102,9 @@ impl Recorder {
             }
         }
         if let Some(latency) = latency {
-            let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX).max(1);
+            let micros = u64::try_from(latency.as_micros())
+                .unwrap_or(u64::MAX)
+                .max(1);
             let _ = self.histogram.record(micros);
         }
     }
@@ -108,7 +119,12 @@ impl Recorder {
         self.report.latency_ms = if self.histogram.is_empty() {
             Latency::default()
         } else {
-            Latency { p50: ms(0.5), p90: ms(0.9), p99: ms(0.99), max: self.histogram.max() as f64 / 1000.0 }
+            Latency {
+                p50: ms(0.5),
+                p90: ms(0.9),
+                p99: ms(0.99),
+                max: self.histogram.max() as f64 / 1000.0,
+            }
         };
         self.report.elapsed_s = elapsed.as_secs_f64();
         if elapsed > Duration::ZERO {
@@ -127,13 +143,22 @@ fn counts(map: &BTreeMap<String, u64>) -> String {
     if map.is_empty() {
         return "-".into();
     }
-    map.iter().map(|(k, v)| format!("{k}:{v}")).collect::<Vec<_>>().join(" ")
+    map.iter()
+        .map(|(k, v)| format!("{k}:{v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 impl Second {
     /// The progress line printed while the probe runs.
     pub fn line(&self) -> String {
-        format!("t={:>3}s ok={} failed={} versions {}", self.t, self.ok, self.failed, counts(&self.versions))
+        format!(
+            "t={:>3}s ok={} failed={} versions {}",
+            self.t,
+            self.ok,
+            self.failed,
+            counts(&self.versions)
+        )
     }
 }
 
@@ -146,7 +171,11 @@ impl Report {
     /// The human summary printed at the end.
     pub fn summary(&self) -> String {
         let mut s = String::new();
-        let _ = writeln!(s, "{}: {} requests in {:.1}s ({:.0}/s)", self.url, self.requests, self.elapsed_s, self.rps);
+        let _ = writeln!(
+            s,
+            "{}: {} requests in {:.1}s ({:.0}/s)",
+            self.url, self.requests, self.elapsed_s, self.rps
+        );
         let _ = writeln!(
             s,
             "  ok {}  failed {} (infra {}, app {})",
@@ -156,7 +185,11 @@ impl Report {
         let _ = writeln!(s, "  versions  {}", counts(&self.versions));
         let _ = writeln!(s, "  errors    {}", counts(&self.errors));
         let l = &self.latency_ms;
-        let _ = writeln!(s, "  latency   p50 {:.2}ms  p90 {:.2}ms  p99 {:.2}ms  max {:.2}ms", l.p50, l.p90, l.p99, l.max);
+        let _ = writeln!(
+            s,
+            "  latency   p50 {:.2}ms  p90 {:.2}ms  p99 {:.2}ms  max {:.2}ms",
+            l.p50, l.p90, l.p99, l.max
+        );
         s
     }
 }
@@ -170,13 +203,28 @@ mod tests {
     fn counts_every_kind() {
         let mut rec = Recorder::new("http://x/");
         let ms = Duration::from_millis;
-        rec.record(ms(10), Some(ms(1)), &Outcome::response(200, Some("v1".into()), false));
-        rec.record(ms(1500), Some(ms(3)), &Outcome::response(200, Some("v2".into()), false));
-        rec.record(ms(1600), Some(ms(5)), &Outcome::response(500, Some("v2".into()), false));
+        rec.record(
+            ms(10),
+            Some(ms(1)),
+            &Outcome::response(200, Some("v1".into()), false),
+        );
+        rec.record(
+            ms(1500),
+            Some(ms(3)),
+            &Outcome::response(200, Some("v2".into()), false),
+        );
+        rec.record(
+            ms(1600),
+            Some(ms(5)),
+            &Outcome::response(500, Some("v2".into()), false),
+        );
         rec.record(ms(2100), None, &Outcome::failed(FailureKind::Connect));
         rec.record(ms(2200), Some(ms(100)), &Outcome::response(502, None, true));
         let r = rec.finish(Duration::from_secs(3));
-        assert_eq!((r.requests, r.ok, r.failed, r.failed_infra, r.failed_app), (5, 2, 3, 2, 1));
+        assert_eq!(
+            (r.requests, r.ok, r.failed, r.failed_infra, r.failed_app),
+            (5, 2, 3, 2, 1)
+        );
         assert_eq!(r.statuses["200"], 2);
         assert_eq!(r.versions["v2"], 2);
         assert_eq!(r.errors["connect"], 1);

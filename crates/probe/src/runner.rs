@@ -42,6 +42,15 @@ pub enum ProbeError {
     Config(String),
 }
 
+/// The open loop's timetable.
+struct Schedule {
+    per_second: f64,
+    connections: usize,
+    start: Instant,
+    duration: Duration,
+    timeout: Duration,
+}
+
 struct Sample {
     at: Duration,
     latency: Option<Duration>,
@@ -49,36 +58,69 @@ struct Sample {
 }
 
 /// Runs the probe to the end and returns its report; `on_second` sees each second as it closes.
-pub async fn run(config: &ProbeConfig, mut on_second: impl FnMut(&Second)) -> Result<Report, ProbeError> {
+pub async fn run(
+    config: &ProbeConfig,
+    mut on_second: impl FnMut(&Second),
+) -> Result<Report, ProbeError> {
     let target = Target::parse(&config.url)?;
     match config.load {
-        Load::Rate { per_second, connections } => {
+        Load::Rate {
+            per_second,
+            connections,
+        } => {
             if !(per_second.is_finite() && per_second > 0.0) {
-                return Err(ProbeError::Config(format!("rate must be above 0, not {per_second}")));
+                return Err(ProbeError::Config(format!(
+                    "rate must be above 0, not {per_second}"
+                )));
             }
             if connections == 0 {
                 return Err(ProbeError::Config("connections must be at least 1".into()));
             }
         }
-        Load::Concurrency(0) => return Err(ProbeError::Config("concurrency must be at least 1".into())),
+        Load::Concurrency(0) => {
+            return Err(ProbeError::Config("concurrency must be at least 1".into()))
+        }
         Load::Concurrency(_) => {}
     }
     let start = Instant::now();
     let (tx, mut rx) = mpsc::unbounded_channel::<Sample>();
     match config.load {
-        Load::Rate { per_second, connections } => {
-            tokio::spawn(open_loop(target, per_second, connections, start, config.duration, config.timeout, tx));
+        Load::Rate {
+            per_second,
+            connections,
+        } => {
+            let schedule = Schedule {
+                per_second,
+                connections,
+                start,
+                duration: config.duration,
+                timeout: config.timeout,
+            };
+            let runtime = tokio::runtime::Handle::current();
+            std::thread::Builder::new()
+                .name("probe-schedule".into())
+                .spawn(move || open_loop(runtime, target, schedule, tx))
+                .map_err(|e| {
+                    ProbeError::Config(format!("cannot start the scheduler thread: {e}"))
+                })?;
         }
         Load::Concurrency(n) => {
             for _ in 0..n {
-                tokio::spawn(closed_loop(target.clone(), start, config.duration, config.timeout, tx.clone()));
+                tokio::spawn(closed_loop(
+                    target.clone(),
+                    start,
+                    config.duration,
+                    config.timeout,
+                    tx.clone(),
+                ));
             }
             drop(tx);
         }
     }
 
     let mut recorder = Recorder::new(&config.url);
-    let mut ticks = tokio::time::interval_at(start + Duration::from_secs(1), Duration::from_secs(1));
+    let mut ticks =
+        tokio::time::interval_at(start + Duration::from_secs(1), Duration::from_secs(1));
     let mut shown = 0usize;
     loop {
         tokio::select! {
@@ -98,30 +140,36 @@ pub async fn run(config: &ProbeConfig, mut on_second: impl FnMut(&Second)) -> Re
     Ok(recorder.finish(elapsed))
 }
 
-async fn open_loop(
+/// Runs on its own thread: `std::thread::sleep` wakes within tens of microseconds, where the
+/// runtime's timer wheel rounds up to the next millisecond, and that lateness would count as latency.
+fn open_loop(
+    runtime: tokio::runtime::Handle,
     target: Target,
-    per_second: f64,
-    connections: usize,
-    start: Instant,
-    duration: Duration,
-    timeout: Duration,
+    schedule: Schedule,
     tx: mpsc::UnboundedSender<Sample>,
 ) {
+    let Schedule {
+        per_second,
+        connections,
+        start,
+        duration,
+        timeout,
+    } = schedule;
     let period = Duration::from_secs_f64(1.0 / per_second);
     let permits = Arc::new(Semaphore::new(connections));
     // Idle connections, reused most-recent-first so a low rate keeps few sockets open.
     let idle: Arc<Mutex<Vec<Connection>>> = Arc::new(Mutex::new(Vec::new()));
     let mut sent: u32 = 0;
-    loop {
-        let Some(offset) = period.checked_mul(sent) else { break };
-        if offset >= duration {
-            break;
-        }
+    while let Some(offset) = period.checked_mul(sent).filter(|o| *o < duration) {
         let intended = start + offset;
-        tokio::time::sleep_until(intended).await;
+        let wait = intended.saturating_duration_since(Instant::now());
+        if !wait.is_zero() {
+            std::thread::sleep(wait);
+        }
         sent += 1;
-        let (target, permits, idle, tx) = (target.clone(), permits.clone(), idle.clone(), tx.clone());
-        tokio::spawn(async move {
+        let (target, permits, idle, tx) =
+            (target.clone(), permits.clone(), idle.clone(), tx.clone());
+        runtime.spawn(async move {
             let deadline = intended + timeout;
             let outcome = match tokio::time::timeout_at(deadline, permits.acquire_owned()).await {
                 Ok(Ok(_permit)) => {
@@ -167,6 +215,11 @@ async fn closed_loop(
 fn send(tx: &mpsc::UnboundedSender<Sample>, start: Instant, intended: Instant, outcome: Outcome) {
     let now = Instant::now();
     // Latency only means something when the server had the request: a response or a timeout.
-    let latency = (outcome.status.is_some() || outcome.failure == Some(FailureKind::Timeout)).then(|| now - intended);
-    let _ = tx.send(Sample { at: now - start, latency, outcome });
+    let latency = (outcome.status.is_some() || outcome.failure == Some(FailureKind::Timeout))
+        .then(|| now - intended);
+    let _ = tx.send(Sample {
+        at: now - start,
+        latency,
+        outcome,
+    });
 }

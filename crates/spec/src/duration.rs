@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 pub fn parse(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim()).map_err(|e| format!("`{s}` is not a duration such as \"2s\" or \"5m\" ({e})"))
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("`{s}` is not a duration such as \"2s\" or \"5m\" ({e})"))
 }
 
 pub fn format(d: Duration) -> String {

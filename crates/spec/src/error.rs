@@ -24,7 +24,10 @@ pub enum SpecError {
     },
     /// The file was read but is wrong; it must be edited.
     #[error("{}", render(file, problems))]
-    Invalid { file: PathBuf, problems: Vec<Diagnostic> },
+    Invalid {
+        file: PathBuf,
+        problems: Vec<Diagnostic>,
+    },
 }
 
 impl SpecError {
@@ -50,15 +53,32 @@ fn render(file: &std::path::Path, problems: &[Diagnostic]) -> String {
 impl Diagnostic {
     pub fn to_string_in(&self, file: &std::path::Path) -> String {
         if self.key.is_empty() {
-            format!("{}:{}:{}: {}", file.display(), self.line, self.column, self.message)
+            format!(
+                "{}:{}:{}: {}",
+                file.display(),
+                self.line,
+                self.column,
+                self.message
+            )
         } else {
-            format!("{}:{}:{}: {}: {}", file.display(), self.line, self.column, self.key, self.message)
+            format!(
+                "{}:{}:{}: {}: {}",
+                file.display(),
+                self.line,
+                self.column,
+                self.key,
+                self.message
+            )
         }
     }
 }
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}: {}: {}", self.line, self.column, self.key, self.message)
+        write!(
+            f,
+            "{}:{}: {}: {}",
+            self.line, self.column, self.key, self.message
+        )
     }
 }

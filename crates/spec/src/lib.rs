@@ -13,8 +13,8 @@ use std::ops::Range;
 use std::path::Path;
 
 pub use error::{Diagnostic, SpecError};
-pub use model::*;
 use locate::Locator;
+pub use model::*;
 use raw::RawSpec;
 
 /// Most problems reported from one file; past this the file is likely not a stack file at all.
@@ -22,14 +22,23 @@ const MAX_PROBLEMS: usize = 100;
 
 /// Reads and validates a stack file.
 pub fn load(path: &Path) -> Result<Spec, SpecError> {
-    let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read { file: path.to_owned(), source })?;
-    let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read {
+        file: path.to_owned(),
+        source,
+    })?;
+    let base = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     parse(&text, path, base)
 }
 
 /// Validates stack file text; `file` names it in errors, `base_dir` resolves relative paths.
 pub fn parse(text: &str, file: &Path, base_dir: &Path) -> Result<Spec, SpecError> {
-    let invalid = |problems| SpecError::Invalid { file: file.to_owned(), problems };
+    let invalid = |problems| SpecError::Invalid {
+        file: file.to_owned(),
+        problems,
+    };
     let Some(locator) = Locator::new(text) else {
         return Err(invalid(vec![syntax_error(text)]));
     };
@@ -43,12 +52,20 @@ pub fn parse(text: &str, file: &Path, base_dir: &Path) -> Result<Spec, SpecError
         Some(Err(found)) => {
             for p in found {
                 // A key dropped for a type error would come back as "missing": say it once.
-                if dropped.iter().any(|d| p.path == *d || p.path.starts_with(&format!("{d}."))) {
+                if dropped
+                    .iter()
+                    .any(|d| p.path == *d || p.path.starts_with(&format!("{d}.")))
+                {
                     continue;
                 }
                 let offset = locator.anchor(&p.path).unwrap_or(0);
                 let (line, column) = locator.line_col(text, offset);
-                problems.push(Diagnostic { line, column, key: p.path, message: p.message });
+                problems.push(Diagnostic {
+                    line,
+                    column,
+                    key: p.path,
+                    message: p.message,
+                });
             }
         }
     }
@@ -77,8 +94,15 @@ fn deserialize_all(
         let (line, column) = locator.line_col(text, offset);
         let located = locator.at(offset);
         let key = located.as_ref().map(|(p, _)| p.clone()).unwrap_or_default();
-        problems.push(Diagnostic { line, column, key: key.clone(), message: explain(err.message()) });
-        let Some((path, Some(ranges))) = located else { return None };
+        problems.push(Diagnostic {
+            line,
+            column,
+            key: key.clone(),
+            message: explain(err.message()),
+        });
+        let Some((path, Some(ranges))) = located else {
+            return None;
+        };
         if !dropped.insert(path.clone()) {
             return None;
         }
@@ -104,12 +128,17 @@ fn blank(work: &mut [u8], range: Range<usize>) {
 
 /// An inline table entry leaves a stray comma behind: take the one after it, else the one before.
 fn blank_adjacent_comma(work: &mut [u8], range: Range<usize>) {
-    let after = work[range.end..].iter().position(|b| !b.is_ascii_whitespace()).map(|i| range.end + i);
+    let after = work[range.end..]
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .map(|i| range.end + i);
     if let Some(i) = after.filter(|&i| work[i] == b',') {
         work[i] = b' ';
         return;
     }
-    let before = work[..range.start].iter().rposition(|b| !b.is_ascii_whitespace());
+    let before = work[..range.start]
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace());
     if let Some(i) = before.filter(|&i| work[i] == b',') {
         work[i] = b' ';
     }
@@ -132,9 +161,24 @@ fn syntax_error(text: &str) -> Diagnostic {
             let offset = e.span().map(|s| s.start).unwrap_or(0);
             let before = &text[..offset.min(text.len())];
             let line = before.matches('\n').count() + 1;
-            let column = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
-            Diagnostic { line, column, key: String::new(), message: format!("not valid TOML: {}", e.message().trim()) }
+            let column = before
+                .rsplit('\n')
+                .next()
+                .map(|l| l.chars().count())
+                .unwrap_or(0)
+                + 1;
+            Diagnostic {
+                line,
+                column,
+                key: String::new(),
+                message: format!("not valid TOML: {}", e.message().trim()),
+            }
         }
-        Ok(_) => Diagnostic { line: 1, column: 1, key: String::new(), message: "not valid TOML".into() },
+        Ok(_) => Diagnostic {
+            line: 1,
+            column: 1,
+            key: String::new(),
+            message: "not valid TOML".into(),
+        },
     }
 }

@@ -33,8 +33,14 @@ impl Locator {
         let doc = ImDocument::parse(text.to_owned()).ok()?;
         let mut entries = Vec::new();
         walk_table(doc.as_table(), "", 0, &mut entries);
-        let line_starts = std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1)).collect();
-        Some(Self { entries, line_starts, len: text.len() })
+        let line_starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        Some(Self {
+            entries,
+            line_starts,
+            len: text.len(),
+        })
     }
 
     /// 1-based line and column of a byte offset.
@@ -42,7 +48,11 @@ impl Locator {
         let offset = offset.min(self.len);
         let line = self.line_starts.partition_point(|&s| s <= offset).max(1);
         let start = self.line_starts[line - 1];
-        let col = text.get(start..offset).map(|s| s.chars().count()).unwrap_or(0) + 1;
+        let col = text
+            .get(start..offset)
+            .map(|s| s.chars().count())
+            .unwrap_or(0)
+            + 1;
         (line, col)
     }
 
@@ -64,10 +74,17 @@ impl Locator {
         let entry = self
             .entries
             .iter()
-            .filter(|e| e.ranges.iter().any(|r| r.contains(&offset) || (r.start == offset && r.is_empty())))
+            .filter(|e| {
+                e.ranges
+                    .iter()
+                    .any(|r| r.contains(&offset) || (r.start == offset && r.is_empty()))
+            })
             .max_by_key(|e| e.depth)?;
         let droppable = !entry.in_array;
-        Some((entry.path.clone(), droppable.then(|| self.subtree_ranges(entry))))
+        Some((
+            entry.path.clone(),
+            droppable.then(|| self.subtree_ranges(entry)),
+        ))
     }
 
     fn subtree_ranges(&self, entry: &Entry) -> Vec<Range<usize>> {
@@ -98,17 +115,21 @@ fn join(prefix: &str, key: &str) -> String {
 
 fn walk_table(table: &Table, prefix: &str, depth: usize, out: &mut Vec<Entry>) {
     for (key, item) in table.iter() {
-        let Some((k, _)) = table.get_key_value(key) else { continue };
+        let Some((k, _)) = table.get_key_value(key) else {
+            continue;
+        };
         let path = join(prefix, key);
         let key_span = k.span();
         match item {
             Item::Value(value) => {
-                let (Some(ks), Some(vs)) = (key_span.clone(), value.span()) else { continue };
+                let (Some(ks), Some(vs)) = (key_span.clone(), value.span()) else {
+                    continue;
+                };
                 out.push(Entry {
                     path: path.clone(),
                     depth: depth + 1,
                     anchor: ks.start,
-                    ranges: vec![ks.start..vs.end],
+                    ranges: std::iter::once(ks.start..vs.end).collect(),
                     in_array: false,
                     inline: false,
                 });
@@ -121,7 +142,7 @@ fn walk_table(table: &Table, prefix: &str, depth: usize, out: &mut Vec<Entry>) {
                         path: path.clone(),
                         depth: depth + 1,
                         anchor: h.start,
-                        ranges: vec![h],
+                        ranges: Vec::from([h]),
                         in_array: false,
                         inline: false,
                     });
@@ -136,7 +157,7 @@ fn walk_table(table: &Table, prefix: &str, depth: usize, out: &mut Vec<Entry>) {
                             path: element.clone(),
                             depth: depth + 1,
                             anchor: h.start,
-                            ranges: vec![h],
+                            ranges: Vec::from([h]),
                             in_array: true,
                             inline: false,
                         });
@@ -153,14 +174,18 @@ fn walk_value(value: &Value, path: &str, depth: usize, out: &mut Vec<Entry>) {
     match value {
         Value::InlineTable(table) => {
             for (key, v) in table.iter() {
-                let Some((k, _)) = table.get_key_value(key) else { continue };
-                let (Some(ks), Some(vs)) = (k.span(), v.span()) else { continue };
+                let Some((k, _)) = table.get_key_value(key) else {
+                    continue;
+                };
+                let (Some(ks), Some(vs)) = (k.span(), v.span()) else {
+                    continue;
+                };
                 let sub = join(path, key);
                 out.push(Entry {
                     path: sub.clone(),
                     depth: depth + 1,
                     anchor: ks.start,
-                    ranges: vec![ks.start..vs.end],
+                    ranges: std::iter::once(ks.start..vs.end).collect(),
                     in_array: false,
                     inline: true,
                 });
@@ -175,7 +200,7 @@ fn walk_value(value: &Value, path: &str, depth: usize, out: &mut Vec<Entry>) {
                     path: sub.clone(),
                     depth: depth + 1,
                     anchor: vs.start,
-                    ranges: vec![vs],
+                    ranges: Vec::from([vs]),
                     in_array: true,
                     inline: false,
                 });

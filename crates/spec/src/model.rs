@@ -64,12 +64,23 @@ impl StopSignal {
 
     pub fn parse(s: &str) -> Option<Self> {
         let upper = s.to_ascii_uppercase();
-        let name = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
-        Self::ALL.iter().find(|(_, n)| *n == name).map(|(sig, _)| *sig)
+        let name = if upper.starts_with("SIG") {
+            upper
+        } else {
+            format!("SIG{upper}")
+        };
+        Self::ALL
+            .iter()
+            .find(|(_, n)| *n == name)
+            .map(|(sig, _)| *sig)
     }
 
     pub fn name(self) -> &'static str {
-        Self::ALL.iter().find(|(sig, _)| *sig == self).map(|(_, n)| *n).unwrap_or("SIGTERM")
+        Self::ALL
+            .iter()
+            .find(|(sig, _)| *sig == self)
+            .map(|(_, n)| *n)
+            .unwrap_or("SIGTERM")
     }
 }
 
@@ -98,7 +109,9 @@ impl Matcher {
             let (lo, hi) = part.split_once('-').unwrap_or((part, part));
             let code = |c: &str| match c.trim().parse::<u16>() {
                 Ok(n) if (100..=599).contains(&n) => Ok(n),
-                _ => Err(format!("`{c}` in `{s}` is not an HTTP status code (100-599)")),
+                _ => Err(format!(
+                    "`{c}` in `{s}` is not an HTTP status code (100-599)"
+                )),
             };
             let (lo, hi) = (code(lo)?, code(hi)?);
             if lo > hi {
@@ -119,7 +132,13 @@ impl std::fmt::Display for Matcher {
         let parts: Vec<String> = self
             .0
             .iter()
-            .map(|r| if r.start() == r.end() { r.start().to_string() } else { format!("{}-{}", r.start(), r.end()) })
+            .map(|r| {
+                if r.start() == r.end() {
+                    r.start().to_string()
+                } else {
+                    format!("{}-{}", r.start(), r.end())
+                }
+            })
             .collect();
         f.write_str(&parts.join(","))
     }
@@ -177,7 +196,11 @@ impl Strategy {
     }
 
     pub fn name(self) -> &'static str {
-        Self::ALL.iter().find(|(st, _)| *st == self).map(|(_, n)| *n).unwrap_or("rolling")
+        Self::ALL
+            .iter()
+            .find(|(st, _)| *st == self)
+            .map(|(_, n)| *n)
+            .unwrap_or("rolling")
     }
 }
 
@@ -254,7 +277,10 @@ pub enum PolicyKind {
     /// Hold requests per target per minute near `target`.
     TargetTracking { target: f64 },
     /// Percent of one core per instance.
-    Cpu { scale_out_above: f64, scale_in_below: f64 },
+    Cpu {
+        scale_out_above: f64,
+        scale_in_below: f64,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]

@@ -12,7 +12,9 @@ impl Spec {
         let l = &self.listener;
         let d = &self.deploy;
         RawSpec {
-            service: RawService { name: Some(self.service.clone()) },
+            service: RawService {
+                name: Some(self.service.clone()),
+            },
             release: RawRelease {
                 version: Some(r.version.clone()),
                 command: Some(r.command.clone()),
@@ -32,7 +34,11 @@ impl Spec {
                 matcher: Some(h.matcher.to_string()),
                 fail_open: Some(h.fail_open),
             },
-            group: RawGroup { min: Some(self.group.min), desired: Some(self.group.desired), max: Some(self.group.max) },
+            group: RawGroup {
+                min: Some(self.group.min),
+                desired: Some(self.group.desired),
+                max: Some(self.group.max),
+            },
             listener: RawListener {
                 bind: Some(l.bind.to_string()),
                 tls: l.tls.as_ref().map(|t| RawTls {
@@ -72,7 +78,8 @@ impl Spec {
 
     /// The normalized stack file, as `cutover check` prints it.
     pub fn to_toml(&self) -> String {
-        toml::to_string(&self.to_raw()).unwrap_or_else(|e| format!("# cannot render the spec: {e}\n"))
+        toml::to_string(&self.to_raw())
+            .unwrap_or_else(|e| format!("# cannot render the spec: {e}\n"))
     }
 }
 
@@ -89,7 +96,11 @@ fn raw_step(s: &CanaryStep) -> RawStep {
 }
 
 fn raw_policy(p: &Policy) -> RawPolicy {
-    let mut raw = RawPolicy { period: Some(format(p.period)), periods: Some(p.periods), ..RawPolicy::default() };
+    let mut raw = RawPolicy {
+        period: Some(format(p.period)),
+        periods: Some(p.periods),
+        ..RawPolicy::default()
+    };
     match &p.kind {
         PolicyKind::Step { steps } => {
             raw.kind = Some("step".into());
@@ -97,8 +108,16 @@ fn raw_policy(p: &Policy) -> RawPolicy {
                 steps
                     .iter()
                     .map(|s| match s.threshold {
-                        Threshold::Above(v) => RawScaleStep { above: Some(v), below: None, change: Some(s.change) },
-                        Threshold::Below(v) => RawScaleStep { above: None, below: Some(v), change: Some(s.change) },
+                        Threshold::Above(v) => RawScaleStep {
+                            above: Some(v),
+                            below: None,
+                            change: Some(s.change),
+                        },
+                        Threshold::Below(v) => RawScaleStep {
+                            above: None,
+                            below: Some(v),
+                            change: Some(s.change),
+                        },
                     })
                     .collect(),
             );
@@ -107,7 +126,10 @@ fn raw_policy(p: &Policy) -> RawPolicy {
             raw.kind = Some("target-tracking".into());
             raw.target = Some(*target);
         }
-        PolicyKind::Cpu { scale_out_above, scale_in_below } => {
+        PolicyKind::Cpu {
+            scale_out_above,
+            scale_in_below,
+        } => {
             raw.kind = Some("cpu".into());
             raw.scale_out_above = Some(*scale_out_above);
             raw.scale_in_below = Some(*scale_in_below);

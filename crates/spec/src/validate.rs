@@ -51,7 +51,10 @@ struct Checker {
 
 impl Checker {
     fn problem(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.problems.push(Problem { path: path.into(), message: message.into() });
+        self.problems.push(Problem {
+            path: path.into(),
+            message: message.into(),
+        });
     }
 
     fn duration(&mut self, path: &str, value: &Option<String>, default: &str) -> Duration {
@@ -77,7 +80,10 @@ impl Checker {
         match text.parse::<SocketAddr>() {
             Ok(a) => Some(a),
             Err(_) => {
-                self.problem(path, format!("`{text}` is not an address such as \"127.0.0.1:8080\""));
+                self.problem(
+                    path,
+                    format!("`{text}` is not an address such as \"127.0.0.1:8080\""),
+                );
                 None
             }
         }
@@ -86,7 +92,10 @@ impl Checker {
     fn fraction(&mut self, path: &str, value: Option<f64>, default: f64) -> f64 {
         let v = value.unwrap_or(default);
         if !(0.0..=1.0).contains(&v) {
-            self.problem(path, format!("expected a fraction between 0.0 and 1.0, found {v}"));
+            self.problem(
+                path,
+                format!("expected a fraction between 0.0 and 1.0, found {v}"),
+            );
         }
         v
     }
@@ -99,14 +108,24 @@ impl Checker {
         v
     }
 
-    fn headers(&mut self, path: &str, headers: &Option<BTreeMap<String, String>>) -> BTreeMap<String, String> {
+    fn headers(
+        &mut self,
+        path: &str,
+        headers: &Option<BTreeMap<String, String>>,
+    ) -> BTreeMap<String, String> {
         let headers = headers.clone().unwrap_or_default();
         for (name, value) in &headers {
             if !is_header_name(name) {
-                self.problem(format!("{path}.{name}"), format!("`{name}` is not a valid header name"));
+                self.problem(
+                    format!("{path}.{name}"),
+                    format!("`{name}` is not a valid header name"),
+                );
             }
             if value.chars().any(|c| c.is_control() || !c.is_ascii()) {
-                self.problem(format!("{path}.{name}"), "header values must be printable ASCII");
+                self.problem(
+                    format!("{path}.{name}"),
+                    "header values must be printable ASCII",
+                );
             }
         }
         headers
@@ -114,26 +133,45 @@ impl Checker {
 }
 
 fn is_header_name(name: &str) -> bool {
-    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 fn is_version(v: &str) -> bool {
-    !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-+".contains(&b))
+    !v.is_empty()
+        && v.len() <= 128
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-+".contains(&b))
 }
 
 const PLACEHOLDERS: [&str; 3] = ["port", "version", "instance"];
 
 /// Checks a raw stack file and builds the runtime spec; relative TLS paths resolve against `base_dir`.
 pub fn validate(raw: &RawSpec, base_dir: &Path) -> Result<Spec, Vec<Problem>> {
-    let mut c = Checker { problems: Vec::new() };
+    let mut c = Checker {
+        problems: Vec::new(),
+    };
 
     let service = match raw.service.name.as_deref() {
         None => {
-            c.problem("service.name", "is required: the name of the service, such as \"web\"");
+            c.problem(
+                "service.name",
+                "is required: the name of the service, such as \"web\"",
+            );
             String::new()
         }
-        Some(n) if n.is_empty() || !n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') => {
-            c.problem("service.name", format!("`{n}` must be letters, digits, `-` or `_`"));
+        Some(n)
+            if n.is_empty()
+                || !n
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
+        {
+            c.problem(
+                "service.name",
+                format!("`{n}` must be letters, digits, `-` or `_`"),
+            );
             n.to_owned()
         }
         Some(n) => n.to_owned(),
@@ -141,11 +179,14 @@ pub fn validate(raw: &RawSpec, base_dir: &Path) -> Result<Spec, Vec<Problem>> {
 
     let targets = raw.targets.clone().unwrap_or_default();
     for (i, t) in targets.iter().enumerate() {
-        let ok = t
-            .rsplit_once(':')
-            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
+        let ok = t.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+        });
         if !ok {
-            c.problem(format!("targets[{i}]"), format!("`{t}` is not a target such as \"10.0.0.5:8080\""));
+            c.problem(
+                format!("targets[{i}]"),
+                format!("`{t}` is not a target such as \"10.0.0.5:8080\""),
+            );
         }
     }
 
@@ -157,16 +198,31 @@ pub fn validate(raw: &RawSpec, base_dir: &Path) -> Result<Spec, Vec<Problem>> {
     let autoscale = raw.autoscale.as_ref().map(|a| autoscale(&mut c, a));
 
     if c.problems.is_empty() {
-        Ok(Spec { service, release, health, group, listener, deploy, autoscale, targets })
+        Ok(Spec {
+            service,
+            release,
+            health,
+            group,
+            listener,
+            deploy,
+            autoscale,
+            targets,
+        })
     } else {
         Err(c.problems)
     }
 }
 
 fn release(c: &mut Checker, r: &RawRelease, needs_command: bool) -> Release {
-    let version = r.version.clone().unwrap_or_else(|| defaults::VERSION.into());
+    let version = r
+        .version
+        .clone()
+        .unwrap_or_else(|| defaults::VERSION.into());
     if !is_version(&version) {
-        c.problem("release.version", format!("`{version}` must be 1-128 letters, digits, `.`, `_`, `-` or `+`"));
+        c.problem(
+            "release.version",
+            format!("`{version}` must be 1-128 letters, digits, `.`, `_`, `-` or `+`"),
+        );
     }
     let command = r.command.clone().unwrap_or_default();
     if command.trim().is_empty() {
@@ -189,7 +245,10 @@ fn release(c: &mut Checker, r: &RawRelease, needs_command: bool) -> Release {
     let env = r.env.clone().unwrap_or_default();
     for name in env.keys() {
         if name.is_empty() || name.contains('=') || name.contains('\0') {
-            c.problem(format!("release.env.{name}"), "is not a valid environment variable name");
+            c.problem(
+                format!("release.env.{name}"),
+                "is not a valid environment variable name",
+            );
         }
     }
     if r.user.as_deref().is_some_and(|u| u.trim().is_empty()) {
@@ -199,15 +258,25 @@ fn release(c: &mut Checker, r: &RawRelease, needs_command: bool) -> Release {
         None => StopSignal::Term,
         Some(s) => StopSignal::parse(s).unwrap_or_else(|| {
             let names: Vec<&str> = StopSignal::ALL.iter().map(|(_, n)| *n).collect();
-            c.problem("release.stop_signal", format!("`{s}` is not one of {}", names.join(", ")));
+            c.problem(
+                "release.stop_signal",
+                format!("`{s}` is not one of {}", names.join(", ")),
+            );
             StopSignal::Term
         }),
     };
-    let stop_timeout = c.positive_duration("release.stop_timeout", &r.stop_timeout, defaults::STOP_TIMEOUT);
+    let stop_timeout = c.positive_duration(
+        "release.stop_timeout",
+        &r.stop_timeout,
+        defaults::STOP_TIMEOUT,
+    );
     if let Some(artifact) = &r.artifact {
         let scheme = artifact.split_once("://").map(|(s, _)| s);
         if !matches!(scheme, Some("http" | "https" | "s3" | "file")) {
-            c.problem("release.artifact", format!("`{artifact}` must be an http://, https://, s3:// or file:// URL"));
+            c.problem(
+                "release.artifact",
+                format!("`{artifact}` must be an http://, https://, s3:// or file:// URL"),
+            );
         }
     }
     if let Some(sha) = &r.sha256 {
@@ -248,9 +317,15 @@ fn placeholders(command: &str) -> Vec<String> {
 }
 
 fn health(c: &mut Checker, h: &RawHealth) -> HealthCheck {
-    let path = h.path.clone().unwrap_or_else(|| defaults::HEALTH_PATH.into());
+    let path = h
+        .path
+        .clone()
+        .unwrap_or_else(|| defaults::HEALTH_PATH.into());
     if !path.starts_with('/') || path.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
-        c.problem("health.path", format!("`{path}` must start with `/` and hold no spaces"));
+        c.problem(
+            "health.path",
+            format!("`{path}` must start with `/` and hold no spaces"),
+        );
     }
     let interval = c.positive_duration("health.interval", &h.interval, defaults::HEALTH_INTERVAL);
     let timeout = c.positive_duration("health.timeout", &h.timeout, defaults::HEALTH_TIMEOUT);
@@ -261,14 +336,20 @@ fn health(c: &mut Checker, h: &RawHealth) -> HealthCheck {
     if healthy_threshold == 0 {
         c.problem("health.healthy_threshold", "expected at least 1");
     }
-    let unhealthy_threshold = h.unhealthy_threshold.unwrap_or(defaults::UNHEALTHY_THRESHOLD);
+    let unhealthy_threshold = h
+        .unhealthy_threshold
+        .unwrap_or(defaults::UNHEALTHY_THRESHOLD);
     if unhealthy_threshold == 0 {
         c.problem("health.unhealthy_threshold", "expected at least 1");
     }
-    let matcher = Matcher::parse(h.matcher.as_deref().unwrap_or(defaults::MATCHER)).unwrap_or_else(|e| {
-        c.problem("health.matcher", format!("{e}; expected codes or ranges such as \"200-299\" or \"200,302\""));
-        Matcher(vec![200..=299])
-    });
+    let matcher =
+        Matcher::parse(h.matcher.as_deref().unwrap_or(defaults::MATCHER)).unwrap_or_else(|e| {
+            c.problem(
+                "health.matcher",
+                format!("{e}; expected codes or ranges such as \"200-299\" or \"200,302\""),
+            );
+            Matcher(vec![200..=299])
+        });
     HealthCheck {
         path,
         interval,
@@ -291,29 +372,46 @@ fn group(c: &mut Checker, g: &RawGroup) -> Group {
         c.problem("group.min", format!("min ({min}) is above max ({max})"));
     }
     if desired < min || desired > max {
-        c.problem("group.desired", format!("desired ({desired}) must lie between min ({min}) and max ({max})"));
+        c.problem(
+            "group.desired",
+            format!("desired ({desired}) must lie between min ({min}) and max ({max})"),
+        );
     }
     Group { min, desired, max }
 }
 
 fn listener(c: &mut Checker, l: &RawListener, base_dir: &Path) -> Listener {
     let fallback = SocketAddr::from(([127, 0, 0, 1], 8080));
-    let bind = c.addr("listener.bind", l.bind.as_deref().unwrap_or(defaults::BIND)).unwrap_or(fallback);
+    let bind = c
+        .addr("listener.bind", l.bind.as_deref().unwrap_or(defaults::BIND))
+        .unwrap_or(fallback);
     let tls = l.tls.as_ref().and_then(|t| {
         let mut file = |key: &str, value: &Option<String>| match value {
             Some(p) if !p.is_empty() => Some(base_dir.join(p)),
             _ => {
-                c.problem(format!("listener.tls.{key}"), "is required with listener.tls: a PEM file path");
+                c.problem(
+                    format!("listener.tls.{key}"),
+                    "is required with listener.tls: a PEM file path",
+                );
                 None
             }
         };
         let cert = file("cert", &t.cert);
         let key = file("key", &t.key);
-        Some(Tls { cert: cert?, key: key? })
+        Some(Tls {
+            cert: cert?,
+            key: key?,
+        })
     });
-    let redirect_http = l.redirect_http.as_deref().and_then(|a| c.addr("listener.redirect_http", a));
+    let redirect_http = l
+        .redirect_http
+        .as_deref()
+        .and_then(|a| c.addr("listener.redirect_http", a));
     if redirect_http.is_some() && l.tls.is_none() {
-        c.problem("listener.redirect_http", "redirects to HTTPS, so it needs listener.tls");
+        c.problem(
+            "listener.redirect_http",
+            "redirects to HTTPS, so it needs listener.tls",
+        );
     }
     if redirect_http == Some(bind) {
         c.problem("listener.redirect_http", "must differ from listener.bind");
@@ -321,7 +419,10 @@ fn listener(c: &mut Checker, l: &RawListener, base_dir: &Path) -> Listener {
     let remove_response_headers = l.remove_response_headers.clone().unwrap_or_default();
     for (i, name) in remove_response_headers.iter().enumerate() {
         if !is_header_name(name) {
-            c.problem(format!("listener.remove_response_headers[{i}]"), format!("`{name}` is not a valid header name"));
+            c.problem(
+                format!("listener.remove_response_headers[{i}]"),
+                format!("`{name}` is not a valid header name"),
+            );
         }
     }
     Listener {
@@ -339,23 +440,44 @@ fn deploy(c: &mut Checker, d: &RawDeploy, group: &Group) -> Deploy {
         None => Strategy::Rolling,
         Some(s) => Strategy::parse(s).unwrap_or_else(|| {
             let names: Vec<&str> = Strategy::ALL.iter().map(|(_, n)| *n).collect();
-            c.problem("deploy.strategy", format!("`{s}` is not one of {}", names.join(", ")));
+            c.problem(
+                "deploy.strategy",
+                format!("`{s}` is not one of {}", names.join(", ")),
+            );
             Strategy::Rolling
         }),
     };
     let max_surge = d.max_surge.unwrap_or(defaults::MAX_SURGE);
     let max_unavailable = d.max_unavailable.unwrap_or(defaults::MAX_UNAVAILABLE);
     if max_surge == 0 && max_unavailable == 0 {
-        c.problem("deploy.max_surge", "max_surge and max_unavailable cannot both be 0: the deploy could never move");
+        c.problem(
+            "deploy.max_surge",
+            "max_surge and max_unavailable cannot both be 0: the deploy could never move",
+        );
     }
     if max_unavailable > group.desired {
-        c.problem("deploy.max_unavailable", format!("is above group.desired ({})", group.desired));
+        c.problem(
+            "deploy.max_unavailable",
+            format!("is above group.desired ({})", group.desired),
+        );
     }
     let steps = match &d.steps {
-        Some(steps) => steps.iter().enumerate().map(|(i, s)| step(c, i, s, group)).collect(),
+        Some(steps) => steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| step(c, i, s, group))
+            .collect(),
         None if strategy == Strategy::Canary => vec![
-            CanaryStep { instances: Some(1), weight: None, pause: Pause::For(Duration::from_secs(60)) },
-            CanaryStep { instances: None, weight: Some(50), pause: Pause::For(Duration::from_secs(60)) },
+            CanaryStep {
+                instances: Some(1),
+                weight: None,
+                pause: Pause::For(Duration::from_secs(60)),
+            },
+            CanaryStep {
+                instances: None,
+                weight: Some(50),
+                pause: Pause::For(Duration::from_secs(60)),
+            },
         ],
         None => Vec::new(),
     };
@@ -365,27 +487,43 @@ fn deploy(c: &mut Checker, d: &RawDeploy, group: &Group) -> Deploy {
     let a = d.analysis.clone().unwrap_or_default();
     let analysis = Analysis {
         min_requests: a.min_requests.unwrap_or(defaults::MIN_REQUESTS),
-        max_error_rate: c.fraction("deploy.analysis.max_error_rate", a.max_error_rate, defaults::MAX_ERROR_RATE),
+        max_error_rate: c.fraction(
+            "deploy.analysis.max_error_rate",
+            a.max_error_rate,
+            defaults::MAX_ERROR_RATE,
+        ),
         max_error_rate_ratio: c.ratio(
             "deploy.analysis.max_error_rate_ratio",
             a.max_error_rate_ratio,
             defaults::MAX_ERROR_RATE_RATIO,
         ),
         max_p99: c.positive_duration("deploy.analysis.max_p99", &a.max_p99, defaults::MAX_P99),
-        max_p99_ratio: c.ratio("deploy.analysis.max_p99_ratio", a.max_p99_ratio, defaults::MAX_P99_RATIO),
+        max_p99_ratio: c.ratio(
+            "deploy.analysis.max_p99_ratio",
+            a.max_p99_ratio,
+            defaults::MAX_P99_RATIO,
+        ),
     };
     Deploy {
         strategy,
         max_surge,
         max_unavailable,
-        drain_timeout: c.positive_duration("deploy.drain_timeout", &d.drain_timeout, defaults::DRAIN_TIMEOUT),
+        drain_timeout: c.positive_duration(
+            "deploy.drain_timeout",
+            &d.drain_timeout,
+            defaults::DRAIN_TIMEOUT,
+        ),
         progress_deadline: c.positive_duration(
             "deploy.progress_deadline",
             &d.progress_deadline,
             defaults::PROGRESS_DEADLINE,
         ),
         auto_rollback: d.auto_rollback.unwrap_or(true),
-        rollback_window: c.duration("deploy.rollback_window", &d.rollback_window, defaults::ROLLBACK_WINDOW),
+        rollback_window: c.duration(
+            "deploy.rollback_window",
+            &d.rollback_window,
+            defaults::ROLLBACK_WINDOW,
+        ),
         steps,
         analysis,
     }
@@ -395,12 +533,18 @@ fn step(c: &mut Checker, i: usize, s: &RawStep, group: &Group) -> CanaryStep {
     let path = format!("deploy.steps[{i}]");
     if let Some(n) = s.instances {
         if n == 0 || n > group.max {
-            c.problem(format!("{path}.instances"), format!("expected 1 to group.max ({}), found {n}", group.max));
+            c.problem(
+                format!("{path}.instances"),
+                format!("expected 1 to group.max ({}), found {n}", group.max),
+            );
         }
     }
     if let Some(w) = s.weight {
         if w > 100 {
-            c.problem(format!("{path}.weight"), format!("expected a percentage 0-100, found {w}"));
+            c.problem(
+                format!("{path}.weight"),
+                format!("expected a percentage 0-100, found {w}"),
+            );
         }
     }
     let pause = match &s.pause {
@@ -414,14 +558,21 @@ fn step(c: &mut Checker, i: usize, s: &RawStep, group: &Group) -> CanaryStep {
         },
         Some(toml::Value::Table(t)) if t.is_empty() => Pause::UntilPromoted,
         Some(_) => {
-            c.problem(format!("{path}.pause"), "expected a duration such as \"1m\", or {} to wait for `cutover promote`");
+            c.problem(
+                format!("{path}.pause"),
+                "expected a duration such as \"1m\", or {} to wait for `cutover promote`",
+            );
             Pause::None
         }
     };
     if s.instances.is_none() && s.weight.is_none() && s.pause.is_none() {
         c.problem(path, "a step needs instances, weight or pause");
     }
-    CanaryStep { instances: s.instances, weight: s.weight, pause }
+    CanaryStep {
+        instances: s.instances,
+        weight: s.weight,
+        pause,
+    }
 }
 
 fn autoscale(c: &mut Checker, a: &RawAutoscale) -> Autoscale {
@@ -430,22 +581,41 @@ fn autoscale(c: &mut Checker, a: &RawAutoscale) -> Autoscale {
         c.problem("autoscale.policies", "autoscale needs at least one policy");
     }
     Autoscale {
-        scale_out_cooldown: c.duration("autoscale.scale_out_cooldown", &a.scale_out_cooldown, defaults::COOLDOWN),
-        scale_in_cooldown: c.duration("autoscale.scale_in_cooldown", &a.scale_in_cooldown, defaults::COOLDOWN),
-        policies: policies.iter().enumerate().map(|(i, p)| policy(c, i, p)).collect(),
+        scale_out_cooldown: c.duration(
+            "autoscale.scale_out_cooldown",
+            &a.scale_out_cooldown,
+            defaults::COOLDOWN,
+        ),
+        scale_in_cooldown: c.duration(
+            "autoscale.scale_in_cooldown",
+            &a.scale_in_cooldown,
+            defaults::COOLDOWN,
+        ),
+        policies: policies
+            .iter()
+            .enumerate()
+            .map(|(i, p)| policy(c, i, p))
+            .collect(),
     }
 }
 
 fn policy(c: &mut Checker, i: usize, p: &RawPolicy) -> Policy {
     let path = format!("autoscale.policies[{i}]");
-    let period = c.positive_duration(&format!("{path}.period"), &p.period, defaults::POLICY_PERIOD);
+    let period = c.positive_duration(
+        &format!("{path}.period"),
+        &p.period,
+        defaults::POLICY_PERIOD,
+    );
     let periods = p.periods.unwrap_or(defaults::POLICY_PERIODS);
     if periods == 0 {
         c.problem(format!("{path}.periods"), "expected at least 1");
     }
     let stray = |c: &mut Checker, field: &str, given: bool, kind: &str| {
         if given {
-            c.problem(format!("{path}.{field}"), format!("applies only to kind = \"{kind}\""));
+            c.problem(
+                format!("{path}.{field}"),
+                format!("applies only to kind = \"{kind}\""),
+            );
         }
     };
     let kind = match p.kind.as_deref() {
@@ -455,7 +625,10 @@ fn policy(c: &mut Checker, i: usize, p: &RawPolicy) -> Policy {
             stray(c, "scale_in_below", p.scale_in_below.is_some(), "cpu");
             let raw_steps = p.steps.clone().unwrap_or_default();
             if raw_steps.is_empty() {
-                c.problem(format!("{path}.steps"), "a step policy needs at least one step");
+                c.problem(
+                    format!("{path}.steps"),
+                    "a step policy needs at least one step",
+                );
             }
             let steps = raw_steps
                 .iter()
@@ -464,7 +637,10 @@ fn policy(c: &mut Checker, i: usize, p: &RawPolicy) -> Policy {
                     let at = format!("{path}.steps[{j}]");
                     let change = s.change.unwrap_or(0);
                     if change == 0 {
-                        c.problem(format!("{at}.change"), "expected a non-zero change in instances, such as 1 or -1");
+                        c.problem(
+                            format!("{at}.change"),
+                            "expected a non-zero change in instances, such as 1 or -1",
+                        );
                     }
                     let threshold = match (s.above, s.below) {
                         (Some(v), None) => Threshold::Above(v),
@@ -485,7 +661,10 @@ fn policy(c: &mut Checker, i: usize, p: &RawPolicy) -> Policy {
             stray(c, "scale_in_below", p.scale_in_below.is_some(), "cpu");
             let target = p.target.unwrap_or(0.0);
             if !(target.is_finite() && target > 0.0) {
-                c.problem(format!("{path}.target"), "expected requests per target per minute above 0");
+                c.problem(
+                    format!("{path}.target"),
+                    "expected requests per target per minute above 0",
+                );
             }
             PolicyKind::TargetTracking { target }
         }
@@ -495,12 +674,21 @@ fn policy(c: &mut Checker, i: usize, p: &RawPolicy) -> Policy {
             let out = p.scale_out_above.unwrap_or(0.0);
             let r#in = p.scale_in_below.unwrap_or(0.0);
             if !(out > 0.0 && out.is_finite()) {
-                c.problem(format!("{path}.scale_out_above"), "expected a CPU percent above 0");
+                c.problem(
+                    format!("{path}.scale_out_above"),
+                    "expected a CPU percent above 0",
+                );
             }
             if !(r#in >= 0.0 && r#in < out) {
-                c.problem(format!("{path}.scale_in_below"), "expected a CPU percent below scale_out_above");
+                c.problem(
+                    format!("{path}.scale_in_below"),
+                    "expected a CPU percent below scale_out_above",
+                );
             }
-            PolicyKind::Cpu { scale_out_above: out, scale_in_below: r#in }
+            PolicyKind::Cpu {
+                scale_out_above: out,
+                scale_in_below: r#in,
+            }
         }
         other => {
             c.problem(
@@ -513,7 +701,11 @@ fn policy(c: &mut Checker, i: usize, p: &RawPolicy) -> Policy {
             PolicyKind::TargetTracking { target: 1.0 }
         }
     };
-    Policy { kind, period, periods }
+    Policy {
+        kind,
+        period,
+        periods,
+    }
 }
 
 #[cfg(test)]
@@ -522,6 +714,9 @@ mod tests {
 
     #[test]
     fn finds_placeholders() {
-        assert_eq!(placeholders("app --port {port} -v {version} {x"), vec!["port", "version"]);
+        assert_eq!(
+            placeholders("app --port {port} -v {version} {x"),
+            vec!["port", "version"]
+        );
     }
 }

@@ -20,7 +20,8 @@ fn problems(text: &str) -> Vec<String> {
     }
 }
 
-const MINIMAL: &str = "[service]\nname = \"web\"\n[release]\ncommand = \"demo-app --port {port}\"\n";
+const MINIMAL: &str =
+    "[service]\nname = \"web\"\n[release]\ncommand = \"demo-app --port {port}\"\n";
 
 const FULL: &str = r#"
 [service]
@@ -94,9 +95,22 @@ fn minimal_file_gets_one_host_defaults() {
     assert_eq!(spec.health.path, "/health");
     assert_eq!(spec.health.interval, Duration::from_secs(2));
     assert_eq!(spec.health.timeout, Duration::from_secs(1));
-    assert_eq!((spec.health.healthy_threshold, spec.health.unhealthy_threshold), (2, 2));
-    assert!(spec.health.matcher.matches(200) && spec.health.matcher.matches(299) && !spec.health.matcher.matches(300));
-    assert_eq!((spec.group.min, spec.group.desired, spec.group.max), (1, 2, 4));
+    assert_eq!(
+        (
+            spec.health.healthy_threshold,
+            spec.health.unhealthy_threshold
+        ),
+        (2, 2)
+    );
+    assert!(
+        spec.health.matcher.matches(200)
+            && spec.health.matcher.matches(299)
+            && !spec.health.matcher.matches(300)
+    );
+    assert_eq!(
+        (spec.group.min, spec.group.desired, spec.group.max),
+        (1, 2, 4)
+    );
     assert_eq!(spec.listener.bind.to_string(), "127.0.0.1:8080");
     assert_eq!(spec.deploy.strategy, Strategy::Rolling);
     assert_eq!((spec.deploy.max_surge, spec.deploy.max_unavailable), (1, 0));
@@ -110,7 +124,13 @@ fn every_field_is_read() {
     assert_eq!(spec.release.env["MODE"], "prod");
     assert_eq!(spec.release.user.as_deref(), Some("shop"));
     assert_eq!(spec.release.stop_signal.name(), "SIGINT");
-    assert_eq!(spec.release.sha256.as_deref().map(|s| s.starts_with("abcdef")), Some(true));
+    assert_eq!(
+        spec.release
+            .sha256
+            .as_deref()
+            .map(|s| s.starts_with("abcdef")),
+        Some(true)
+    );
     assert!(spec.health.matcher.matches(301) && !spec.health.matcher.matches(200 + 1));
     assert!(!spec.health.fail_open);
     let tls = spec.listener.tls.as_ref().expect("tls");
@@ -120,7 +140,10 @@ fn every_field_is_read() {
     assert_eq!(spec.deploy.strategy, Strategy::Canary);
     assert_eq!(spec.deploy.steps.len(), 4);
     assert_eq!(spec.deploy.steps[0].instances, Some(1));
-    assert_eq!(spec.deploy.steps[2].pause, Pause::For(Duration::from_secs(90)));
+    assert_eq!(
+        spec.deploy.steps[2].pause,
+        Pause::For(Duration::from_secs(90))
+    );
     assert_eq!(spec.deploy.steps[3].pause, Pause::UntilPromoted);
     assert_eq!(spec.deploy.analysis.max_p99, Duration::from_millis(750));
     let autoscale = spec.autoscale.as_ref().expect("autoscale");
@@ -138,7 +161,10 @@ fn every_field_round_trips() {
         let spec = ok(text);
         let rendered = spec.to_toml();
         let again = ok(&rendered);
-        assert_eq!(spec, again, "round trip changed the spec; rendered:\n{rendered}");
+        assert_eq!(
+            spec, again,
+            "round trip changed the spec; rendered:\n{rendered}"
+        );
     }
 }
 
@@ -155,9 +181,14 @@ fn three_mistakes_are_all_reported_with_line_and_column() {
     let found = problems(text);
     assert_eq!(found.len(), 3, "{found:#?}");
     // A wrong type points at the value; a rule broken points at the key.
-    assert_eq!(found[0], "cutover.toml:7:11: group.desired: invalid type: string \"two\", expected a whole number");
+    assert_eq!(
+        found[0],
+        "cutover.toml:7:11: group.desired: invalid type: string \"two\", expected a whole number"
+    );
     assert!(
-        found[1].starts_with("cutover.toml:9:1: health.interval: `2 parsecs` is not a duration such as \"2s\""),
+        found[1].starts_with(
+            "cutover.toml:9:1: health.interval: `2 parsecs` is not a duration such as \"2s\""
+        ),
         "{}",
         found[1]
     );
@@ -169,10 +200,26 @@ fn unknown_keys_are_refused_by_name_everywhere() {
     let text = "[service]\nname = \"web\"\ncolour = \"blue\"\n[release]\ncommand = \"app\"\n[listener]\nbind = \"127.0.0.1:80\"\nbacklog = 5\n[deploy]\nsteps = [{ weight = 10, wait = \"1m\" }]\n[extra]\nx = 1\n";
     let found = problems(text);
     assert_eq!(found.len(), 4, "{found:#?}");
-    assert!(found[0].starts_with("cutover.toml:3:1: service.colour: unknown field `colour`"), "{}", found[0]);
-    assert!(found[1].starts_with("cutover.toml:8:1: listener.backlog: unknown field `backlog`"), "{}", found[1]);
-    assert!(found[2].starts_with("cutover.toml:10:25: deploy.steps[0].wait: unknown field `wait`"), "{}", found[2]);
-    assert!(found[3].starts_with("cutover.toml:11:2: extra: unknown field `extra`"), "{}", found[3]);
+    assert!(
+        found[0].starts_with("cutover.toml:3:1: service.colour: unknown field `colour`"),
+        "{}",
+        found[0]
+    );
+    assert!(
+        found[1].starts_with("cutover.toml:8:1: listener.backlog: unknown field `backlog`"),
+        "{}",
+        found[1]
+    );
+    assert!(
+        found[2].starts_with("cutover.toml:10:25: deploy.steps[0].wait: unknown field `wait`"),
+        "{}",
+        found[2]
+    );
+    assert!(
+        found[3].starts_with("cutover.toml:11:2: extra: unknown field `extra`"),
+        "{}",
+        found[3]
+    );
 }
 
 #[test]
@@ -189,7 +236,10 @@ fn semantic_rules_name_the_key() {
         "deploy.steps[0].weight: expected a percentage 0-100, found 150",
         "deploy.steps[1]: a step needs instances, weight or pause",
     ] {
-        assert!(found.contains(expected), "missing {expected:?} in:\n{found}");
+        assert!(
+            found.contains(expected),
+            "missing {expected:?} in:\n{found}"
+        );
     }
 }
 
@@ -197,8 +247,16 @@ fn semantic_rules_name_the_key() {
 fn missing_required_fields_point_at_their_section() {
     let found = problems("[service]\n[release]\nversion = \"v2\"\n");
     assert_eq!(found.len(), 2, "{found:#?}");
-    assert!(found[0].starts_with("cutover.toml:1:1: service.name: is required"), "{}", found[0]);
-    assert!(found[1].starts_with("cutover.toml:2:1: release.command: is required"), "{}", found[1]);
+    assert!(
+        found[0].starts_with("cutover.toml:1:1: service.name: is required"),
+        "{}",
+        found[0]
+    );
+    assert!(
+        found[1].starts_with("cutover.toml:2:1: release.command: is required"),
+        "{}",
+        found[1]
+    );
 }
 
 #[test]
@@ -212,13 +270,21 @@ fn syntax_errors_are_located() {
 #[test]
 fn a_type_error_is_not_reported_twice() {
     let found = problems("[service]\nname = 5\n[release]\ncommand = \"app\"\n");
-    assert_eq!(found, vec!["cutover.toml:2:8: service.name: invalid type: integer `5`, expected a string"]);
+    assert_eq!(
+        found,
+        vec!["cutover.toml:2:8: service.name: invalid type: integer `5`, expected a string"]
+    );
 }
 
 #[test]
 fn static_targets_make_the_command_optional() {
-    let spec = ok("targets = [\"127.0.0.1:9001\", \"db.internal:80\"]\n[service]\nname = \"legacy\"\n");
+    let spec =
+        ok("targets = [\"127.0.0.1:9001\", \"db.internal:80\"]\n[service]\nname = \"legacy\"\n");
     assert_eq!(spec.targets.len(), 2);
     let found = problems("targets = [\"127.0.0.1\"]\n[service]\nname = \"legacy\"\n");
-    assert!(found[0].contains("targets[0]: `127.0.0.1` is not a target"), "{}", found[0]);
+    assert!(
+        found[0].contains("targets[0]: `127.0.0.1` is not a target"),
+        "{}",
+        found[0]
+    );
 }

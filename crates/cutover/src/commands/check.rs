@@ -32,15 +32,27 @@ pub fn run(args: Args) -> ExitCode {
             if args.json {
                 let problems: Vec<_> = match &err {
                     SpecError::Read { .. } => {
-                        vec![json!({ "line": 0, "column": 0, "key": "", "message": err.to_string() })]
+                        vec![
+                            json!({ "line": 0, "column": 0, "key": "", "message": err.to_string() }),
+                        ]
                     }
-                    SpecError::Invalid { problems, .. } => problems.iter().map(|p| json!(p)).collect(),
+                    SpecError::Invalid { problems, .. } => {
+                        problems.iter().map(|p| json!(p)).collect()
+                    }
                 };
-                println!("{}", json!({ "ok": false, "file": args.file, "problems": problems }));
+                println!(
+                    "{}",
+                    json!({ "ok": false, "file": args.file, "problems": problems })
+                );
             } else {
                 eprintln!("{err}");
                 if let SpecError::Invalid { problems, .. } = &err {
-                    eprintln!("{} problem{} in {}", problems.len(), if problems.len() == 1 { "" } else { "s" }, args.file.display());
+                    eprintln!(
+                        "{} problem{} in {}",
+                        problems.len(),
+                        if problems.len() == 1 { "" } else { "s" },
+                        args.file.display()
+                    );
                 }
             }
             ExitCode::from(EXIT_INVALID)

@@ -44,10 +44,21 @@ const DEFAULT_RATE: f64 = 50.0;
 pub fn run(args: Args) -> ExitCode {
     let load = match (args.rate, args.concurrency) {
         (_, Some(c)) => Load::Concurrency(c),
-        (rate, None) => Load::Rate { per_second: rate.unwrap_or(DEFAULT_RATE), connections: args.connections },
+        (rate, None) => Load::Rate {
+            per_second: rate.unwrap_or(DEFAULT_RATE),
+            connections: args.connections,
+        },
     };
-    let config = ProbeConfig { url: args.url.clone(), load, duration: args.duration, timeout: args.timeout };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let config = ProbeConfig {
+        url: args.url.clone(),
+        load,
+        duration: args.duration,
+        timeout: args.timeout,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cutover probe: cannot start the runtime: {e}");
@@ -82,7 +93,10 @@ pub fn run(args: Args) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         if !args.json {
-            eprintln!("cutover probe: {} requests failed (allowed: {})", report.failed, args.max_failed);
+            eprintln!(
+                "cutover probe: {} requests failed (allowed: {})",
+                report.failed, args.max_failed
+            );
         }
         ExitCode::FAILURE
     }
