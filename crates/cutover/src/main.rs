@@ -1,6 +1,8 @@
 //! The `cutover` command line: one binary for the load balancer, the fleet and the deploy controller.
 
+mod admin;
 mod commands;
+mod token;
 
 use std::process::ExitCode;
 
@@ -23,18 +25,29 @@ enum Command {
     Probe(commands::probe::Args),
     /// Validate a stack file and print it normalized.
     Check(commands::check::Args),
+    /// Run the stack in the foreground: listeners, target groups, health checks, admin API.
+    Up(commands::up::Args),
+    /// Show target groups, targets, health and traffic of a running stack.
+    Status(commands::status::Args),
+    /// Add a target to, or drain and remove one from, a running stack.
+    #[command(subcommand)]
+    Target(commands::status::TargetCommand),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match cli.command {
         Command::Probe(args) => commands::probe::run(args),
         Command::Check(args) => commands::check::run(args),
+        Command::Up(args) => commands::up::run(args),
+        Command::Status(args) => commands::status::run(args),
+        Command::Target(cmd) => commands::status::run_target(cmd),
     }
 }

@@ -16,6 +16,7 @@ pub struct Spec {
     pub group: Group,
     pub listener: Listener,
     pub deploy: Deploy,
+    pub admin: Admin,
     pub autoscale: Option<Autoscale>,
     /// Static targets cutover fronts but does not run.
     pub targets: Vec<String>,
@@ -165,7 +166,40 @@ pub struct Listener {
     pub redirect_http: Option<SocketAddr>,
     pub request_headers: BTreeMap<String, String>,
     pub response_headers: BTreeMap<String, String>,
+    pub remove_request_headers: Vec<String>,
     pub remove_response_headers: Vec<String>,
+    pub balance: Balance,
+}
+
+/// How a group spreads requests over its targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Balance {
+    RoundRobin,
+    LeastOutstanding,
+}
+
+impl Balance {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "round-robin" => Some(Balance::RoundRobin),
+            "least-outstanding" => Some(Balance::LeastOutstanding),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Balance::RoundRobin => "round-robin",
+            Balance::LeastOutstanding => "least-outstanding",
+        }
+    }
+}
+
+/// The admin API (status, metrics, targets), token-protected.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Admin {
+    pub bind: SocketAddr,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -19,6 +19,8 @@ pub struct RawSpec {
     pub listener: RawListener,
     #[serde(default)]
     pub deploy: RawDeploy,
+    #[serde(default)]
+    pub admin: RawAdmin,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscale: Option<RawAutoscale>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -72,7 +74,16 @@ pub struct RawListener {
     pub redirect_http: Option<String>,
     pub request_headers: Option<BTreeMap<String, String>>,
     pub response_headers: Option<BTreeMap<String, String>>,
+    pub remove_request_headers: Option<Vec<String>>,
     pub remove_response_headers: Option<Vec<String>>,
+    /// `round-robin` or `least-outstanding`.
+    pub balance: Option<String>,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub bind: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]

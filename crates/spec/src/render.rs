@@ -48,7 +48,9 @@ impl Spec {
                 redirect_http: l.redirect_http.map(|a| a.to_string()),
                 request_headers: Some(l.request_headers.clone()),
                 response_headers: Some(l.response_headers.clone()),
+                remove_request_headers: Some(l.remove_request_headers.clone()),
                 remove_response_headers: Some(l.remove_response_headers.clone()),
+                balance: Some(l.balance.name().into()),
             },
             deploy: RawDeploy {
                 strategy: Some(d.strategy.name().into()),
@@ -66,6 +68,9 @@ impl Spec {
                     max_p99: Some(format(d.analysis.max_p99)),
                     max_p99_ratio: Some(d.analysis.max_p99_ratio),
                 }),
+            },
+            admin: RawAdmin {
+                bind: Some(self.admin.bind.to_string()),
             },
             autoscale: self.autoscale.as_ref().map(|a| RawAutoscale {
                 scale_out_cooldown: Some(format(a.scale_out_cooldown)),

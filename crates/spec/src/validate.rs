@@ -30,6 +30,7 @@ pub mod defaults {
     pub const DESIRED: u32 = 2;
     pub const MAX: u32 = 4;
     pub const BIND: &str = "127.0.0.1:8080";
+    pub const ADMIN_BIND: &str = "127.0.0.1:8099";
     pub const MAX_SURGE: u32 = 1;
     pub const MAX_UNAVAILABLE: u32 = 0;
     pub const DRAIN_TIMEOUT: &str = "30s";
@@ -196,9 +197,19 @@ pub fn validate(raw: &RawSpec, base_dir: &Path) -> Result<Spec, Vec<Problem>> {
     let listener = listener(&mut c, &raw.listener, base_dir);
     let deploy = deploy(&mut c, &raw.deploy, &group);
     let autoscale = raw.autoscale.as_ref().map(|a| autoscale(&mut c, a));
+    let admin_bind = raw.admin.bind.as_deref().unwrap_or(defaults::ADMIN_BIND);
+    let admin = Admin {
+        bind: c
+            .addr("admin.bind", admin_bind)
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8099))),
+    };
+    if admin.bind == listener.bind && admin.bind.port() != 0 {
+        c.problem("admin.bind", "must differ from listener.bind");
+    }
 
     if c.problems.is_empty() {
         Ok(Spec {
+            admin,
             service,
             release,
             health,
@@ -416,22 +427,39 @@ fn listener(c: &mut Checker, l: &RawListener, base_dir: &Path) -> Listener {
     if redirect_http == Some(bind) {
         c.problem("listener.redirect_http", "must differ from listener.bind");
     }
-    let remove_response_headers = l.remove_response_headers.clone().unwrap_or_default();
-    for (i, name) in remove_response_headers.iter().enumerate() {
-        if !is_header_name(name) {
-            c.problem(
-                format!("listener.remove_response_headers[{i}]"),
-                format!("`{name}` is not a valid header name"),
-            );
+    let mut names = |key: &str, list: &Option<Vec<String>>| {
+        let list = list.clone().unwrap_or_default();
+        for (i, name) in list.iter().enumerate() {
+            if !is_header_name(name) {
+                c.problem(
+                    format!("listener.{key}[{i}]"),
+                    format!("`{name}` is not a valid header name"),
+                );
+            }
         }
-    }
+        list
+    };
+    let remove_request_headers = names("remove_request_headers", &l.remove_request_headers);
+    let remove_response_headers = names("remove_response_headers", &l.remove_response_headers);
+    let balance = match l.balance.as_deref() {
+        None => Balance::RoundRobin,
+        Some(b) => Balance::parse(b).unwrap_or_else(|| {
+            c.problem(
+                "listener.balance",
+                format!("`{b}` is not one of round-robin, least-outstanding"),
+            );
+            Balance::RoundRobin
+        }),
+    };
     Listener {
         bind,
         tls,
         redirect_http,
         request_headers: c.headers("listener.request_headers", &l.request_headers),
         response_headers: c.headers("listener.response_headers", &l.response_headers),
+        remove_request_headers,
         remove_response_headers,
+        balance,
     }
 }
 

@@ -2,6 +2,8 @@
 
 pub mod check;
 pub mod probe;
+pub mod status;
+pub mod up;
 
 /// Exit code for input that cutover refuses: a bad stack file or bad arguments.
 pub const EXIT_INVALID: u8 = 2;

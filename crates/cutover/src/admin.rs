@@ -1,0 +1,144 @@
+//! The admin API: status, Prometheus metrics, and adding and draining targets, behind a bearer token.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use cutover_proxy::Registry;
+use serde::Deserialize;
+use serde_json::json;
+use subtle::ConstantTimeEq;
+
+pub struct AdminState {
+    pub registry: Arc<Registry>,
+    pub token: String,
+    /// The group that targets added through the API join.
+    pub default_group: String,
+    pub drain_timeout: Duration,
+}
+
+pub fn router(state: Arc<AdminState>) -> Router {
+    Router::new()
+        .route("/status", get(status))
+        .route("/metrics", get(metrics))
+        .route("/targets", post(add_target))
+        .route("/targets/{target}", delete(remove_target))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authorize,
+        ))
+        .with_state(state)
+}
+
+fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
+    (status, Json(json!({ "error": message.to_string() }))).into_response()
+}
+
+async fn authorize(State(state): State<Arc<AdminState>>, req: Request, next: Next) -> Response {
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if bool::from(presented.as_bytes().ct_eq(state.token.as_bytes())) {
+        return next.run(req).await;
+    }
+    let mut resp = error(
+        StatusCode::UNAUTHORIZED,
+        "a bearer token from the data dir's admin.token is required",
+    );
+    resp.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    resp
+}
+
+async fn status(State(state): State<Arc<AdminState>>) -> Response {
+    Json(json!({ "groups": state.registry.status() })).into_response()
+}
+
+async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.registry.metrics_text(),
+    )
+        .into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddTarget {
+    target: String,
+    group: Option<String>,
+}
+
+async fn add_target(
+    State(state): State<Arc<AdminState>>,
+    body: Result<Json<AddTarget>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Json(add) = match body {
+        Ok(b) => b,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("body must be {{\"target\": \"host:port\"}}: {e}"),
+            )
+        }
+    };
+    let group = add.group.unwrap_or_else(|| state.default_group.clone());
+    if !add
+        .target
+        .rsplit_once(':')
+        .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "`{}` is not a target such as \"127.0.0.1:9001\"",
+                add.target
+            ),
+        );
+    }
+    match state.registry.register(&group, &add.target).await {
+        Ok(_) => (
+            StatusCode::CREATED,
+            Json(json!({ "group": group, "target": add.target })),
+        )
+            .into_response(),
+        Err(e) => error(StatusCode::BAD_REQUEST, e),
+    }
+}
+
+#[derive(Deserialize)]
+struct RemoveQuery {
+    group: Option<String>,
+    timeout: Option<String>,
+}
+
+/// Deregisters and answers once the drain is confirmed, with how many requests completed or were cut.
+async fn remove_target(
+    State(state): State<Arc<AdminState>>,
+    Path(target): Path<String>,
+    Query(q): Query<RemoveQuery>,
+) -> Response {
+    let group = q.group.unwrap_or_else(|| state.default_group.clone());
+    let timeout = match q.timeout.as_deref().map(cutover_spec::duration::parse) {
+        None => state.drain_timeout,
+        Some(Ok(t)) => t,
+        Some(Err(e)) => return error(StatusCode::BAD_REQUEST, format!("timeout: {e}")),
+    };
+    match state.registry.deregister(&group, &target, timeout) {
+        Some(handle) => {
+            Json(json!({ "group": group, "drain": handle.wait().await })).into_response()
+        }
+        None => error(
+            StatusCode::NOT_FOUND,
+            format!("no target `{target}` in group `{group}`"),
+        ),
+    }
+}

@@ -1,0 +1,199 @@
+//! `cutover status` and `cutover target add|remove`: the CLI side of the admin API.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use serde_json::Value;
+
+use super::up::{data_dir, STATIC_GROUP};
+use crate::token;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    pub stack: Stack,
+    /// Print the admin API's JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Which running stack to talk to.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Stack {
+    /// The stack file of the running stack.
+    #[arg(short = 'f', long = "file", default_value = "cutover.toml")]
+    pub file: PathBuf,
+    /// Its data dir (default: `.cutover/` beside the stack file).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum TargetCommand {
+    /// Register a target; it takes traffic once its health checks pass.
+    Add {
+        target: String,
+        #[arg(long, default_value = STATIC_GROUP)]
+        group: String,
+        #[command(flatten)]
+        stack: Stack,
+    },
+    /// Deregister a target and wait until it is drained.
+    Remove {
+        target: String,
+        #[arg(long, default_value = STATIC_GROUP)]
+        group: String,
+        /// Drain deadline (default: the stack's deploy.drain_timeout).
+        #[arg(long)]
+        timeout: Option<String>,
+        #[command(flatten)]
+        stack: Stack,
+    },
+}
+
+struct Admin {
+    base: String,
+    token: String,
+    client: reqwest::Client,
+}
+
+impl Admin {
+    fn connect(stack: &Stack) -> Result<Self, String> {
+        let dir = data_dir(&stack.file, stack.data_dir.clone());
+        let addr = std::fs::read_to_string(dir.join(token::ADDR_FILE)).map_err(|e| {
+            format!(
+                "{}: no running stack found ({e}); start one with `cutover up`",
+                dir.display()
+            )
+        })?;
+        let token = token::read(&dir)
+            .map_err(|e| format!("{}: cannot read the admin token: {e}", dir.display()))?;
+        Ok(Self {
+            base: format!("http://{}", addr.trim()),
+            token,
+            client: reqwest::Client::new(),
+        })
+    }
+
+    async fn call(&self, req: reqwest::RequestBuilder) -> Result<Value, String> {
+        let resp = req
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|e| format!("admin API at {}: {e}", self.base))?;
+        let status = resp.status();
+        let body: Value = resp
+            .json()
+            .await
+            .map_err(|e| format!("admin API answered something unreadable: {e}"))?;
+        if status.is_success() {
+            Ok(body)
+        } else {
+            Err(body["error"]
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| format!("admin API answered {status}")))
+        }
+    }
+}
+
+fn block_on<T>(f: impl std::future::Future<Output = Result<T, String>>) -> Result<T, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?
+        .block_on(f)
+}
+
+fn finish(result: Result<(), String>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cutover: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+pub fn run(args: Args) -> ExitCode {
+    finish(block_on(async {
+        let admin = Admin::connect(&args.stack)?;
+        let status = admin
+            .call(admin.client.get(format!("{}/status", admin.base)))
+            .await?;
+        if args.json {
+            println!("{status}");
+            return Ok(());
+        }
+        for group in status["groups"].as_array().into_iter().flatten() {
+            println!(
+                "group {} (weight {})",
+                group["name"].as_str().unwrap_or("?"),
+                group["weight"]
+            );
+            for t in group["targets"].as_array().into_iter().flatten() {
+                println!(
+                    "  {:<24} {:<10} {:<32} in-flight {}",
+                    t["target"].as_str().unwrap_or("?"),
+                    t["state"].as_str().unwrap_or("?"),
+                    t["reason"].as_str().unwrap_or(if t["ejected"] == true {
+                        "ejected"
+                    } else {
+                        "-"
+                    }),
+                    t["in_flight"]
+                );
+            }
+        }
+        Ok(())
+    }))
+}
+
+pub fn run_target(cmd: TargetCommand) -> ExitCode {
+    finish(block_on(async {
+        match cmd {
+            TargetCommand::Add {
+                target,
+                group,
+                stack,
+            } => {
+                let admin = Admin::connect(&stack)?;
+                let body = serde_json::json!({ "target": target, "group": group });
+                admin
+                    .call(
+                        admin
+                            .client
+                            .post(format!("{}/targets", admin.base))
+                            .json(&body),
+                    )
+                    .await?;
+                println!("registered {target} in {group}; it takes traffic once healthy");
+            }
+            TargetCommand::Remove {
+                target,
+                group,
+                timeout,
+                stack,
+            } => {
+                let admin = Admin::connect(&stack)?;
+                let mut url = format!("{}/targets/{target}?group={group}", admin.base);
+                if let Some(t) = timeout {
+                    url.push_str(&format!("&timeout={t}"));
+                }
+                let out = admin.call(admin.client.delete(url)).await?;
+                let d = &out["drain"];
+                println!(
+                    "drained {target}: {} completed, {} cut, {} ms",
+                    d["completed"], d["cut"], d["took_ms"]
+                );
+                if d["cut"].as_u64().unwrap_or(0) > 0 {
+                    return Err(format!(
+                        "{} requests were cut at the drain deadline",
+                        d["cut"]
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }))
+}

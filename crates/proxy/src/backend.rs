@@ -1,0 +1,198 @@
+//! One target's runtime side: its connection pool, in-flight accounting and metrics.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::body::ProxyBody;
+use crate::metrics::TargetMetrics;
+
+/// Idle connections older than this are dropped before reuse: below the keep-alive timeout of
+/// common servers (Node 5 s, nginx 75 s), so the target never closes one just as we reuse it.
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
+/// Most idle connections kept per target.
+const POOL_MAX_IDLE: usize = 256;
+/// Upper bound on opening a connection to a target.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A pooled HTTP/1.1 connection to the target.
+pub struct Pooled {
+    pub sender: SendRequest<ProxyBody>,
+    idle_since: Instant,
+}
+
+/// A target as the request path sees it. Shared by every routing snapshot that includes it.
+pub struct Backend {
+    pub addr: SocketAddr,
+    /// `host:port` as registered.
+    pub key: String,
+    pub metrics: TargetMetrics,
+    /// Consecutive proxy-visible failures, for passive health.
+    pub failures: AtomicU32,
+    in_flight: AtomicUsize,
+    upgraded: AtomicUsize,
+    finished: AtomicU64,
+    idle: Mutex<Vec<Pooled>>,
+    changed: Notify,
+    /// Cancelled at the drain deadline: upgraded tunnels close with a close frame.
+    pub cut: CancellationToken,
+}
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backend")
+            .field("key", &self.key)
+            .field("in_flight", &self.in_flight())
+            .finish()
+    }
+}
+
+/// Why a connection to a target could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("connect to {0} failed: {1}")]
+    Io(SocketAddr, std::io::Error),
+    #[error("connect to {0} timed out")]
+    Timeout(SocketAddr),
+    #[error("HTTP handshake with {0} failed: {1}")]
+    Handshake(SocketAddr, hyper::Error),
+}
+
+impl Backend {
+    pub fn new(key: String, addr: SocketAddr) -> Arc<Self> {
+        Arc::new(Self {
+            addr,
+            key,
+            metrics: TargetMetrics::default(),
+            failures: AtomicU32::new(0),
+            in_flight: AtomicUsize::new(0),
+            upgraded: AtomicUsize::new(0),
+            finished: AtomicU64::new(0),
+            idle: Mutex::new(Vec::new()),
+            changed: Notify::new(),
+            cut: CancellationToken::new(),
+        })
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    pub fn upgraded(&self) -> usize {
+        self.upgraded.load(Ordering::Acquire)
+    }
+
+    pub fn finished(&self) -> u64 {
+        self.finished.load(Ordering::Acquire)
+    }
+
+    /// Counts a request as in flight until the guard drops (after its response body is sent).
+    pub fn begin(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight {
+            backend: self.clone(),
+            upgraded: false,
+        }
+    }
+
+    /// Resolves when in-flight or upgraded counts change; `enable` it before reading the counts.
+    pub fn changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.changed.notified()
+    }
+
+    /// A live idle connection, most recently used first.
+    pub async fn checkout(&self) -> Option<SendRequest<ProxyBody>> {
+        loop {
+            let pooled = self.idle.lock().ok()?.pop()?;
+            if pooled.idle_since.elapsed() >= POOL_IDLE_TIMEOUT || pooled.sender.is_closed() {
+                continue;
+            }
+            let mut sender = pooled.sender;
+            // Just checked in, the connection may still be finishing the last response.
+            if sender.ready().await.is_ok() {
+                return Some(sender);
+            }
+        }
+    }
+
+    pub fn checkin(&self, sender: SendRequest<ProxyBody>) {
+        if sender.is_closed() || self.cut.is_cancelled() {
+            return;
+        }
+        if let Ok(mut idle) = self.idle.lock() {
+            if idle.len() < POOL_MAX_IDLE {
+                idle.push(Pooled {
+                    sender,
+                    idle_since: Instant::now(),
+                });
+            }
+        }
+    }
+
+    /// Drops every idle connection (the target is leaving).
+    pub fn clear_pool(&self) {
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.clear();
+        }
+    }
+
+    pub async fn connect(&self) -> Result<SendRequest<ProxyBody>, ConnectError> {
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(self.addr))
+            .await
+            .map_err(|_| ConnectError::Timeout(self.addr))?
+            .map_err(|e| ConnectError::Io(self.addr, e))?;
+        let _ = stream.set_nodelay(true);
+        let (sender, conn) = hyper::client::conn::http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| ConnectError::Handshake(self.addr, e))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(error = %e, "target connection ended");
+            }
+        });
+        Ok(sender)
+    }
+}
+
+/// An in-flight request (or, after [`InFlight::into_upgraded`], an upgraded connection).
+pub struct InFlight {
+    backend: Arc<Backend>,
+    upgraded: bool,
+}
+
+impl InFlight {
+    /// The request became a tunnel: it stops counting as a request and counts as an upgraded connection.
+    pub fn into_upgraded(mut self) -> InFlight {
+        if !self.upgraded {
+            self.backend.upgraded.fetch_add(1, Ordering::AcqRel);
+            self.backend.in_flight.fetch_sub(1, Ordering::AcqRel);
+            self.upgraded = true;
+            self.backend.changed.notify_waiters();
+        }
+        self
+    }
+
+    pub fn backend(&self) -> &Arc<Backend> {
+        &self.backend
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.upgraded {
+            self.backend.upgraded.fetch_sub(1, Ordering::AcqRel);
+        } else {
+            self.backend.in_flight.fetch_sub(1, Ordering::AcqRel);
+        }
+        self.backend.finished.fetch_add(1, Ordering::AcqRel);
+        self.backend.changed.notify_waiters();
+    }
+}

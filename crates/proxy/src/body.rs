@@ -1,0 +1,75 @@
+//! Body types of the proxy, and a response body that keeps its request in flight until fully sent.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::client::conn::http1::SendRequest;
+
+use crate::backend::InFlight;
+
+pub type ProxyBody = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;
+
+pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+pub fn empty() -> ProxyBody {
+    Empty::new().map_err(|never| match never {}).boxed()
+}
+
+/// A target's response body; the request stays in flight (and drain waits) until it ends.
+pub struct Tracked {
+    inner: Incoming,
+    guard: Option<InFlight>,
+    /// The connection the body arrives on, back to the pool once the body has been read to its end.
+    connection: Option<SendRequest<ProxyBody>>,
+}
+
+impl Tracked {
+    pub fn new(inner: Incoming, guard: InFlight, connection: SendRequest<ProxyBody>) -> Self {
+        Self {
+            inner,
+            guard: Some(guard),
+            connection: Some(connection),
+        }
+    }
+}
+
+impl Body for Tracked {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => {
+                if let (Some(guard), Some(connection)) = (self.guard.take(), self.connection.take())
+                {
+                    guard.backend().checkin(connection);
+                }
+            }
+            Poll::Ready(Some(Err(_))) => {
+                self.connection = None;
+                self.guard = None;
+            }
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

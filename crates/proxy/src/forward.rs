@@ -1,0 +1,254 @@
+//! The request path: choose a target from the snapshot, forward, retry what is safe, answer errors itself.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::header::{HeaderValue, HOST};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::BodyExt;
+use hyper::body::{Body, Incoming};
+
+use crate::backend::Backend;
+use crate::body::{self, ProxyBody, Tracked};
+use crate::headers::{self, HeaderRules};
+use crate::registry::Registry;
+use crate::upgrade;
+
+/// Upper bound on waiting for a target's response headers.
+pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Most attempts for one request, across targets and stale pooled connections.
+const MAX_ATTEMPTS: usize = 5;
+
+/// Why the proxy answered a request itself; the reason goes out in `x-cutover-error`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyError {
+    NoHealthyTargets,
+    ConnectFailed,
+    TargetReset,
+    TargetTimeout,
+}
+
+impl ProxyError {
+    pub fn status(self) -> StatusCode {
+        match self {
+            ProxyError::NoHealthyTargets => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::ConnectFailed | ProxyError::TargetReset => StatusCode::BAD_GATEWAY,
+            ProxyError::TargetTimeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    pub fn reason(self) -> &'static str {
+        match self {
+            ProxyError::NoHealthyTargets => "no-healthy-targets",
+            ProxyError::ConnectFailed => "connect-failed",
+            ProxyError::TargetReset => "target-reset",
+            ProxyError::TargetTimeout => "target-timeout",
+        }
+    }
+
+    pub fn response(self) -> Response<ProxyBody> {
+        let status = self.status();
+        let text = format!(
+            "{} {} ({})\n",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or(""),
+            self.reason()
+        );
+        let mut resp = Response::new(body::full(text));
+        *resp.status_mut() = status;
+        let h = resp.headers_mut();
+        h.insert("x-cutover-error", HeaderValue::from_static(self.reason()));
+        h.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        resp
+    }
+}
+
+/// The proxy's shared state for one listener.
+pub struct Proxy {
+    pub registry: Arc<Registry>,
+    pub rules: HeaderRules,
+    pub response_timeout: Duration,
+}
+
+/// What a request needs to be sent again when its pooled connection broke after it was written:
+/// only idempotent requests without a body.
+struct Replay {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+}
+
+impl Proxy {
+    pub fn new(registry: Arc<Registry>, rules: HeaderRules) -> Self {
+        Self {
+            registry,
+            rules,
+            response_timeout: DEFAULT_RESPONSE_TIMEOUT,
+        }
+    }
+
+    /// Forwards one client request; never fails: errors become 502/503/504 with `x-cutover-error`.
+    pub async fn handle(
+        &self,
+        mut req: Request<Incoming>,
+        client: SocketAddr,
+        scheme: &'static str,
+    ) -> Response<ProxyBody> {
+        let upgrading = req.version() == Version::HTTP_11 && headers::is_upgrade(req.headers());
+        let client_upgrade = upgrading.then(|| hyper::upgrade::on(&mut req));
+        let (mut parts, incoming) = req.into_parts();
+        let host = parts.headers.get(HOST).cloned().or_else(|| {
+            parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
+        headers::strip_hop_by_hop(&mut parts.headers, upgrading);
+        headers::add_forwarded(&mut parts.headers, client.ip(), scheme, host.as_ref());
+        if let Some(host) = host {
+            parts.headers.insert(HOST, host);
+        }
+        headers::apply(
+            &mut parts.headers,
+            &self.rules.request_set,
+            &self.rules.request_remove,
+        );
+        // Targets speak HTTP/1.1 and want origin-form, whatever the client spoke.
+        parts.version = Version::HTTP_11;
+        if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+            let path = parts
+                .uri
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or("/");
+            parts.uri = path.parse().unwrap_or_else(|_| Uri::from_static("/"));
+        }
+        let replay =
+            (is_idempotent(&parts.method) && incoming.is_end_stream() && !upgrading).then(|| {
+                Replay {
+                    method: parts.method.clone(),
+                    uri: parts.uri.clone(),
+                    headers: parts.headers.clone(),
+                }
+            });
+        let mut req = Request::from_parts(parts, incoming.boxed());
+        let mut tried: Vec<Arc<Backend>> = Vec::new();
+        let mut replayed = false;
+        let mut client_upgrade = client_upgrade;
+
+        for _ in 0..MAX_ATTEMPTS {
+            let picked = {
+                let table = self.registry.table();
+                table.pick(&tried).map(|(g, b)| (g.name.clone(), b))
+            };
+            let Some((group, backend)) = picked else {
+                break;
+            };
+            let guard = backend.begin();
+            backend.metrics.request();
+            let started = Instant::now();
+            let (mut sender, reused) = match backend.checkout().await {
+                Some(sender) => (sender, true),
+                None => match backend.connect().await {
+                    Ok(sender) => (sender, false),
+                    Err(e) => {
+                        // Nothing reached the target: safe to try another whatever the method.
+                        tracing::debug!(target = %backend.key, error = %e, "connect failed; trying another target");
+                        backend.metrics.connect_error();
+                        self.registry.passive(&group, &backend, false);
+                        tried.push(backend);
+                        continue;
+                    }
+                },
+            };
+            let sent =
+                tokio::time::timeout(self.response_timeout, sender.try_send_request(req)).await;
+            let mut resp = match sent {
+                Ok(Ok(resp)) => resp,
+                Ok(Err(mut err)) => {
+                    if let Some(unsent) = err.take_message() {
+                        // The pooled connection closed before the request was written: send it again.
+                        req = unsent;
+                        continue;
+                    }
+                    match (&replay, reused && !replayed) {
+                        (Some(r), true) => {
+                            // Written to a reused connection that the target had just closed: an
+                            // idempotent request without a body is safe to send once more.
+                            replayed = true;
+                            req = rebuild(r);
+                            continue;
+                        }
+                        _ => {
+                            backend.metrics.proxy_error(started.elapsed());
+                            self.registry.passive(&group, &backend, false);
+                            tracing::debug!(target = %backend.key, error = %err.error(), "target broke the exchange");
+                            return ProxyError::TargetReset.response();
+                        }
+                    }
+                }
+                Err(_) => {
+                    backend.metrics.proxy_error(started.elapsed());
+                    self.registry.passive(&group, &backend, false);
+                    return ProxyError::TargetTimeout.response();
+                }
+            };
+            let status = resp.status();
+            backend.metrics.response(status.as_u16(), started.elapsed());
+            self.registry.passive(&group, &backend, true);
+
+            if status == StatusCode::SWITCHING_PROTOCOLS {
+                if let Some(client_side) = client_upgrade.take() {
+                    let target_side = hyper::upgrade::on(&mut resp);
+                    tokio::spawn(upgrade::tunnel(
+                        client_side,
+                        target_side,
+                        guard.into_upgraded(),
+                    ));
+                    let (mut parts, _) = resp.into_parts();
+                    headers::strip_hop_by_hop(&mut parts.headers, true);
+                    return Response::from_parts(parts, body::empty());
+                }
+            }
+            let (mut parts, incoming) = resp.into_parts();
+            headers::strip_hop_by_hop(&mut parts.headers, false);
+            headers::apply(
+                &mut parts.headers,
+                &self.rules.response_set,
+                &self.rules.response_remove,
+            );
+            return Response::from_parts(parts, Tracked::new(incoming, guard, sender).boxed());
+        }
+        if tried.is_empty()
+            && self
+                .registry
+                .table()
+                .groups
+                .iter()
+                .all(|g| g.targets.is_empty() || g.weight == 0)
+        {
+            ProxyError::NoHealthyTargets.response()
+        } else {
+            ProxyError::ConnectFailed.response()
+        }
+    }
+}
+
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
+}
+
+fn rebuild(r: &Replay) -> Request<ProxyBody> {
+    let mut req = Request::new(body::empty());
+    *req.method_mut() = r.method.clone();
+    *req.uri_mut() = r.uri.clone();
+    *req.headers_mut() = r.headers.clone();
+    req
+}

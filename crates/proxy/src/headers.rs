@@ -1,0 +1,193 @@
+//! Header handling: hop-by-hop removal, X-Forwarded-*, request ids, and the stack file's rules.
+
+use std::net::IpAddr;
+
+use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, HOST, UPGRADE};
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+];
+
+/// Set and remove rules for requests and responses, from the stack file.
+#[derive(Debug, Clone, Default)]
+pub struct HeaderRules {
+    pub request_set: Vec<(HeaderName, HeaderValue)>,
+    pub request_remove: Vec<HeaderName>,
+    pub response_set: Vec<(HeaderName, HeaderValue)>,
+    pub response_remove: Vec<HeaderName>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("header rule `{0}`: {1}")]
+pub struct RuleError(String, String);
+
+impl HeaderRules {
+    pub fn from_listener(l: &cutover_spec::Listener) -> Result<Self, RuleError> {
+        let pair =
+            |(name, value): (&String, &String)| -> Result<(HeaderName, HeaderValue), RuleError> {
+                let n = HeaderName::from_bytes(name.as_bytes())
+                    .map_err(|e| RuleError(name.clone(), e.to_string()))?;
+                let v = HeaderValue::from_str(value)
+                    .map_err(|e| RuleError(name.clone(), e.to_string()))?;
+                Ok((n, v))
+            };
+        let name = |name: &String| {
+            HeaderName::from_bytes(name.as_bytes())
+                .map_err(|e| RuleError(name.clone(), e.to_string()))
+        };
+        Ok(Self {
+            request_set: l
+                .request_headers
+                .iter()
+                .map(pair)
+                .collect::<Result<_, _>>()?,
+            request_remove: l
+                .remove_request_headers
+                .iter()
+                .map(name)
+                .collect::<Result<_, _>>()?,
+            response_set: l
+                .response_headers
+                .iter()
+                .map(pair)
+                .collect::<Result<_, _>>()?,
+            response_remove: l
+                .remove_response_headers
+                .iter()
+                .map(name)
+                .collect::<Result<_, _>>()?,
+        })
+    }
+}
+
+/// Removes hop-by-hop headers, and any named in `Connection`; keeps `Upgrade` when the exchange upgrades.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrading: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .filter(|n| !(upgrading && n == UPGRADE))
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    if upgrading {
+        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(UPGRADE);
+    }
+}
+
+/// Whether a request asks to switch protocols (WebSocket and other HTTP/1.1 upgrades).
+pub fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(UPGRADE)
+        && headers
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
+}
+
+/// Adds X-Forwarded-For/Proto/Host and an `x-request-id` when the client sent none.
+pub fn add_forwarded(
+    headers: &mut HeaderMap,
+    client: IpAddr,
+    scheme: &'static str,
+    host: Option<&HeaderValue>,
+) {
+    let xff = HeaderName::from_static("x-forwarded-for");
+    let value = match headers.get(&xff).and_then(|v| v.to_str().ok()) {
+        Some(prior) => format!("{prior}, {client}"),
+        None => client.to_string(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        headers.insert(xff, v);
+    }
+    headers.insert(
+        HeaderName::from_static("x-forwarded-proto"),
+        HeaderValue::from_static(scheme),
+    );
+    if let Some(host) = host.or_else(|| headers.get(HOST)).cloned() {
+        headers.insert(HeaderName::from_static("x-forwarded-host"), host);
+    }
+    let request_id = HeaderName::from_static("x-request-id");
+    if !headers.contains_key(&request_id) {
+        let id = format!("{:032x}", fastrand::u128(..));
+        if let Ok(v) = HeaderValue::from_str(&id) {
+            headers.insert(request_id, v);
+        }
+    }
+}
+
+pub fn apply(headers: &mut HeaderMap, set: &[(HeaderName, HeaderValue)], remove: &[HeaderName]) {
+    for name in remove {
+        headers.remove(name);
+    }
+    for (name, value) in set {
+        headers.insert(name.clone(), value.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_hop_by_hop_and_connection_named_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h, false);
+        assert!(
+            h.get("x-secret").is_none()
+                && h.get("keep-alive").is_none()
+                && h.get(CONNECTION).is_none()
+        );
+        assert!(h.get("x-kept").is_some());
+    }
+
+    #[test]
+    fn keeps_upgrade_when_upgrading() {
+        let mut h = HeaderMap::new();
+        h.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+        h.insert(UPGRADE, HeaderValue::from_static("websocket"));
+        assert!(is_upgrade(&h));
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h[UPGRADE], "websocket");
+        assert_eq!(h[CONNECTION], "upgrade");
+    }
+
+    #[test]
+    fn forwarded_headers_append_and_keep_request_ids() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        h.insert(HOST, HeaderValue::from_static("shop.example"));
+        h.insert("x-request-id", HeaderValue::from_static("abc"));
+        add_forwarded(&mut h, "127.0.0.1".parse().expect("ip"), "https", None);
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "shop.example");
+        assert_eq!(h["x-request-id"], "abc");
+        let mut fresh = HeaderMap::new();
+        add_forwarded(&mut fresh, "127.0.0.1".parse().expect("ip"), "http", None);
+        assert_eq!(fresh["x-request-id"].len(), 32);
+    }
+}

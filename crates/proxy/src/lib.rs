@@ -1,0 +1,23 @@
+//! The data plane: listeners, weighted target groups, health checks, retries, draining and metrics.
+
+pub mod backend;
+pub mod body;
+pub mod drain;
+pub mod forward;
+pub mod headers;
+pub mod health;
+pub mod metrics;
+mod redirect;
+pub mod registry;
+pub mod server;
+pub mod table;
+pub mod target;
+pub mod tls;
+mod upgrade;
+
+pub use drain::{DrainHandle, DrainReport};
+pub use forward::{Proxy, ProxyError};
+pub use health::HealthConfig;
+pub use registry::{GroupStatus, Registry, TargetStatus};
+pub use server::{serve, serve_redirect, ListenerOptions};
+pub use table::Balance;

@@ -1,0 +1,395 @@
+//! The observer: owns groups, targets and their health, applies reports, and publishes routing snapshots.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::backend::Backend;
+use crate::drain::{self, DrainHandle};
+use crate::health::{self, HealthConfig};
+use crate::metrics::MetricsSnapshot;
+use crate::table::{Balance, GroupRoute, Snapshot};
+use crate::target::{Event, Health, TargetState};
+
+/// Something that happened to a target, sent to the observer by health checkers and the request path.
+#[derive(Debug)]
+pub struct Report {
+    pub group: String,
+    pub backend: Arc<Backend>,
+    pub event: Event,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// The caller named a group that does not exist; not retryable.
+    #[error("no target group named `{0}`")]
+    NoGroup(String),
+    /// The target's address did not resolve; retryable if DNS was at fault.
+    #[error("target `{0}` does not resolve to an address: {1}")]
+    Resolve(String, String),
+    #[error("weight {0} is above 999")]
+    Weight(u32),
+}
+
+/// Consecutive proxy-visible failures that eject a target.
+const PASSIVE_THRESHOLD: u32 = 3;
+/// How long an ejected target stays out before an active check may readmit it.
+const EJECT_BACK_OFF: Duration = Duration::from_secs(5);
+
+struct TargetEntry {
+    backend: Arc<Backend>,
+    health: Health,
+    checker: CancellationToken,
+}
+
+struct GroupState {
+    weight: u32,
+    balance: Balance,
+    health: Arc<HealthConfig>,
+    targets: BTreeMap<String, TargetEntry>,
+    /// Counts of targets that have left, so group totals never go backwards.
+    retired: MetricsSnapshot,
+}
+
+/// A target as `cutover status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetStatus {
+    pub target: String,
+    pub state: TargetState,
+    pub reason: Option<&'static str>,
+    pub ejected: bool,
+    pub in_flight: usize,
+    pub upgraded: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupStatus {
+    pub name: String,
+    pub weight: u32,
+    pub targets: Vec<TargetStatus>,
+}
+
+/// Groups and targets. The request path reads only [`Registry::table`]; everything else locks.
+pub struct Registry {
+    groups: Mutex<BTreeMap<String, GroupState>>,
+    table: ArcSwap<Snapshot>,
+    reports: mpsc::UnboundedSender<Report>,
+}
+
+impl Registry {
+    /// A registry and the observer task that applies reports to it.
+    pub fn new() -> Arc<Self> {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Report>();
+        let registry = Arc::new(Self {
+            groups: Mutex::new(BTreeMap::new()),
+            table: ArcSwap::from_pointee(Snapshot::default()),
+            reports: tx,
+        });
+        let weak = Arc::downgrade(&registry);
+        tokio::spawn(async move {
+            while let Some(report) = rx.recv().await {
+                let Some(registry) = weak.upgrade() else {
+                    return;
+                };
+                registry.apply(report);
+            }
+        });
+        registry
+    }
+
+    /// The current routing snapshot: a lock-free read.
+    pub fn table(&self) -> arc_swap::Guard<Arc<Snapshot>> {
+        self.table.load()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, GroupState>> {
+        // A panic while holding the lock leaves plain data behind; keep serving it.
+        self.groups
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Creates a group, or updates its health settings and balance if it exists.
+    pub fn ensure_group(
+        &self,
+        name: &str,
+        weight: u32,
+        balance: Balance,
+        health: HealthConfig,
+    ) -> Result<(), RegistryError> {
+        if weight > 999 {
+            return Err(RegistryError::Weight(weight));
+        }
+        let mut groups = self.lock();
+        let health = Arc::new(health);
+        groups
+            .entry(name.to_owned())
+            .and_modify(|g| {
+                g.balance = balance;
+                g.health = health.clone();
+            })
+            .or_insert_with(|| GroupState {
+                weight,
+                balance,
+                health,
+                targets: BTreeMap::new(),
+                retired: MetricsSnapshot::default(),
+            });
+        self.publish(&groups);
+        Ok(())
+    }
+
+    /// Sets several groups' weights in one routing change.
+    pub fn set_weights(&self, weights: &[(&str, u32)]) -> Result<(), RegistryError> {
+        let mut groups = self.lock();
+        for (name, w) in weights {
+            if *w > 999 {
+                return Err(RegistryError::Weight(*w));
+            }
+            if !groups.contains_key(*name) {
+                return Err(RegistryError::NoGroup((*name).to_owned()));
+            }
+        }
+        for (name, w) in weights {
+            if let Some(g) = groups.get_mut(*name) {
+                g.weight = *w;
+            }
+        }
+        self.publish(&groups);
+        Ok(())
+    }
+
+    /// Adds a target to a group; it starts in `initial` and takes traffic once its checks pass.
+    pub async fn register(&self, group: &str, target: &str) -> Result<Arc<Backend>, RegistryError> {
+        let addr = resolve(target).await?;
+        let mut groups = self.lock();
+        let g = groups
+            .get_mut(group)
+            .ok_or_else(|| RegistryError::NoGroup(group.to_owned()))?;
+        if let Some(existing) = g.targets.get(target) {
+            if existing.health.state != TargetState::Draining {
+                return Ok(existing.backend.clone());
+            }
+        }
+        let backend = Backend::new(target.to_owned(), addr);
+        let checker = CancellationToken::new();
+        health::spawn(
+            group.to_owned(),
+            backend.clone(),
+            g.health.clone(),
+            self.reports.clone(),
+            checker.clone(),
+        );
+        if let Some(old) = g.targets.insert(
+            target.to_owned(),
+            TargetEntry {
+                backend: backend.clone(),
+                health: Health::new(),
+                checker,
+            },
+        ) {
+            old.checker.cancel();
+            g.retired.add(&old.backend.metrics.snapshot());
+        }
+        self.publish(&groups);
+        Ok(backend)
+    }
+
+    /// Takes a target out of rotation at once and drains it; the handle resolves when nothing is
+    /// in flight any more, or at `timeout`. `None` if the target is not registered.
+    pub fn deregister(
+        self: &Arc<Self>,
+        group: &str,
+        target: &str,
+        timeout: Duration,
+    ) -> Option<DrainHandle> {
+        let mut groups = self.lock();
+        let g = groups.get_mut(group)?;
+        let entry = g.targets.get_mut(target)?;
+        entry.checker.cancel();
+        let health_config = g.health.thresholds;
+        entry.health = entry
+            .health
+            .on(Event::Deregister, health_config, std::time::Instant::now());
+        let backend = entry.backend.clone();
+        self.publish(&groups);
+        drop(groups);
+        let (tx, rx) = watch::channel(None);
+        let registry = self.clone();
+        let (group, target) = (group.to_owned(), target.to_owned());
+        tokio::spawn(async move {
+            let report = drain::drain(backend.clone(), tokio::time::Instant::now() + timeout).await;
+            registry.forget(&group, &target, &backend);
+            let _ = tx.send(Some(report));
+        });
+        Some(DrainHandle::new(rx))
+    }
+
+    fn forget(&self, group: &str, target: &str, backend: &Arc<Backend>) {
+        let mut groups = self.lock();
+        if let Some(g) = groups.get_mut(group) {
+            if g.targets
+                .get(target)
+                .is_some_and(|e| Arc::ptr_eq(&e.backend, backend))
+            {
+                if let Some(old) = g.targets.remove(target) {
+                    g.retired.add(&old.backend.metrics.snapshot());
+                }
+            }
+        }
+        self.publish(&groups);
+    }
+
+    /// The request path's view of one exchange with a target: failures in a row eject it.
+    /// Lock-free: the count lives on the backend and an ejection goes to the observer.
+    pub fn passive(&self, group: &str, backend: &Arc<Backend>, ok: bool) {
+        if ok {
+            if backend.failures.load(Ordering::Relaxed) != 0 {
+                backend.failures.store(0, Ordering::Relaxed);
+            }
+            return;
+        }
+        let failures = backend.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if failures == PASSIVE_THRESHOLD {
+            let until = std::time::Instant::now() + EJECT_BACK_OFF;
+            let _ = self.reports.send(Report {
+                group: group.to_owned(),
+                backend: backend.clone(),
+                event: Event::Eject { until },
+            });
+        }
+    }
+
+    fn apply(&self, report: Report) {
+        let mut groups = self.lock();
+        let Some(g) = groups.get_mut(&report.group) else {
+            return;
+        };
+        let thresholds = g.health.thresholds;
+        let Some(entry) = g.targets.get_mut(&report.backend.key) else {
+            return;
+        };
+        if !Arc::ptr_eq(&entry.backend, &report.backend) {
+            return;
+        }
+        let before = entry.health;
+        entry.health = entry
+            .health
+            .on(report.event, thresholds, std::time::Instant::now());
+        if matches!(report.event, Event::Eject { .. }) {
+            report.backend.failures.store(0, Ordering::Relaxed);
+            tracing::warn!(group = %report.group, target = %report.backend.key, "ejected after consecutive failures");
+        }
+        if before.is_routable() != entry.health.is_routable() || before.state != entry.health.state
+        {
+            tracing::info!(group = %report.group, target = %report.backend.key, state = ?entry.health.state,
+                reason = ?entry.health.reason.map(|r| r.as_str()), "target changed");
+            self.publish(&groups);
+        }
+    }
+
+    /// Builds and swaps in a new routing snapshot.
+    fn publish(&self, groups: &BTreeMap<String, GroupState>) {
+        let routes = groups
+            .iter()
+            .map(|(name, g)| {
+                let mut targets: Vec<Arc<Backend>> = g
+                    .targets
+                    .values()
+                    .filter(|e| e.health.is_routable())
+                    .map(|e| e.backend.clone())
+                    .collect();
+                if targets.is_empty() && g.health.fail_open {
+                    targets = g
+                        .targets
+                        .values()
+                        .filter(|e| e.health.state != TargetState::Draining)
+                        .map(|e| e.backend.clone())
+                        .collect();
+                }
+                GroupRoute::new(name.clone(), g.weight, g.balance, targets)
+            })
+            .collect();
+        self.table.store(Arc::new(Snapshot::new(routes)));
+    }
+
+    pub fn status(&self) -> Vec<GroupStatus> {
+        let groups = self.lock();
+        groups
+            .iter()
+            .map(|(name, g)| GroupStatus {
+                name: name.clone(),
+                weight: g.weight,
+                targets: g
+                    .targets
+                    .iter()
+                    .map(|(key, e)| TargetStatus {
+                        target: key.clone(),
+                        state: e.health.state,
+                        reason: e.health.reason.map(|r| r.as_str()),
+                        ejected: e.health.is_ejected(),
+                        in_flight: e.backend.in_flight(),
+                        upgraded: e.backend.upgraded(),
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// A group's totals, including targets that have left.
+    pub fn group_metrics(&self, group: &str) -> Option<MetricsSnapshot> {
+        let groups = self.lock();
+        let g = groups.get(group)?;
+        let mut total = g.retired.clone();
+        for e in g.targets.values() {
+            total.add(&e.backend.metrics.snapshot());
+        }
+        Some(total)
+    }
+
+    /// Prometheus text for every target and group.
+    pub fn metrics_text(&self) -> String {
+        let groups = self.lock();
+        let mut out = String::new();
+        out.push_str(
+            "# TYPE cutover_requests_total counter\n# TYPE cutover_responses_total counter\n",
+        );
+        out.push_str(
+            "# TYPE cutover_request_duration_seconds histogram\n# TYPE cutover_in_flight gauge\n",
+        );
+        for (name, g) in groups.iter() {
+            let _ = std::fmt::Write::write_fmt(
+                &mut out,
+                format_args!("cutover_group_weight{{group=\"{name}\"}} {}\n", g.weight),
+            );
+            for (key, e) in &g.targets {
+                let labels = format!("group=\"{name}\",target=\"{key}\"");
+                e.backend.metrics.snapshot().render(&mut out, &labels);
+                let _ = std::fmt::Write::write_fmt(
+                    &mut out,
+                    format_args!("cutover_in_flight{{{labels}}} {}\n", e.backend.in_flight()),
+                );
+            }
+        }
+        out
+    }
+}
+
+async fn resolve(target: &str) -> Result<SocketAddr, RegistryError> {
+    if let Ok(addr) = target.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let mut addrs = tokio::net::lookup_host(target)
+        .await
+        .map_err(|e| RegistryError::Resolve(target.to_owned(), e.to_string()))?;
+    addrs
+        .next()
+        .ok_or_else(|| RegistryError::Resolve(target.to_owned(), "no addresses".into()))
+}

@@ -1,0 +1,183 @@
+//! The routing table: an immutable snapshot of groups, weights and routable targets, swapped atomically.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use crate::backend::Backend;
+
+pub use cutover_spec::Balance;
+
+/// One group as the request path sees it.
+#[derive(Debug)]
+pub struct GroupRoute {
+    pub name: String,
+    pub weight: u32,
+    pub balance: Balance,
+    /// The targets requests may go to: the healthy ones, or all of them when failing open.
+    pub targets: Vec<Arc<Backend>>,
+    next: AtomicUsize,
+}
+
+impl GroupRoute {
+    pub fn new(name: String, weight: u32, balance: Balance, targets: Vec<Arc<Backend>>) -> Self {
+        Self {
+            name,
+            weight,
+            balance,
+            targets,
+            next: AtomicUsize::new(fastrand::usize(..)),
+        }
+    }
+
+    fn pick(&self, tried: &[Arc<Backend>]) -> Option<&Arc<Backend>> {
+        let untried = |b: &&Arc<Backend>| !tried.iter().any(|t| Arc::ptr_eq(t, b));
+        match self.balance {
+            Balance::RoundRobin => {
+                let n = self.targets.len();
+                let start = self.next.fetch_add(1, Ordering::Relaxed);
+                (0..n).map(|i| &self.targets[(start + i) % n]).find(untried)
+            }
+            Balance::LeastOutstanding => {
+                // Ties go round robin, so equal targets share evenly.
+                let n = self.targets.len();
+                let start = self.next.fetch_add(1, Ordering::Relaxed);
+                (0..n)
+                    .map(|i| &self.targets[(start + i) % n])
+                    .filter(untried)
+                    .min_by_key(|b| b.in_flight())
+            }
+        }
+    }
+}
+
+/// Spreads consecutive request numbers over the weight ring, so any window of `total` requests
+/// splits exactly by weight while groups still interleave.
+const SPREAD: usize = 7919;
+
+/// Everything the request path needs to choose a target. Never mutated: a change builds a new one.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub groups: Vec<GroupRoute>,
+    total_weight: usize,
+    counter: AtomicUsize,
+}
+
+impl Snapshot {
+    pub fn new(groups: Vec<GroupRoute>) -> Self {
+        let total_weight = groups
+            .iter()
+            .filter(|g| !g.targets.is_empty())
+            .map(|g| g.weight as usize)
+            .sum();
+        Self {
+            groups,
+            total_weight,
+            counter: AtomicUsize::new(0),
+        }
+    }
+
+    /// A target for the next request, avoiding `tried`; its group's name comes with it.
+    pub fn pick(&self, tried: &[Arc<Backend>]) -> Option<(&GroupRoute, Arc<Backend>)> {
+        let live = || {
+            self.groups
+                .iter()
+                .filter(|g| !g.targets.is_empty() && g.weight > 0)
+        };
+        if self.total_weight > 0 {
+            let n = self.counter.fetch_add(1, Ordering::Relaxed);
+            let spread = if self.total_weight.is_multiple_of(SPREAD) {
+                n
+            } else {
+                n.wrapping_mul(SPREAD)
+            };
+            let mut slot = spread % self.total_weight;
+            for g in live() {
+                if slot < g.weight as usize {
+                    if let Some(b) = g.pick(tried) {
+                        return Some((g, b.clone()));
+                    }
+                    break;
+                }
+                slot -= g.weight as usize;
+            }
+        }
+        // The chosen group had no untried target (a retry): any other group with weight will do.
+        for g in live() {
+            if let Some(b) = g.pick(tried) {
+                return Some((g, b.clone()));
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backend(port: u16) -> Arc<Backend> {
+        Backend::new(format!("127.0.0.1:{port}"), ([127, 0, 0, 1], port).into())
+    }
+
+    #[test]
+    fn weights_split_exactly_over_a_window() {
+        let a = GroupRoute::new(
+            "a".into(),
+            90,
+            Balance::RoundRobin,
+            vec![backend(1), backend(2)],
+        );
+        let b = GroupRoute::new("b".into(), 10, Balance::RoundRobin, vec![backend(3)]);
+        let snap = Snapshot::new(vec![a, b]);
+        let to_b = (0..10_000)
+            .filter(|_| snap.pick(&[]).is_some_and(|(g, _)| g.name == "b"))
+            .count();
+        assert_eq!(to_b, 1000);
+    }
+
+    #[test]
+    fn round_robin_visits_every_target_and_retries_avoid_tried_ones() {
+        let targets = vec![backend(1), backend(2), backend(3)];
+        let snap = Snapshot::new(vec![GroupRoute::new(
+            "a".into(),
+            1,
+            Balance::RoundRobin,
+            targets.clone(),
+        )]);
+        let mut seen = std::collections::BTreeMap::new();
+        for _ in 0..300 {
+            let (_, b) = snap.pick(&[]).expect("a target");
+            *seen.entry(b.key.clone()).or_insert(0) += 1;
+        }
+        assert_eq!(
+            seen.values().copied().collect::<Vec<_>>(),
+            vec![100, 100, 100]
+        );
+        let (_, b) = snap.pick(&targets[..2]).expect("the untried target");
+        assert!(Arc::ptr_eq(&b, &targets[2]));
+        assert!(snap.pick(&targets).is_none());
+    }
+
+    #[test]
+    fn weight_zero_and_empty_groups_get_nothing() {
+        let a = GroupRoute::new("a".into(), 0, Balance::RoundRobin, vec![backend(1)]);
+        let b = GroupRoute::new("b".into(), 50, Balance::RoundRobin, vec![]);
+        let c = GroupRoute::new("c".into(), 5, Balance::RoundRobin, vec![backend(2)]);
+        let snap = Snapshot::new(vec![a, b, c]);
+        assert!((0..100).all(|_| snap.pick(&[]).is_some_and(|(g, _)| g.name == "c")));
+    }
+
+    #[test]
+    fn least_outstanding_prefers_the_idle_target() {
+        let busy = backend(1);
+        let idle = backend(2);
+        let _held: Vec<_> = (0..3).map(|_| busy.begin()).collect();
+        let snap = Snapshot::new(vec![GroupRoute::new(
+            "a".into(),
+            1,
+            Balance::LeastOutstanding,
+            vec![busy, idle.clone()],
+        )]);
+        assert!((0..10).all(|_| snap.pick(&[]).is_some_and(|(_, b)| Arc::ptr_eq(&b, &idle))));
+    }
+}
