@@ -6,6 +6,10 @@ mod token;
 
 use std::process::ExitCode;
 
+/// The proxy allocates per request from two worker threads; glibc's arenas contend on that.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]

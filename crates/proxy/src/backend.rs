@@ -19,6 +19,22 @@ use crate::metrics::TargetMetrics;
 pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 /// Most idle connections kept per target.
 const POOL_MAX_IDLE: usize = 256;
+/// Pools per target; worker threads map onto them by index.
+const POOL_SHARDS: usize = 16;
+
+thread_local! {
+    static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Marks the current thread as worker `index`, so it uses its own connection pools.
+pub fn set_worker(index: usize) {
+    WORKER.with(|w| w.set(index));
+}
+
+fn shard() -> usize {
+    WORKER.with(|w| w.get()) % POOL_SHARDS
+}
+
 /// Upper bound on opening a connection to a target.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -39,7 +55,9 @@ pub struct Backend {
     in_flight: AtomicUsize,
     upgraded: AtomicUsize,
     finished: AtomicU64,
-    idle: Mutex<Vec<Pooled>>,
+    /// Idle connections, one pool per worker thread: a connection's driver task runs on the
+    /// worker that opened it, so reusing it from another worker would cost a cross-thread wake.
+    idle: Vec<Mutex<Vec<Pooled>>>,
     changed: Notify,
     /// Cancelled at the drain deadline: upgraded tunnels close with a close frame.
     pub cut: CancellationToken,
@@ -75,7 +93,7 @@ impl Backend {
             in_flight: AtomicUsize::new(0),
             upgraded: AtomicUsize::new(0),
             finished: AtomicU64::new(0),
-            idle: Mutex::new(Vec::new()),
+            idle: (0..POOL_SHARDS).map(|_| Mutex::new(Vec::new())).collect(),
             changed: Notify::new(),
             cut: CancellationToken::new(),
         })
@@ -110,7 +128,7 @@ impl Backend {
     /// A live idle connection, most recently used first.
     pub async fn checkout(&self) -> Option<SendRequest<ProxyBody>> {
         loop {
-            let pooled = self.idle.lock().ok()?.pop()?;
+            let pooled = self.idle[shard()].lock().ok()?.pop()?;
             if pooled.idle_since.elapsed() >= POOL_IDLE_TIMEOUT || pooled.sender.is_closed() {
                 continue;
             }
@@ -126,7 +144,7 @@ impl Backend {
         if sender.is_closed() || self.cut.is_cancelled() {
             return;
         }
-        if let Ok(mut idle) = self.idle.lock() {
+        if let Ok(mut idle) = self.idle[shard()].lock() {
             if idle.len() < POOL_MAX_IDLE {
                 idle.push(Pooled {
                     sender,
@@ -138,8 +156,10 @@ impl Backend {
 
     /// Drops every idle connection (the target is leaving).
     pub fn clear_pool(&self) {
-        if let Ok(mut idle) = self.idle.lock() {
-            idle.clear();
+        for pool in &self.idle {
+            if let Ok(mut idle) = pool.lock() {
+                idle.clear();
+            }
         }
     }
 

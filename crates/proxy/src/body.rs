@@ -40,6 +40,24 @@ impl Tracked {
     }
 }
 
+impl Tracked {
+    /// The body was read to its end: the connection can carry another request.
+    fn finish(&mut self) {
+        if let (Some(guard), Some(connection)) = (self.guard.take(), self.connection.take()) {
+            guard.backend().checkin(connection);
+        }
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        // An empty body (204, HEAD, content-length 0) may never be polled at all.
+        if self.inner.is_end_stream() {
+            self.finish();
+        }
+    }
+}
+
 impl Body for Tracked {
     type Data = Bytes;
     type Error = hyper::Error;
@@ -50,12 +68,10 @@ impl Body for Tracked {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         match &polled {
-            Poll::Ready(None) => {
-                if let (Some(guard), Some(connection)) = (self.guard.take(), self.connection.take())
-                {
-                    guard.backend().checkin(connection);
-                }
-            }
+            // Servers stop polling once `is_end_stream` says the last frame went out, so finish
+            // here rather than waiting for a `None` that may never be asked for.
+            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.finish(),
+            Poll::Ready(None) => self.finish(),
             Poll::Ready(Some(Err(_))) => {
                 self.connection = None;
                 self.guard = None;

@@ -1,6 +1,5 @@
 //! The request path: choose a target from the snapshot, forward, retry what is safe, answer errors itself.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,7 +10,7 @@ use hyper::body::{Body, Incoming};
 
 use crate::backend::Backend;
 use crate::body::{self, ProxyBody, Tracked};
-use crate::headers::{self, HeaderRules};
+use crate::headers::{self, Client, HeaderRules};
 use crate::registry::Registry;
 use crate::upgrade;
 
@@ -92,12 +91,7 @@ impl Proxy {
     }
 
     /// Forwards one client request; never fails: errors become 502/503/504 with `x-cutover-error`.
-    pub async fn handle(
-        &self,
-        mut req: Request<Incoming>,
-        client: SocketAddr,
-        scheme: &'static str,
-    ) -> Response<ProxyBody> {
+    pub async fn handle(&self, mut req: Request<Incoming>, client: &Client) -> Response<ProxyBody> {
         let upgrading = req.version() == Version::HTTP_11 && headers::is_upgrade(req.headers());
         let client_upgrade = upgrading.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, incoming) = req.into_parts();
@@ -108,7 +102,7 @@ impl Proxy {
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         });
         headers::strip_hop_by_hop(&mut parts.headers, upgrading);
-        headers::add_forwarded(&mut parts.headers, client.ip(), scheme, host.as_ref());
+        headers::add_forwarded(&mut parts.headers, client, host.as_ref());
         if let Some(host) = host {
             parts.headers.insert(HOST, host);
         }

@@ -104,21 +104,35 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
             })
 }
 
-/// Adds X-Forwarded-For/Proto/Host and an `x-request-id` when the client sent none.
-pub fn add_forwarded(
-    headers: &mut HeaderMap,
-    client: IpAddr,
-    scheme: &'static str,
-    host: Option<&HeaderValue>,
-) {
-    let xff = HeaderName::from_static("x-forwarded-for");
-    let value = match headers.get(&xff).and_then(|v| v.to_str().ok()) {
-        Some(prior) => format!("{prior}, {client}"),
-        None => client.to_string(),
-    };
-    if let Ok(v) = HeaderValue::from_str(&value) {
-        headers.insert(xff, v);
+/// The client side of a connection, worked out once per connection rather than per request.
+#[derive(Debug, Clone)]
+pub struct Client {
+    pub ip: IpAddr,
+    pub ip_header: HeaderValue,
+    pub scheme: &'static str,
+}
+
+impl Client {
+    pub fn new(ip: IpAddr, scheme: &'static str) -> Self {
+        let ip_header =
+            HeaderValue::from_str(&ip.to_string()).unwrap_or(HeaderValue::from_static("unknown"));
+        Self {
+            ip,
+            ip_header,
+            scheme,
+        }
     }
+}
+
+/// Adds X-Forwarded-For/Proto/Host and an `x-request-id` when the client sent none.
+pub fn add_forwarded(headers: &mut HeaderMap, client: &Client, host: Option<&HeaderValue>) {
+    let xff = HeaderName::from_static("x-forwarded-for");
+    let appended = headers
+        .get(&xff)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|prior| HeaderValue::from_str(&format!("{prior}, {}", client.ip)).ok());
+    headers.insert(xff, appended.unwrap_or_else(|| client.ip_header.clone()));
+    let scheme = client.scheme;
     headers.insert(
         HeaderName::from_static("x-forwarded-proto"),
         HeaderValue::from_static(scheme),
@@ -128,8 +142,14 @@ pub fn add_forwarded(
     }
     let request_id = HeaderName::from_static("x-request-id");
     if !headers.contains_key(&request_id) {
-        let id = format!("{:032x}", fastrand::u128(..));
-        if let Ok(v) = HeaderValue::from_str(&id) {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut id = [0u8; 32];
+        let mut n = fastrand::u128(..);
+        for byte in id.iter_mut() {
+            *byte = HEX[(n & 0xf) as usize];
+            n >>= 4;
+        }
+        if let Ok(v) = HeaderValue::from_bytes(&id) {
             headers.insert(request_id, v);
         }
     }
@@ -181,13 +201,21 @@ mod tests {
         h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
         h.insert(HOST, HeaderValue::from_static("shop.example"));
         h.insert("x-request-id", HeaderValue::from_static("abc"));
-        add_forwarded(&mut h, "127.0.0.1".parse().expect("ip"), "https", None);
+        add_forwarded(
+            &mut h,
+            &Client::new("127.0.0.1".parse().expect("ip"), "https"),
+            None,
+        );
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-host"], "shop.example");
         assert_eq!(h["x-request-id"], "abc");
         let mut fresh = HeaderMap::new();
-        add_forwarded(&mut fresh, "127.0.0.1".parse().expect("ip"), "http", None);
+        add_forwarded(
+            &mut fresh,
+            &Client::new("127.0.0.1".parse().expect("ip"), "http"),
+            None,
+        );
         assert_eq!(fresh["x-request-id"].len(), 32);
     }
 }

@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use crate::forward::Proxy;
+use crate::headers::Client;
 
 /// A client must send its request headers within this; a slow-loris client is cut off.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -27,6 +28,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 pub struct ListenerOptions {
     pub tls: Option<TlsAcceptor>,
     pub header_read_timeout: Duration,
+    /// Worker threads accepting on this listener; 0 means one per core.
+    pub workers: usize,
 }
 
 impl Default for ListenerOptions {
@@ -34,12 +37,70 @@ impl Default for ListenerOptions {
         Self {
             tls: None,
             header_read_timeout: HEADER_READ_TIMEOUT,
+            workers: 0,
         }
     }
 }
 
 /// Serves `listener` until `shutdown` resolves, then lets open connections finish their requests.
+///
+/// Like nginx's worker processes, each worker thread runs its own single-threaded runtime and
+/// accepts on the shared socket; a connection, its requests and the target connections they use
+/// stay on one thread, so a request costs no cross-thread wake-ups.
 pub async fn serve(
+    listener: TcpListener,
+    proxy: Arc<Proxy>,
+    options: ListenerOptions,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let workers = match options.workers {
+        0 => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        n => n,
+    };
+    let listener = listener.into_std()?;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut threads = Vec::with_capacity(workers);
+    for index in 0..workers {
+        let listener = listener.try_clone()?;
+        let (proxy, options, stop) = (proxy.clone(), options.clone(), stop.clone());
+        let thread = std::thread::Builder::new()
+            .name(format!("cutover-worker-{index}"))
+            .spawn(move || {
+                crate::backend::set_worker(index);
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                runtime.block_on(async move {
+                    let listener = TcpListener::from_std(listener)?;
+                    accept_loop(listener, proxy, options, stop.cancelled_owned()).await
+                })
+            })?;
+        threads.push(thread);
+    }
+    drop(listener);
+    let stopper = stop.clone();
+    let joined = tokio::task::spawn_blocking(move || {
+        let mut result = Ok(());
+        for thread in threads {
+            match thread.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => result = Err(e),
+                Err(_) => result = Err(std::io::Error::other("a worker thread panicked")),
+            }
+        }
+        stopper.cancel();
+        result
+    });
+    tokio::select! {
+        _ = shutdown => stop.cancel(),
+        _ = stop.cancelled() => {}
+    }
+    joined.await.map_err(std::io::Error::other)?
+}
+
+async fn accept_loop(
     listener: TcpListener,
     proxy: Arc<Proxy>,
     options: ListenerOptions,
@@ -75,9 +136,11 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let proxy = proxy.clone();
+        let client = Arc::new(Client::new(peer.ip(), scheme));
         let service = service_fn(move |req| {
             let proxy = proxy.clone();
-            async move { Ok::<_, Infallible>(proxy.handle(req, peer, scheme).await) }
+            let client = client.clone();
+            async move { Ok::<_, Infallible>(proxy.handle(req, &client).await) }
         });
         let builder = builder.clone();
         let watcher = graceful.watcher();

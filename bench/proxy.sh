@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# Load balancer throughput and latency: one demo-app backend, then wrk (keep-alive) against the
+# backend direct, cutover, nginx and HAProxy, each with two workers/threads and upstream
+# keep-alive, in alternating rounds. Prints medians; --json prints them as one object.
+# Usage: bench/proxy.sh [--json] [--rounds N] [--seconds S] [--connections C]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+json=0 rounds=3 secs=5 conns=64
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --json) json=1 ;;
+    --rounds) rounds=$2; shift ;;
+    --seconds) secs=$2; shift ;;
+    --connections) conns=$2; shift ;;
+    *) echo "unknown option $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+log() { echo "$*" >&2; }
+
+need=()
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
+command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
+command -v wrk >/dev/null || need+=(wrk)
+if ((${#need[@]})); then
+  log "installing ${need[*]}"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+PATH=$PATH:/usr/sbin
+
+cargo build --release --bins -q
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; log "port $1 never opened"; exit 1; }
+
+backend=$(free_port); p_cutover=$(free_port); p_nginx=$(free_port); p_haproxy=$(free_port)
+
+target/release/demo-app --port "$backend" --version bench >/dev/null 2>&1 & pids+=($!)
+wait_port "$backend"
+
+cat >"$work/cutover.toml" <<TOML
+targets = ["127.0.0.1:$backend"]
+[service]
+name = "bench"
+[listener]
+bind = "127.0.0.1:$p_cutover"
+[admin]
+bind = "127.0.0.1:0"
+[health]
+interval = "5s"
+timeout = "1s"
+healthy_threshold = 1
+TOML
+TOKIO_WORKER_THREADS=2 RUST_LOG=warn target/release/cutover up -f "$work/cutover.toml" --data-dir "$work/cutover" >/dev/null 2>"$work/cutover.log" & pids+=($!)
+
+mkdir -p "$work/nginx"
+cat >"$work/nginx.conf" <<CONF
+worker_processes 2;
+pid $work/nginx.pid;
+error_log $work/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $work/nginx; proxy_temp_path $work/nginx; fastcgi_temp_path $work/nginx;
+  uwsgi_temp_path $work/nginx; scgi_temp_path $work/nginx;
+  upstream app { server 127.0.0.1:$backend; keepalive 128; }
+  server {
+    listen 127.0.0.1:$p_nginx;
+    location / {
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$host;
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+    }
+  }
+}
+CONF
+nginx -c "$work/nginx.conf" -g 'daemon off;' & pids+=($!)
+
+cat >"$work/haproxy.cfg" <<CONF
+global
+  nbthread 2
+  maxconn 8192
+defaults
+  mode http
+  timeout connect 2s
+  timeout client 30s
+  timeout server 30s
+  option forwardfor
+  http-reuse always
+frontend fe
+  bind 127.0.0.1:$p_haproxy
+  default_backend app
+backend app
+  server s1 127.0.0.1:$backend
+CONF
+haproxy -f "$work/haproxy.cfg" -db >/dev/null 2>&1 & pids+=($!)
+
+wait_port "$p_cutover"; wait_port "$p_nginx"; wait_port "$p_haproxy"
+# cutover routes once its first health check passes (healthy_threshold = 1).
+for _ in $(seq 200); do curl -fs "http://127.0.0.1:$p_cutover/" >/dev/null 2>&1 && break; sleep 0.05; done
+
+declare -A port=([direct]=$backend [cutover]=$p_cutover [nginx]=$p_nginx [haproxy]=$p_haproxy)
+names=(direct cutover nginx haproxy)
+to_ms() { awk '{ v=$1; if (v ~ /us$/) { sub(/us$/,"",v); print v/1000 } else if (v ~ /ms$/) { sub(/ms$/,"",v); print v } else if (v ~ /s$/) { sub(/s$/,"",v); print v*1000 } else print v }'; }
+for name in "${names[@]}"; do : >"$work/$name.rps"; : >"$work/$name.p50"; : >"$work/$name.p99"; done
+for name in "${names[@]}"; do wrk -t2 -c"$conns" -d1s "http://127.0.0.1:${port[$name]}/" >/dev/null; done  # warm up
+for r in $(seq "$rounds"); do
+  for name in "${names[@]}"; do
+    out=$(wrk -t2 -c"$conns" -d"${secs}s" --latency "http://127.0.0.1:${port[$name]}/")
+    if echo "$out" | grep -q "Non-2xx\|Socket errors"; then log "$name round $r: errors: $(echo "$out" | grep -E 'Non-2xx|Socket errors')"; fi
+    echo "$out" | awk '/Requests\/sec/ {print $2}' >>"$work/$name.rps"
+    echo "$out" | awk '$1=="50%" {print $2}' | to_ms >>"$work/$name.p50"
+    echo "$out" | awk '$1=="99%" {print $2}' | to_ms >>"$work/$name.p99"
+    log "round $r $name: $(tail -1 "$work/$name.rps") req/s, p50 $(tail -1 "$work/$name.p50") ms, p99 $(tail -1 "$work/$name.p99") ms"
+  done
+done
+median() { sort -g "$1" | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+if [ "$json" = 1 ]; then
+  sep=""
+  printf '{'
+  for name in "${names[@]}"; do
+    printf '%s"%s": {"rps": %s, "p50_ms": %s, "p99_ms": %s}' "$sep" "$name" "$(median "$work/$name.rps")" "$(median "$work/$name.p50")" "$(median "$work/$name.p99")"
+    sep=", "
+  done
+  printf '}\n'
+else
+  echo "medians of $rounds rounds, ${secs}s each, wrk -t2 -c$conns, 2 workers per proxy, one demo-app backend:"
+  printf '%-8s %12s %10s %10s %14s\n' proxy req/s p50_ms p99_ms "vs nginx rps"
+  nginx_rps=$(median "$work/nginx.rps")
+  for name in "${names[@]}"; do
+    rps=$(median "$work/$name.rps")
+    printf '%-8s %12s %10s %10s %14s\n' "$name" "$rps" "$(median "$work/$name.p50")" "$(median "$work/$name.p99")" "$(awk -v a="$rps" -v b="$nginx_rps" 'BEGIN {printf "%.2f", a/b}')"
+  done
+fi
