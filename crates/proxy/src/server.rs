@@ -61,43 +61,47 @@ pub async fn serve(
     };
     let listener = listener.into_std()?;
     let stop = tokio_util::sync::CancellationToken::new();
-    let mut threads = Vec::with_capacity(workers);
+    // Dropping this future (its runtime shutting down, say) stops the workers too.
+    let _stop_on_drop = stop.clone().drop_guard();
+    let mut done = Vec::with_capacity(workers);
     for index in 0..workers {
         let listener = listener.try_clone()?;
         let (proxy, options, stop) = (proxy.clone(), options.clone(), stop.clone());
-        let thread = std::thread::Builder::new()
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
             .name(format!("cutover-worker-{index}"))
             .spawn(move || {
                 crate::backend::set_worker(index);
-                let runtime = tokio::runtime::Builder::new_current_thread()
+                let result = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
-                    .build()?;
-                runtime.block_on(async move {
-                    let listener = TcpListener::from_std(listener)?;
-                    accept_loop(listener, proxy, options, stop.cancelled_owned()).await
-                })
+                    .build()
+                    .and_then(|runtime| {
+                        runtime.block_on(async {
+                            let listener = TcpListener::from_std(listener)?;
+                            accept_loop(listener, proxy, options, stop.clone().cancelled_owned())
+                                .await
+                        })
+                    });
+                // A worker that fails takes the listener down with it.
+                stop.cancel();
+                let _ = tx.send(result);
             })?;
-        threads.push(thread);
+        done.push(rx);
     }
     drop(listener);
-    let stopper = stop.clone();
-    let joined = tokio::task::spawn_blocking(move || {
-        let mut result = Ok(());
-        for thread in threads {
-            match thread.join() {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => result = Err(e),
-                Err(_) => result = Err(std::io::Error::other("a worker thread panicked")),
-            }
-        }
-        stopper.cancel();
-        result
-    });
     tokio::select! {
         _ = shutdown => stop.cancel(),
         _ = stop.cancelled() => {}
     }
-    joined.await.map_err(std::io::Error::other)?
+    let mut result = Ok(());
+    for rx in done {
+        match rx.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => result = Err(e),
+            Err(_) => result = Err(std::io::Error::other("a worker thread panicked")),
+        }
+    }
+    result
 }
 
 async fn accept_loop(

@@ -1,0 +1,325 @@
+//! The load balancer end to end: real sockets on 127.0.0.1, in-process demo-app targets.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use cutover_proxy::target::TargetState;
+use cutover_proxy::Balance;
+use support::{client, health, wait_until, Backend, Stack};
+
+async fn versions(stack: &Stack, n: usize) -> BTreeMap<String, usize> {
+    let c = client();
+    let mut counts = BTreeMap::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    for worker in 0..8 {
+        let (c, url) = (c.clone(), stack.url("/"));
+        tasks.spawn(async move {
+            let mut mine = Vec::new();
+            for _ in (worker..n).step_by(8) {
+                let resp = c.get(&url).send().await.expect("request through the proxy");
+                assert_eq!(resp.status(), 200, "{:?}", resp.headers());
+                mine.push(
+                    resp.headers()["x-app-version"]
+                        .to_str()
+                        .expect("ascii")
+                        .to_owned(),
+                );
+            }
+            mine
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        for v in done.expect("join") {
+            *counts.entry(v).or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weighted_groups_split_traffic_within_three_percent() {
+    let stack = Stack::plain().await;
+    let blue = Backend::start(&["--version", "blue"]).await;
+    let green = Backend::start(&["--version", "green"]).await;
+    stack
+        .registry
+        .ensure_group("blue", 70, Balance::RoundRobin, health())
+        .expect("group");
+    stack
+        .registry
+        .ensure_group("green", 30, Balance::RoundRobin, health())
+        .expect("group");
+    stack.add_healthy("blue", &blue.key()).await;
+    stack.add_healthy("green", &green.key()).await;
+    let counts = versions(&stack, 10_000).await;
+    let green_share = counts["green"] as f64 / 10_000.0;
+    assert!(
+        (green_share - 0.30).abs() <= 0.03,
+        "green took {green_share:.3} of traffic: {counts:?}"
+    );
+
+    stack
+        .registry
+        .set_weights(&[("blue", 0), ("green", 100)])
+        .expect("flip");
+    let counts = versions(&stack, 200).await;
+    assert_eq!(
+        counts.get("green"),
+        Some(&200),
+        "one routing change moves all new traffic: {counts:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_that_refuses_connections_costs_the_client_nothing() {
+    let stack = Stack::plain().await;
+    let up = Backend::start(&["--version", "up"]).await;
+    let doomed = Backend::start(&["--version", "doomed"]).await;
+    stack
+        .registry
+        .ensure_group("web", 100, Balance::RoundRobin, health())
+        .expect("group");
+    stack.add_healthy("web", &up.key()).await;
+    stack.add_healthy("web", &doomed.key()).await;
+    // Still healthy in the table, but nothing listens any more: every pick of it must be retried.
+    doomed.stop();
+    wait_until("the stopped target to refuse connections", || {
+        std::net::TcpStream::connect(doomed.addr).is_err()
+    })
+    .await;
+    let counts = versions(&stack, 400).await;
+    assert_eq!(counts.get("up"), Some(&400), "{counts:?}");
+    let m = stack.registry.group_metrics("web").expect("metrics");
+    assert!(
+        m.connect_errors >= 1,
+        "the refused connections were retried, not avoided by luck"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deregistering_drains_the_request_in_flight_and_moves_new_ones_at_once() {
+    let stack = Stack::plain().await;
+    let slow = Backend::start(&["--version", "slow", "--latency", "2s"]).await;
+    let fast = Backend::start(&["--version", "fast"]).await;
+    stack
+        .registry
+        .ensure_group("web", 100, Balance::RoundRobin, health())
+        .expect("group");
+    stack.add_healthy("web", &slow.key()).await;
+    let url = stack.url("/");
+    let started = Instant::now();
+    let in_flight =
+        tokio::spawn(async move { client().get(url).send().await.map(|r| r.status().as_u16()) });
+    wait_until("the slow request to be in flight", || {
+        stack.registry.status()[0]
+            .targets
+            .iter()
+            .any(|t| t.in_flight == 1)
+    })
+    .await;
+    stack.add_healthy("web", &fast.key()).await;
+
+    let drain = stack
+        .registry
+        .deregister("web", &slow.key(), Duration::from_secs(10))
+        .expect("registered");
+    assert_eq!(
+        stack.state("web", &slow.key()),
+        Some((
+            TargetState::Draining,
+            Some("Target.DeregistrationInProgress")
+        ))
+    );
+    let counts = versions(&stack, 50).await;
+    assert_eq!(
+        counts.get("fast"),
+        Some(&50),
+        "new requests avoid the draining target at once: {counts:?}"
+    );
+
+    let report = drain.wait().await;
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "the drain resolved before the request finished"
+    );
+    assert_eq!((report.completed, report.cut), (1, 0), "{report:?}");
+    assert_eq!(in_flight.await.expect("join").expect("slow request"), 200);
+    assert_eq!(
+        stack.state("web", &slow.key()),
+        None,
+        "a drained target leaves the group"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_deadline_cuts_and_reports() {
+    let stack = Stack::plain().await;
+    let slow = Backend::start(&["--version", "slow", "--latency", "5s"]).await;
+    stack
+        .registry
+        .ensure_group("web", 100, Balance::RoundRobin, health())
+        .expect("group");
+    stack.add_healthy("web", &slow.key()).await;
+    let url = stack.url("/");
+    let _in_flight =
+        tokio::spawn(async move { client().get(url).send().await.map(|r| r.status()) });
+    wait_until("the request to be in flight", || {
+        stack.registry.status()[0]
+            .targets
+            .iter()
+            .any(|t| t.in_flight == 1)
+    })
+    .await;
+    let t = Instant::now();
+    let report = stack
+        .registry
+        .deregister("web", &slow.key(), Duration::from_millis(300))
+        .expect("registered")
+        .wait()
+        .await;
+    assert_eq!(report.cut, 1, "{report:?}");
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "the deadline bounds the drain: {:?}",
+        t.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_errors_carry_their_reason() {
+    let stack = Stack::plain().await;
+    stack
+        .registry
+        .ensure_group("web", 100, Balance::RoundRobin, health())
+        .expect("group");
+    let resp = client().get(stack.url("/")).send().await.expect("request");
+    assert_eq!(resp.status(), 503);
+    assert_eq!(resp.headers()["x-cutover-error"], "no-healthy-targets");
+    assert!(resp
+        .text()
+        .await
+        .expect("body")
+        .contains("no-healthy-targets"));
+
+    // Fail open: every target unhealthy, so all are tried, and none answers.
+    let mut open = health();
+    open.fail_open = true;
+    stack
+        .registry
+        .ensure_group("web", 100, Balance::RoundRobin, open)
+        .expect("group");
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr");
+    stack
+        .registry
+        .register("web", &dead.to_string())
+        .await
+        .expect("register");
+    let resp = client().get(stack.url("/")).send().await.expect("request");
+    assert_eq!(resp.status(), 502);
+    assert_eq!(resp.headers()["x-cutover-error"], "connect-failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_checks_report_every_reason() {
+    let stack = Stack::plain().await;
+    let mut h = health();
+    h.timeout = Duration::from_millis(200);
+    stack
+        .registry
+        .ensure_group("web", 100, Balance::RoundRobin, h)
+        .expect("group");
+    let failing = Backend::start(&["--fail-health"]).await;
+    let slow = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let slow_addr = slow.local_addr().expect("addr").to_string();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .to_string();
+    let fine = Backend::start(&[]).await;
+
+    stack
+        .registry
+        .register("web", &fine.key())
+        .await
+        .expect("register");
+    assert_eq!(
+        stack.state("web", &fine.key()),
+        Some((TargetState::Initial, Some("Elb.InitialHealthChecking")))
+    );
+    stack
+        .wait_state("web", &fine.key(), TargetState::Healthy)
+        .await;
+    assert_eq!(
+        stack.state("web", &fine.key()),
+        Some((TargetState::Healthy, None))
+    );
+
+    for target in [failing.key(), slow_addr.clone(), dead.clone()] {
+        stack
+            .registry
+            .register("web", &target)
+            .await
+            .expect("register");
+    }
+    for (target, reason) in [
+        (failing.key(), "Target.ResponseCodeMismatch"),
+        (slow_addr, "Target.Timeout"),
+        (dead, "Target.FailedHealthChecks"),
+    ] {
+        stack
+            .wait_state("web", &target, TargetState::Unhealthy)
+            .await;
+        assert_eq!(
+            stack.state("web", &target),
+            Some((TargetState::Unhealthy, Some(reason)))
+        );
+    }
+    let counts = versions(&stack, 30).await;
+    assert_eq!(
+        counts.values().sum::<usize>(),
+        30,
+        "unhealthy targets get no traffic"
+    );
+    drop(slow);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_per_target_and_render_as_prometheus() {
+    let stack = Stack::plain().await;
+    let app = Backend::start(&["--error-rate", "1.0"]).await;
+    stack
+        .registry
+        .ensure_group("web", 100, Balance::LeastOutstanding, health())
+        .expect("group");
+    stack.add_healthy("web", &app.key()).await;
+    for _ in 0..20 {
+        assert_eq!(
+            client()
+                .get(stack.url("/"))
+                .send()
+                .await
+                .expect("request")
+                .status(),
+            500
+        );
+    }
+    let m = stack.registry.group_metrics("web").expect("metrics");
+    assert_eq!(m.requests, 20);
+    assert_eq!(m.responses[4], 20);
+    assert!((m.error_rate() - 1.0).abs() < f64::EPSILON);
+    assert!(m.quantile(0.99).is_some());
+    let text = stack.registry.metrics_text();
+    assert!(
+        text.contains(&format!(
+            "cutover_responses_total{{group=\"web\",target=\"{}\",class=\"5xx\"}} 20",
+            app.key()
+        )),
+        "{text}"
+    );
+}

@@ -1,0 +1,166 @@
+//! Test harness: the proxy on port 0, in-process demo-app backends, and waits with deadlines.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use cutover_proxy::headers::HeaderRules;
+use cutover_proxy::target::{TargetState, Thresholds};
+use cutover_proxy::{HealthConfig, ListenerOptions, Proxy, Registry};
+use cutover_spec::Matcher;
+use tokio_util::sync::CancellationToken;
+
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// Polls `check` until it is true, failing the test after `DEADLINE`.
+pub async fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+pub fn health() -> HealthConfig {
+    HealthConfig {
+        path: "/health".into(),
+        interval: Duration::from_millis(100),
+        timeout: Duration::from_secs(2),
+        thresholds: Thresholds {
+            healthy: 2,
+            unhealthy: 2,
+        },
+        matcher: Matcher(vec![200..=299]),
+        fail_open: false,
+    }
+}
+
+/// A running proxy.
+pub struct Stack {
+    pub registry: Arc<Registry>,
+    pub addr: SocketAddr,
+    stop: CancellationToken,
+}
+
+impl Stack {
+    pub async fn start(rules: HeaderRules, options: ListenerOptions) -> Self {
+        let registry = Registry::new();
+        let proxy = Arc::new(Proxy::new(registry.clone(), rules));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let stop = CancellationToken::new();
+        tokio::spawn(cutover_proxy::serve(
+            listener,
+            proxy,
+            options,
+            stop.clone().cancelled_owned(),
+        ));
+        Self {
+            registry,
+            addr,
+            stop,
+        }
+    }
+
+    pub async fn plain() -> Self {
+        Self::start(
+            HeaderRules::default(),
+            ListenerOptions {
+                workers: 2,
+                ..ListenerOptions::default()
+            },
+        )
+        .await
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn state(&self, group: &str, target: &str) -> Option<(TargetState, Option<&'static str>)> {
+        self.registry
+            .status()
+            .into_iter()
+            .find(|g| g.name == group)?
+            .targets
+            .into_iter()
+            .find(|t| t.target == target)
+            .map(|t| (t.state, t.reason))
+    }
+
+    pub async fn wait_state(&self, group: &str, target: &str, state: TargetState) {
+        wait_until(&format!("{target} in {group} to be {state:?}"), || {
+            self.state(group, target).is_some_and(|(s, _)| s == state)
+        })
+        .await;
+    }
+
+    /// Registers a target and waits until it is healthy.
+    pub async fn add_healthy(&self, group: &str, target: &str) {
+        self.registry
+            .register(group, target)
+            .await
+            .expect("register");
+        self.wait_state(group, target, TargetState::Healthy).await;
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// An in-process demo-app.
+pub struct Backend {
+    pub addr: SocketAddr,
+    stop: CancellationToken,
+}
+
+impl Backend {
+    pub async fn start(args: &[&str]) -> Self {
+        let mut argv = vec!["demo-app"];
+        argv.extend_from_slice(args);
+        let config = demo_app::Config::parse_from(argv);
+        let state = Arc::new(demo_app::AppState::from_config(&config).expect("state"));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let stop = CancellationToken::new();
+        tokio::spawn(demo_app::serve(
+            listener,
+            state,
+            stop.clone().cancelled_owned(),
+            Duration::from_secs(30),
+        ));
+        Self { addr, stop }
+    }
+
+    pub fn key(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// Stops accepting at once; in-flight requests finish.
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(DEADLINE)
+        .build()
+        .expect("client")
+}
