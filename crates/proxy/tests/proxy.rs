@@ -323,3 +323,46 @@ async fn metrics_count_per_target_and_render_as_prometheus() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consecutive_failures_eject_a_target_before_active_checks_notice() {
+    let stack = Stack::plain().await;
+    let mut slow_checks = health();
+    // One pass admits; the next check is a minute away, so only passive health can act.
+    slow_checks.thresholds.healthy = 1;
+    slow_checks.interval = Duration::from_secs(60);
+    stack
+        .registry
+        .ensure_group("web", 100, Balance::RoundRobin, slow_checks)
+        .expect("group");
+    let up = Backend::start(&["--version", "up"]).await;
+    let doomed = Backend::start(&["--version", "doomed"]).await;
+    stack.add_healthy("web", &up.key()).await;
+    stack.add_healthy("web", &doomed.key()).await;
+    doomed.stop();
+    wait_until("the stopped target to refuse connections", || {
+        std::net::TcpStream::connect(doomed.addr).is_err()
+    })
+    .await;
+    let counts = versions(&stack, 100).await;
+    assert_eq!(counts.get("up"), Some(&100));
+    wait_until("the refusing target to be ejected", || {
+        stack.registry.status()[0]
+            .targets
+            .iter()
+            .any(|t| t.target == doomed.key() && t.ejected)
+    })
+    .await;
+    let before = stack
+        .registry
+        .group_metrics("web")
+        .expect("metrics")
+        .connect_errors;
+    let _ = versions(&stack, 100).await;
+    let after = stack
+        .registry
+        .group_metrics("web")
+        .expect("metrics")
+        .connect_errors;
+    assert_eq!(after, before, "an ejected target is not tried at all");
+}
