@@ -1,0 +1,66 @@
+//! An instance: one process of one version, on its own port.
+
+use serde::Serialize;
+
+/// A stable name for an instance, such as `i-v2-3f9a1c`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct InstanceId(pub String);
+
+impl InstanceId {
+    pub fn new(version: &str) -> Self {
+        Self(format!("i-{version}-{:06x}", fastrand::u32(..0x100_0000)))
+    }
+}
+
+impl std::fmt::Display for InstanceId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A launched instance as the fleet knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Instance {
+    pub id: InstanceId,
+    pub version: String,
+    pub pid: u32,
+    pub port: u16,
+    /// The process's start time in clock ticks since boot (`/proc/PID/stat` field 22): with the
+    /// pid it tells a restarted daemon whether a recorded pid is still the same process.
+    pub start_ticks: Option<u64>,
+    pub log: std::path::PathBuf,
+}
+
+impl Instance {
+    pub fn target(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+/// Start time of a process in clock ticks since boot, from `/proc`.
+pub fn start_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count fields after the last `)`.
+    let after = stat.rsplit_once(')')?.1;
+    after.split_whitespace().nth(19)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_our_own_start_time_and_names_are_distinct() {
+        let ticks = start_ticks(std::process::id()).expect("own stat");
+        assert!(ticks > 0);
+        assert_eq!(
+            start_ticks(std::process::id()),
+            Some(ticks),
+            "stable for a live process"
+        );
+        let a = InstanceId::new("v1");
+        let b = InstanceId::new("v1");
+        assert_ne!(a, b);
+        assert!(a.0.starts_with("i-v1-"));
+    }
+}

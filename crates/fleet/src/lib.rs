@@ -1,0 +1,12 @@
+//! The fleet: instances of a release as supervised local processes, each in its own process group.
+
+pub mod backoff;
+pub mod command;
+pub mod instance;
+pub mod local;
+pub mod logs;
+
+pub use backoff::Backoff;
+pub use command::{CommandError, LaunchSpec};
+pub use instance::{Instance, InstanceId};
+pub use local::{Exit, FleetError, LocalFleet, StopReport};

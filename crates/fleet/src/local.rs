@@ -1,0 +1,259 @@
+//! The local provider: instances as child processes, each in its own process group on its own port.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::{Pid, User};
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+
+use crate::command::{expand, CommandError, LaunchSpec};
+use crate::instance::{start_ticks, Instance, InstanceId};
+use crate::logs::{pump, RotatingFile, DEFAULT_MAX_BYTES};
+
+/// Upper bound on waiting for a process after SIGKILL.
+const KILL_WAIT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    /// The program could not be started (missing, not executable); retrying will not help.
+    #[error("cannot start `{program}`: {source}")]
+    Spawn {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("release.user `{0}` does not exist")]
+    NoSuchUser(String),
+    #[error("release.user `{0}` needs cutover to run as root")]
+    NeedsRoot(String),
+    #[error("no free port on 127.0.0.1: {0}")]
+    Port(std::io::Error),
+    #[error("cannot open the instance log {0}: {1}")]
+    Log(PathBuf, std::io::Error),
+    #[error("no instance `{0}`")]
+    Unknown(InstanceId),
+}
+
+/// How a process ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Exit {
+    pub id: InstanceId,
+    pub version: String,
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+    /// cutover asked it to stop; otherwise it crashed or quit on its own.
+    pub requested: bool,
+    pub ran_for_ms: u64,
+}
+
+/// How a stop went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StopReport {
+    pub id: InstanceId,
+    /// It exited after the stop signal, before the stop timeout.
+    pub graceful: bool,
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+    pub took_ms: u64,
+}
+
+struct Running {
+    instance: Instance,
+    exited: watch::Receiver<Option<(Option<i32>, Option<i32>)>>,
+    stopping: Arc<AtomicBool>,
+    stop_signal: Signal,
+    stop_timeout: Duration,
+}
+
+/// Launches, stops and watches local instances. Exits (crashes included) arrive on the channel
+/// returned by [`LocalFleet::new`]; the fleet itself never restarts anything: that is the
+/// controller's decision.
+pub struct LocalFleet {
+    logs_dir: PathBuf,
+    log_max_bytes: u64,
+    running: Mutex<BTreeMap<InstanceId, Running>>,
+    exits: mpsc::UnboundedSender<Exit>,
+}
+
+impl LocalFleet {
+    pub fn new(logs_dir: PathBuf) -> (Self, mpsc::UnboundedReceiver<Exit>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let fleet = Self {
+            logs_dir,
+            log_max_bytes: DEFAULT_MAX_BYTES,
+            running: Mutex::new(BTreeMap::new()),
+            exits: tx,
+        };
+        (fleet, rx)
+    }
+
+    pub fn with_log_max_bytes(mut self, bytes: u64) -> Self {
+        self.log_max_bytes = bytes;
+        self
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<InstanceId, Running>> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The instances still running.
+    pub fn instances(&self) -> Vec<Instance> {
+        self.lock().values().map(|r| r.instance.clone()).collect()
+    }
+
+    /// Starts one instance of `spec`'s version on a free port of 127.0.0.1.
+    pub async fn launch(&self, spec: &LaunchSpec) -> Result<Instance, FleetError> {
+        let id = InstanceId::new(&spec.version);
+        let port = free_port().map_err(FleetError::Port)?;
+        let argv = expand(&spec.command, port, &spec.version, &id.0)?;
+        let mut cmd = tokio::process::Command::new(&argv[0]);
+        cmd.args(&argv[1..])
+            .envs(&spec.env)
+            .env("PORT", port.to_string())
+            .env("APP_VERSION", &spec.version)
+            .env("INSTANCE_ID", &id.0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // Its own group, so a stop reaches every process the instance started.
+            .process_group(0)
+            .kill_on_drop(false);
+        if let Some(dir) = &spec.workdir {
+            cmd.current_dir(dir);
+        }
+        if let Some(name) = &spec.user {
+            let user = User::from_name(name)
+                .ok()
+                .flatten()
+                .ok_or_else(|| FleetError::NoSuchUser(name.clone()))?;
+            if !nix::unistd::geteuid().is_root() {
+                return Err(FleetError::NeedsRoot(name.clone()));
+            }
+            // std drops supplementary groups when root switches uid.
+            cmd.uid(user.uid.as_raw()).gid(user.gid.as_raw());
+            cmd.env("HOME", &user.dir).env("USER", name);
+        }
+        std::fs::create_dir_all(&self.logs_dir)
+            .map_err(|e| FleetError::Log(self.logs_dir.clone(), e))?;
+        let log_path = self.logs_dir.join(format!("{id}.log"));
+        let log = RotatingFile::open(&log_path, self.log_max_bytes)
+            .map_err(|e| FleetError::Log(log_path.clone(), e))?;
+        let mut child = cmd.spawn().map_err(|source| FleetError::Spawn {
+            program: argv[0].clone(),
+            source,
+        })?;
+        let pid = child.id().unwrap_or(0);
+        let log = Arc::new(Mutex::new(log));
+        if let Some(out) = child.stdout.take() {
+            pump(out, log.clone());
+        }
+        if let Some(err) = child.stderr.take() {
+            pump(err, log);
+        }
+        let instance = Instance {
+            id: id.clone(),
+            version: spec.version.clone(),
+            pid,
+            port,
+            start_ticks: start_ticks(pid),
+            log: log_path,
+        };
+        let (exit_tx, exit_rx) = watch::channel(None);
+        let stopping = Arc::new(AtomicBool::new(false));
+        let started = Instant::now();
+        let (events, flag, ev_id, version) = (
+            self.exits.clone(),
+            stopping.clone(),
+            id.clone(),
+            spec.version.clone(),
+        );
+        tokio::spawn(async move {
+            use std::os::unix::process::ExitStatusExt;
+            let (code, signal) = match child.wait().await {
+                Ok(status) => (status.code(), status.signal()),
+                Err(_) => (None, None),
+            };
+            let _ = exit_tx.send(Some((code, signal)));
+            let requested = flag.load(Ordering::Acquire);
+            let ran_for_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            if !requested {
+                tracing::warn!(instance = %ev_id, ?code, ?signal, "instance exited on its own");
+            }
+            let _ = events.send(Exit {
+                id: ev_id,
+                version,
+                code,
+                signal,
+                requested,
+                ran_for_ms,
+            });
+        });
+        self.lock().insert(
+            id,
+            Running {
+                instance: instance.clone(),
+                exited: exit_rx,
+                stopping,
+                stop_signal: spec.stop_signal,
+                stop_timeout: spec.stop_timeout,
+            },
+        );
+        tracing::info!(instance = %instance.id, pid, port, "launched");
+        Ok(instance)
+    }
+
+    /// Sends the stop signal to the instance's process group, waits up to the stop timeout, then
+    /// SIGKILLs the group. Whatever else is left in the group is killed too.
+    pub async fn stop(&self, id: &InstanceId) -> Result<StopReport, FleetError> {
+        let (pgid, mut exited, signal, timeout) = {
+            let running = self.lock();
+            let r = running
+                .get(id)
+                .ok_or_else(|| FleetError::Unknown(id.clone()))?;
+            r.stopping.store(true, Ordering::Release);
+            (
+                r.instance.pid,
+                r.exited.clone(),
+                r.stop_signal,
+                r.stop_timeout,
+            )
+        };
+        let started = Instant::now();
+        let group = Pid::from_raw(i32::try_from(pgid).unwrap_or(0));
+        let _ = killpg(group, signal);
+        let graceful = tokio::time::timeout(timeout, exited.wait_for(Option::is_some))
+            .await
+            .is_ok();
+        // Leftovers of a graceful exit, or everything after the timeout.
+        let _ = killpg(group, Signal::SIGKILL);
+        let _ = tokio::time::timeout(KILL_WAIT, exited.wait_for(Option::is_some)).await;
+        let (code, signal) = exited.borrow().unwrap_or((None, None));
+        self.lock().remove(id);
+        Ok(StopReport {
+            id: id.clone(),
+            graceful,
+            code,
+            signal,
+            took_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        })
+    }
+
+    /// Forgets an instance that exited on its own (after its [`Exit`] was handled).
+    pub fn forget(&self, id: &InstanceId) {
+        self.lock().remove(id);
+    }
+}
+
+/// A port on 127.0.0.1 that was free a moment ago; the instance binds it right after.
+fn free_port() -> std::io::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}

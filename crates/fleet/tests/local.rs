@@ -1,0 +1,204 @@
+//! The local provider with real processes: environment, logs, graceful and forced stops, groups, crashes.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use cutover_fleet::{LaunchSpec, LocalFleet};
+use nix::sys::signal::Signal;
+
+const DEADLINE: Duration = Duration::from_secs(20);
+
+fn spec(command: &str) -> LaunchSpec {
+    LaunchSpec {
+        command: command.into(),
+        version: "v7".into(),
+        env: BTreeMap::from([("GREETING".to_owned(), "hello".to_owned())]),
+        user: None,
+        workdir: None,
+        stop_signal: Signal::SIGTERM,
+        stop_timeout: Duration::from_secs(5),
+    }
+}
+
+async fn wait_for_log(path: &std::path::Path, needle: &str) -> String {
+    let start = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.contains(needle) {
+            return text;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "log {} never showed {needle:?}; it holds:\n{text}",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn alive(pid: i32) -> bool {
+    // Signal 0 checks existence; a zombie still counts, so also read its state.
+    let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    !state.is_empty()
+        && !state
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+}
+
+#[tokio::test]
+async fn launch_sets_port_version_and_id_and_captures_both_streams() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (fleet, _exits) = LocalFleet::new(dir.path().join("logs"));
+    let script = "echo port=$PORT arg={port} version=$APP_VERSION/{version} id=$INSTANCE_ID/{instance} $GREETING; echo oops >&2; exec sleep 30";
+    let inst = fleet
+        .launch(&spec(&format!("sh -c '{script}'")))
+        .await
+        .expect("launch");
+    let text = wait_for_log(&inst.log, "oops").await;
+    let expected = format!(
+        "port={p} arg={p} version=v7/v7 id={id}/{id} hello",
+        p = inst.port,
+        id = inst.id
+    );
+    assert!(
+        text.contains(&expected),
+        "log:\n{text}\nexpected: {expected}"
+    );
+    assert!(inst.start_ticks.is_some());
+    assert_eq!(fleet.instances().len(), 1);
+    fleet.stop(&inst.id).await.expect("stop");
+    assert!(fleet.instances().is_empty());
+}
+
+#[tokio::test]
+async fn stop_signal_then_exit_is_graceful() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (fleet, mut exits) = LocalFleet::new(dir.path().to_owned());
+    let inst = fleet
+        .launch(&spec(
+            "sh -c 'trap \"echo bye; exit 0\" TERM; echo ready; while true; do sleep 0.05; done'",
+        ))
+        .await
+        .expect("launch");
+    wait_for_log(&inst.log, "ready").await;
+    let report = fleet.stop(&inst.id).await.expect("stop");
+    assert!(report.graceful, "{report:?}");
+    assert_eq!(report.code, Some(0));
+    let exit = tokio::time::timeout(DEADLINE, exits.recv())
+        .await
+        .expect("exit event")
+        .expect("channel");
+    assert!(exit.requested, "a requested stop is not a crash");
+    wait_for_log(&inst.log, "bye").await;
+}
+
+#[tokio::test]
+async fn a_process_ignoring_the_stop_signal_is_killed_after_the_timeout() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (fleet, _exits) = LocalFleet::new(dir.path().to_owned());
+    let mut s = spec("sh -c 'trap \"\" TERM; echo ready; while true; do sleep 0.05; done'");
+    s.stop_timeout = Duration::from_millis(300);
+    let inst = fleet.launch(&s).await.expect("launch");
+    wait_for_log(&inst.log, "ready").await;
+    let report = fleet.stop(&inst.id).await.expect("stop");
+    assert!(!report.graceful);
+    assert_eq!(report.signal, Some(9));
+    assert!(report.took_ms >= 300, "{report:?}");
+}
+
+#[tokio::test]
+async fn stop_reaches_every_process_in_the_group() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (fleet, _exits) = LocalFleet::new(dir.path().to_owned());
+    let inst = fleet
+        .launch(&spec("sh -c 'sleep 300 & echo child=$!; wait'"))
+        .await
+        .expect("launch");
+    let text = wait_for_log(&inst.log, "child=").await;
+    let child: i32 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("child="))
+        .and_then(|p| p.trim().parse().ok())
+        .expect("child pid");
+    assert!(alive(child));
+    fleet.stop(&inst.id).await.expect("stop");
+    let start = Instant::now();
+    while alive(child) {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "the instance's child {child} outlived the stop"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_crash_is_reported_with_its_exit_code() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (fleet, mut exits) = LocalFleet::new(dir.path().to_owned());
+    let inst = fleet
+        .launch(&spec("sh -c 'sleep 0.1; exit 3'"))
+        .await
+        .expect("launch");
+    let exit = tokio::time::timeout(DEADLINE, exits.recv())
+        .await
+        .expect("exit event")
+        .expect("channel");
+    assert_eq!(exit.id, inst.id);
+    assert_eq!(exit.code, Some(3));
+    assert!(!exit.requested);
+    assert!(exit.ran_for_ms >= 100);
+}
+
+#[tokio::test]
+async fn a_missing_program_or_user_is_a_clear_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (fleet, _exits) = LocalFleet::new(dir.path().to_owned());
+    let err = fleet
+        .launch(&spec("/nonexistent/app --port {port}"))
+        .await
+        .expect_err("missing program");
+    assert!(
+        err.to_string().contains("cannot start `/nonexistent/app`"),
+        "{err}"
+    );
+    let mut s = spec("sleep 1");
+    s.user = Some("no-such-user-here".into());
+    let err = fleet.launch(&s).await.expect_err("missing user");
+    assert!(
+        err.to_string()
+            .contains("`no-such-user-here` does not exist"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn runs_as_an_unprivileged_user_when_root() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let logs = dir.path().join("logs");
+    let (fleet, _exits) = LocalFleet::new(logs.clone());
+    let mut s = spec("sh -c 'echo uid=$(id -u) groups=$(id -G); exec sleep 30'");
+    s.user = Some("nobody".into());
+    match fleet.launch(&s).await {
+        Ok(inst) => {
+            assert!(nix::unistd::geteuid().is_root());
+            let text = wait_for_log(&inst.log, "uid=").await;
+            let nobody = nix::unistd::User::from_name("nobody")
+                .expect("lookup")
+                .expect("nobody exists");
+            assert!(text.contains(&format!("uid={}", nobody.uid)), "{text}");
+            assert!(
+                !text.contains("groups=0"),
+                "root's group must be dropped: {text}"
+            );
+            fleet.stop(&inst.id).await.expect("stop");
+        }
+        Err(e) => {
+            assert!(!nix::unistd::geteuid().is_root(), "failed as root: {e}");
+            assert!(
+                e.to_string().contains("needs cutover to run as root"),
+                "{e}"
+            );
+        }
+    }
+}
