@@ -1,0 +1,7 @@
+//! Deploy strategies as pure planners: `(settings, observed state) -> actions`, no I/O, no clock.
+
+pub mod observed;
+pub mod rolling;
+
+pub use observed::{Action, InstanceView, Observed, Plan, Progress, State};
+pub use rolling::{plan, Rolling};
