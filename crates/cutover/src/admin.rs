@@ -10,12 +10,18 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use cutover_proxy::Registry;
+
+use crate::controller::{Controller, DeployError};
 use serde::Deserialize;
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
 pub struct AdminState {
     pub registry: Arc<Registry>,
+    /// Present when cutover runs the instances itself (not static targets).
+    pub controller: Option<Arc<Controller>>,
+    /// Cancelled by `POST /stop`.
+    pub stop: tokio_util::sync::CancellationToken,
     pub token: String,
     /// The group that targets added through the API join.
     pub default_group: String,
@@ -28,6 +34,10 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/targets", post(add_target))
         .route("/targets/{target}", delete(remove_target))
+        .route("/deploy", post(deploy))
+        .route("/deployments/{id}", get(deployment))
+        .route("/history", get(history))
+        .route("/stop", post(stop))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             authorize,
@@ -59,7 +69,82 @@ async fn authorize(State(state): State<Arc<AdminState>>, req: Request, next: Nex
 }
 
 async fn status(State(state): State<Arc<AdminState>>) -> Response {
-    Json(json!({ "groups": state.registry.status() })).into_response()
+    let mut body = json!({ "groups": state.registry.status() });
+    if let Some(c) = &state.controller {
+        body["release"] = json!(c.current());
+        body["instances"] = json!(c.instances());
+        body["deployment"] = json!(c.deployment(None));
+    }
+    Json(body).into_response()
+}
+
+fn managed(state: &AdminState) -> Result<&Arc<Controller>, Box<Response>> {
+    state.controller.as_ref().ok_or_else(|| {
+        Box::new(error(
+            StatusCode::CONFLICT,
+            "this stack fronts static targets; there is nothing to deploy",
+        ))
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeployRequest {
+    version: String,
+    strategy: Option<String>,
+    command: Option<String>,
+}
+
+async fn deploy(
+    State(state): State<Arc<AdminState>>,
+    body: Result<Json<DeployRequest>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let c = match managed(&state) {
+        Ok(c) => c,
+        Err(resp) => return *resp,
+    };
+    let Json(req) = match body {
+        Ok(b) => b,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("body must be {{\"version\": \"v2\"}}: {e}"),
+            )
+        }
+    };
+    if let Some(s) = req.strategy.as_deref().filter(|s| *s != "rolling") {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("strategy `{s}` is not available yet; use rolling"),
+        );
+    }
+    match c.start_deploy(&req.version, req.command) {
+        Ok(d) => (StatusCode::ACCEPTED, Json(json!(d))).into_response(),
+        Err(e @ DeployError::InProgress(..)) => error(StatusCode::CONFLICT, e),
+        Err(e) => error(StatusCode::BAD_REQUEST, e),
+    }
+}
+
+async fn deployment(State(state): State<Arc<AdminState>>, Path(id): Path<u64>) -> Response {
+    match managed(&state) {
+        Ok(c) => match c.deployment(Some(id)) {
+            Some(d) => Json(json!(d)).into_response(),
+            None => error(StatusCode::NOT_FOUND, format!("no deployment {id}")),
+        },
+        Err(resp) => *resp,
+    }
+}
+
+async fn history(State(state): State<Arc<AdminState>>) -> Response {
+    match managed(&state) {
+        Ok(c) => Json(json!({ "deployments": c.history() })).into_response(),
+        Err(resp) => *resp,
+    }
+}
+
+async fn stop(State(state): State<Arc<AdminState>>) -> Response {
+    state.stop.cancel();
+    (StatusCode::ACCEPTED, Json(json!({ "stopping": true }))).into_response()
 }
 
 async fn metrics(State(state): State<Arc<AdminState>>) -> Response {

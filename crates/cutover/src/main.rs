@@ -2,6 +2,7 @@
 
 mod admin;
 mod commands;
+mod controller;
 mod token;
 
 use std::process::ExitCode;
@@ -33,6 +34,15 @@ enum Command {
     Up(commands::up::Args),
     /// Show target groups, targets, health and traffic of a running stack.
     Status(commands::status::Args),
+    /// The whole story on this machine: three instances under load, a deploy that succeeds, one
+    /// that fails and rolls back; exits 0 only if no request failed.
+    Demo(commands::demo::Args),
+    /// Roll the running stack to a new version; exits 0 only when every instance runs it.
+    Deploy(commands::deploy::Args),
+    /// Every deployment with its outcome and reason.
+    History(commands::deploy::HistoryArgs),
+    /// Stop a running stack: close listeners, drain and stop instances.
+    Stop(commands::status::Stack),
     /// Add a target to, or drain and remove one from, a running stack.
     #[command(subcommand)]
     Target(commands::status::TargetCommand),
@@ -40,9 +50,16 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The daemon logs what it does; the demo tells its own story and logs only trouble.
+    let default_filter = if matches!(cli.command, Command::Up(_)) {
+        "info"
+    } else {
+        "warn"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| default_filter.into()),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -53,5 +70,9 @@ fn main() -> ExitCode {
         Command::Up(args) => commands::up::run(args),
         Command::Status(args) => commands::status::run(args),
         Command::Target(cmd) => commands::status::run_target(cmd),
+        Command::Deploy(args) => commands::deploy::run(args),
+        Command::Demo(args) => commands::demo::run(args),
+        Command::History(args) => commands::deploy::history(args),
+        Command::Stop(stack) => commands::deploy::stop(stack),
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod observed;
 pub mod rolling;
+pub mod steady;
 
 pub use observed::{Action, InstanceView, Observed, Plan, Progress, State};
 pub use rolling::{plan, Rolling};

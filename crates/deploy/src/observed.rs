@@ -37,6 +37,9 @@ pub struct Observed {
     pub deadline_passed: bool,
     /// Launches asked for but not yet visible as instances.
     pub launches_in_flight: Vec<String>,
+    /// Set once a plan said `Aborting`: an abort never turns back into a rollout, even after the
+    /// instance that caused it is gone.
+    pub aborted: Option<String>,
 }
 
 /// Something the executor carries out.

@@ -13,6 +13,9 @@ pub struct Rolling {
 
 /// Why a deploy gives up, or `None` while it may go on.
 fn failure(o: &Observed) -> Option<String> {
+    if let Some(reason) = &o.aborted {
+        return Some(reason.clone());
+    }
     if let Some(bad) = o
         .instances
         .iter()
@@ -203,6 +206,7 @@ mod tests {
             instances,
             deadline_passed: false,
             launches_in_flight: vec![],
+            aborted: None,
         }
     }
 
@@ -352,6 +356,20 @@ mod tests {
         let p = plan(SURGE, &o);
         assert!(matches!(p.progress, Progress::RolledBack { .. }), "{p:?}");
         assert!(p.actions.is_empty());
+    }
+
+    #[test]
+    fn an_abort_stays_an_abort_once_the_failed_instance_is_gone() {
+        let mut o = observed(2, vec![inst("a", V1, H), inst("b", V1, H)]);
+        o.aborted = Some("n1 failed".into());
+        let p = plan(SURGE, &o);
+        assert_eq!(
+            p.progress,
+            Progress::RolledBack {
+                reason: "n1 failed".into()
+            }
+        );
+        assert!(p.actions.is_empty(), "no new launch of the failed version");
     }
 
     #[test]

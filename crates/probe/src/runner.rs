@@ -1,5 +1,6 @@
 //! Drives the load: open loop at a constant rate, or closed loop at a fixed concurrency.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -32,6 +33,8 @@ pub struct ProbeConfig {
     pub duration: Duration,
     /// Upper bound on a request, from its intended send time.
     pub timeout: Duration,
+    /// Set to end the run before `duration` (a demo stops the probe when its story is told).
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +52,7 @@ struct Schedule {
     start: Instant,
     duration: Duration,
     timeout: Duration,
+    stop: Arc<AtomicBool>,
 }
 
 struct Sample {
@@ -83,6 +87,7 @@ pub async fn run(
         Load::Concurrency(_) => {}
     }
     let start = Instant::now();
+    let stop = config.stop.clone().unwrap_or_default();
     let (tx, mut rx) = mpsc::unbounded_channel::<Sample>();
     match config.load {
         Load::Rate {
@@ -95,6 +100,7 @@ pub async fn run(
                 start,
                 duration: config.duration,
                 timeout: config.timeout,
+                stop: stop.clone(),
             };
             let runtime = tokio::runtime::Handle::current();
             std::thread::Builder::new()
@@ -112,6 +118,7 @@ pub async fn run(
                     config.duration,
                     config.timeout,
                     tx.clone(),
+                    stop.clone(),
                 ));
             }
             drop(tx);
@@ -154,13 +161,17 @@ fn open_loop(
         start,
         duration,
         timeout,
+        stop,
     } = schedule;
     let period = Duration::from_secs_f64(1.0 / per_second);
     let permits = Arc::new(Semaphore::new(connections));
     // Idle connections, reused most-recent-first so a low rate keeps few sockets open.
     let idle: Arc<Mutex<Vec<Connection>>> = Arc::new(Mutex::new(Vec::new()));
     let mut sent: u32 = 0;
-    while let Some(offset) = period.checked_mul(sent).filter(|o| *o < duration) {
+    while let Some(offset) = period
+        .checked_mul(sent)
+        .filter(|o| *o < duration && !stop.load(Ordering::Relaxed))
+    {
         let intended = start + offset;
         let wait = intended.saturating_duration_since(Instant::now());
         if !wait.is_zero() {
@@ -194,12 +205,13 @@ async fn closed_loop(
     duration: Duration,
     timeout: Duration,
     tx: mpsc::UnboundedSender<Sample>,
+    stop: Arc<AtomicBool>,
 ) {
     let end = start + duration;
     let mut conn = Connection::new(target);
     loop {
         let intended = Instant::now();
-        if intended >= end {
+        if intended >= end || stop.load(Ordering::Relaxed) {
             break;
         }
         let outcome = conn.request(intended + timeout).await;

@@ -1,6 +1,8 @@
 //! One module per subcommand; each returns the process exit code.
 
 pub mod check;
+pub mod demo;
+pub mod deploy;
 pub mod probe;
 pub mod status;
 pub mod up;

@@ -54,6 +54,7 @@ pub fn run(args: Args) -> ExitCode {
         load,
         duration: args.duration,
         timeout: args.timeout,
+        stop: None,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -51,7 +51,7 @@ pub enum TargetCommand {
     },
 }
 
-struct Admin {
+pub struct Admin {
     base: String,
     token: String,
     client: reqwest::Client,
@@ -73,6 +73,34 @@ impl Admin {
             token,
             client: reqwest::Client::new(),
         })
+    }
+
+    /// A client for an admin API at `addr` (an in-process stack).
+    pub fn new(addr: std::net::SocketAddr, token: String) -> Self {
+        Self {
+            base: format!("http://{addr}"),
+            token,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    pub fn for_stack(stack: &Stack) -> Result<Self, String> {
+        Self::connect(stack)
+    }
+
+    pub async fn get(&self, path: &str) -> Result<Value, String> {
+        self.call(self.client.get(format!("{}{path}", self.base)))
+            .await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Result<Value, String> {
+        self.call(self.client.post(format!("{}{path}", self.base)).json(body))
+            .await
+    }
+
+    pub async fn delete(&self, path: &str) -> Result<Value, String> {
+        self.call(self.client.delete(format!("{}{path}", self.base)))
+            .await
     }
 
     async fn call(&self, req: reqwest::RequestBuilder) -> Result<Value, String> {
@@ -97,7 +125,7 @@ impl Admin {
     }
 }
 
-fn block_on<T>(f: impl std::future::Future<Output = Result<T, String>>) -> Result<T, String> {
+pub fn block_on<T>(f: impl std::future::Future<Output = Result<T, String>>) -> Result<T, String> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -105,7 +133,7 @@ fn block_on<T>(f: impl std::future::Future<Output = Result<T, String>>) -> Resul
         .block_on(f)
 }
 
-fn finish(result: Result<(), String>) -> ExitCode {
+pub fn finish(result: Result<(), String>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -118,12 +146,33 @@ fn finish(result: Result<(), String>) -> ExitCode {
 pub fn run(args: Args) -> ExitCode {
     finish(block_on(async {
         let admin = Admin::connect(&args.stack)?;
-        let status = admin
-            .call(admin.client.get(format!("{}/status", admin.base)))
-            .await?;
+        let status = admin.get("/status").await?;
         if args.json {
             println!("{status}");
             return Ok(());
+        }
+        if let Some(release) = status["release"].as_str() {
+            println!("release {release}");
+            for i in status["instances"].as_array().into_iter().flatten() {
+                println!(
+                    "  {:<18} {:<8} pid {:<7} port {:<5} {:<9} {}",
+                    i["id"].as_str().unwrap_or("?"),
+                    i["version"].as_str().unwrap_or("?"),
+                    i["pid"],
+                    i["port"],
+                    i["state"].as_str().unwrap_or("?"),
+                    i["reason"].as_str().unwrap_or("")
+                );
+            }
+            if let Some(d) = status["deployment"].as_object() {
+                println!(
+                    "deployment {}: {} -> {}, {}",
+                    d["id"],
+                    d["from"].as_str().unwrap_or("?"),
+                    d["to"].as_str().unwrap_or("?"),
+                    d["progress"]["progress"].as_str().unwrap_or("?")
+                );
+            }
         }
         for group in status["groups"].as_array().into_iter().flatten() {
             println!(
@@ -176,11 +225,11 @@ pub fn run_target(cmd: TargetCommand) -> ExitCode {
                 stack,
             } => {
                 let admin = Admin::connect(&stack)?;
-                let mut url = format!("{}/targets/{target}?group={group}", admin.base);
+                let mut url = format!("/targets/{target}?group={group}");
                 if let Some(t) = timeout {
                     url.push_str(&format!("&timeout={t}"));
                 }
-                let out = admin.call(admin.client.delete(url)).await?;
+                let out = admin.delete(&url).await?;
                 let d = &out["drain"];
                 println!(
                     "drained {target}: {} completed, {} cut, {} ms",

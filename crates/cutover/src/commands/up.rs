@@ -1,10 +1,12 @@
-//! `cutover up`: run the stack in the foreground: listeners, target groups, health checks, admin API.
+//! `cutover up`: run the stack in the foreground: listeners, target groups, health checks, the
+//! instances of the current release (or static targets), and the admin API.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use cutover_fleet::LocalFleet;
 use cutover_proxy::{HealthConfig, ListenerOptions, Proxy, Registry};
 use cutover_spec::Spec;
 use tokio::signal::unix::{signal, SignalKind};
@@ -12,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::EXIT_INVALID;
 use crate::admin::{self, AdminState};
+use crate::controller::{self, Controller};
 use crate::token;
 
 #[derive(clap::Args, Debug)]
@@ -45,13 +48,6 @@ pub fn run(args: Args) -> ExitCode {
             return ExitCode::from(EXIT_INVALID);
         }
     };
-    if spec.targets.is_empty() {
-        eprintln!(
-            "{}: this build runs static targets only (`targets = [...]`); running release.command instances is not built yet",
-            args.file.display()
-        );
-        return ExitCode::from(EXIT_INVALID);
-    }
     let data_dir = data_dir(&args.file, args.data_dir);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -63,7 +59,7 @@ pub fn run(args: Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run_stack(spec, data_dir)) {
+    match runtime.block_on(run_stack(spec, data_dir, None)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("cutover up: {e:#}");
@@ -72,7 +68,20 @@ pub fn run(args: Args) -> ExitCode {
     }
 }
 
-async fn run_stack(spec: Spec, data_dir: PathBuf) -> anyhow::Result<()> {
+/// Addresses of a running stack, for callers that start it in-process (`cutover demo`).
+#[derive(Debug, Clone)]
+pub struct Running {
+    pub listener: SocketAddr,
+    pub admin: SocketAddr,
+    pub stop: CancellationToken,
+}
+
+/// Runs the stack until SIGTERM/SIGINT, `POST /stop`, or `stop` given in `started`.
+pub async fn run_stack(
+    mut spec: Spec,
+    data_dir: PathBuf,
+    started: Option<tokio::sync::oneshot::Sender<Running>>,
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(&data_dir)
         .map_err(|e| anyhow::anyhow!("cannot create the data dir {}: {e}", data_dir.display()))?;
     let token = token::load_or_create(&data_dir).map_err(|e| {
@@ -83,15 +92,24 @@ async fn run_stack(spec: Spec, data_dir: PathBuf) -> anyhow::Result<()> {
     })?;
 
     let registry = Registry::new();
-    registry.ensure_group(
-        STATIC_GROUP,
-        100,
-        spec.listener.balance,
-        HealthConfig::from(&spec.health),
-    )?;
-    for target in &spec.targets {
-        registry.register(STATIC_GROUP, target).await?;
-    }
+    let health = HealthConfig::from(&spec.health);
+    let stop = CancellationToken::new();
+    let mut background = tokio::task::JoinSet::new();
+    let controller = if spec.targets.is_empty() {
+        registry.ensure_group(controller::GROUP, 100, spec.listener.balance, health)?;
+        prefer_sibling_binaries(&mut spec);
+        let (fleet, exits) = LocalFleet::new(data_dir.join("logs"));
+        let controller = Controller::new(spec.clone(), fleet, registry.clone());
+        background.spawn(controller.clone().run(exits, stop.clone()));
+        Some(controller)
+    } else {
+        registry.ensure_group(STATIC_GROUP, 100, spec.listener.balance, health)?;
+        for target in &spec.targets {
+            registry.register(STATIC_GROUP, target).await?;
+        }
+        None
+    };
+
     let rules = cutover_proxy::headers::HeaderRules::from_listener(&spec.listener)?;
     let proxy = Arc::new(Proxy::new(registry.clone(), rules));
     let tls = match &spec.listener.tls {
@@ -104,17 +122,17 @@ async fn run_stack(spec: Spec, data_dir: PathBuf) -> anyhow::Result<()> {
     let admin_addr = admin_listener.local_addr()?;
     std::fs::write(data_dir.join(token::ADDR_FILE), admin_addr.to_string())?;
 
-    let shutdown = CancellationToken::new();
-    let mut tasks = tokio::task::JoinSet::new();
+    let listeners_stop = CancellationToken::new();
+    let mut listeners = tokio::task::JoinSet::new();
     let options = ListenerOptions {
         tls,
         ..ListenerOptions::default()
     };
-    tasks.spawn(cutover_proxy::serve(
+    listeners.spawn(cutover_proxy::serve(
         listener,
         proxy,
         options,
-        shutdown.clone().cancelled_owned(),
+        listeners_stop.clone().cancelled_owned(),
     ));
     if let Some(redirect) = spec.listener.redirect_http {
         let redirect_listener = bind(redirect).await?;
@@ -122,45 +140,87 @@ async fn run_stack(spec: Spec, data_dir: PathBuf) -> anyhow::Result<()> {
             "redirecting http on {} to https",
             redirect_listener.local_addr()?
         );
-        tasks.spawn(cutover_proxy::serve_redirect(
+        listeners.spawn(cutover_proxy::serve_redirect(
             redirect_listener,
             local.port(),
-            shutdown.clone().cancelled_owned(),
+            listeners_stop.clone().cancelled_owned(),
         ));
     }
     let admin_state = Arc::new(AdminState {
         registry: registry.clone(),
+        controller: controller.clone(),
+        stop: stop.clone(),
         token,
-        default_group: STATIC_GROUP.into(),
+        default_group: if controller.is_some() {
+            controller::GROUP
+        } else {
+            STATIC_GROUP
+        }
+        .into(),
         drain_timeout: spec.deploy.drain_timeout,
     });
-    let admin_shutdown = shutdown.clone().cancelled_owned();
-    tasks.spawn(async move {
+    let admin_stop = listeners_stop.clone();
+    listeners.spawn(async move {
         axum::serve(admin_listener, admin::router(admin_state))
-            .with_graceful_shutdown(admin_shutdown)
+            .with_graceful_shutdown(admin_stop.cancelled_owned())
             .await
     });
-    // Tests and scripts read these lines to find ports chosen by the OS.
-    println!("listening on {local}");
-    println!("admin on {admin_addr}");
-    tracing::info!(%local, %admin_addr, targets = spec.targets.len(), "stack up");
+    tracing::info!(%local, %admin_addr, "stack up");
+    match started {
+        Some(tx) => {
+            let _ = tx.send(Running {
+                listener: local,
+                admin: admin_addr,
+                stop: stop.clone(),
+            });
+        }
+        None => {
+            // Tests and scripts read these lines to find ports chosen by the OS.
+            println!("listening on {local}");
+            println!("admin on {admin_addr}");
+        }
+    }
 
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = sigterm.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = sigint.recv() => tracing::info!("SIGINT: shutting down"),
-        Some(ended) = tasks.join_next() => {
-            return Err(anyhow::anyhow!("a listener stopped unexpectedly: {ended:?}"));
-        }
-    }
-    shutdown.cancel();
-    while let Some(ended) = tasks.join_next().await {
+    let failure = tokio::select! {
+        _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); None }
+        _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); None }
+        _ = stop.cancelled() => { tracing::info!("stop requested: shutting down"); None }
+        Some(ended) = listeners.join_next() => Some(format!("a listener stopped unexpectedly: {ended:?}")),
+    };
+    // New connections stop first; in-flight requests finish; then the instances drain and stop.
+    listeners_stop.cancel();
+    while let Some(ended) = listeners.join_next().await {
         if let Ok(Err(e)) = ended {
             tracing::warn!(error = %e, "listener ended with an error");
         }
     }
-    Ok(())
+    stop.cancel();
+    while background.join_next().await.is_some() {}
+    if let Some(c) = controller {
+        c.shutdown().await;
+    }
+    let _ = std::fs::remove_file(data_dir.join(token::ADDR_FILE));
+    match failure {
+        Some(f) => Err(anyhow::anyhow!(f)),
+        None => Ok(()),
+    }
+}
+
+/// Lets a release command name `demo-app` (or any binary shipped beside cutover) without a path.
+fn prefer_sibling_binaries(spec: &mut Spec) {
+    let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    else {
+        return;
+    };
+    let path = std::env::var("PATH").unwrap_or_default();
+    spec.release
+        .env
+        .entry("PATH".into())
+        .or_insert_with(|| format!("{}:{path}", dir.display()));
 }
 
 async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {

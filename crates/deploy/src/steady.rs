@@ -1,0 +1,125 @@
+//! Steady state between deploys: replace dead instances, keep the group at its desired size.
+
+use crate::observed::{Action, InstanceView, State};
+
+/// Actions that bring `version` back to `desired` instances. `may_launch` is false while a
+/// crash-looping group waits out its back-off.
+pub fn plan(
+    version: &str,
+    desired: u32,
+    instances: &[InstanceView],
+    launching: u32,
+    may_launch: bool,
+) -> Vec<Action> {
+    let mut actions: Vec<Action> = instances
+        .iter()
+        .filter(|i| i.state == State::Failed)
+        .map(|i| Action::Remove { id: i.id.clone() })
+        .collect();
+    // Instances of another version only linger after an interrupted deploy: drain them once ours are up.
+    let ours: Vec<&InstanceView> = instances
+        .iter()
+        .filter(|i| i.version == version && matches!(i.state, State::Healthy | State::Starting))
+        .collect();
+    let live = ours.len() as u32 + launching;
+    if live < desired && may_launch {
+        for _ in live..desired {
+            actions.push(Action::Launch {
+                version: version.to_owned(),
+            });
+        }
+    }
+    let healthy = ours.iter().filter(|i| i.state == State::Healthy).count() as u32;
+    if healthy >= desired {
+        for i in instances
+            .iter()
+            .filter(|i| i.version != version && matches!(i.state, State::Healthy | State::Starting))
+        {
+            actions.push(Action::Drain { id: i.id.clone() });
+        }
+        // Surplus of our own (the desired size went down): newest first.
+        let mut surplus: Vec<&&InstanceView> =
+            ours.iter().filter(|i| i.state == State::Healthy).collect();
+        surplus.sort_by(|a, b| b.id.cmp(&a.id));
+        for i in surplus.into_iter().take((healthy - desired) as usize) {
+            actions.push(Action::Drain { id: i.id.clone() });
+        }
+    }
+    actions
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inst(id: &str, version: &str, state: State) -> InstanceView {
+        InstanceView {
+            id: id.into(),
+            version: version.into(),
+            state,
+        }
+    }
+
+    #[test]
+    fn replaces_the_dead_and_fills_up() {
+        let a = plan(
+            "v1",
+            3,
+            &[
+                inst("a", "v1", State::Failed),
+                inst("b", "v1", State::Healthy),
+            ],
+            0,
+            true,
+        );
+        assert_eq!(
+            a,
+            vec![
+                Action::Remove { id: "a".into() },
+                Action::Launch {
+                    version: "v1".into()
+                },
+                Action::Launch {
+                    version: "v1".into()
+                }
+            ]
+        );
+        let waiting = plan("v1", 3, &[inst("b", "v1", State::Healthy)], 1, false);
+        assert!(waiting.is_empty(), "back-off holds launches");
+        let counted = plan("v1", 2, &[inst("b", "v1", State::Healthy)], 1, true);
+        assert!(counted.is_empty(), "a launch in flight counts");
+    }
+
+    #[test]
+    fn drains_other_versions_and_surplus_once_healthy() {
+        let a = plan(
+            "v2",
+            1,
+            &[
+                inst("o", "v1", State::Healthy),
+                inst("n1", "v2", State::Healthy),
+                inst("n2", "v2", State::Healthy),
+            ],
+            0,
+            true,
+        );
+        assert_eq!(
+            a,
+            vec![
+                Action::Drain { id: "o".into() },
+                Action::Drain { id: "n2".into() }
+            ]
+        );
+        let a = plan(
+            "v2",
+            1,
+            &[
+                inst("o", "v1", State::Healthy),
+                inst("n1", "v2", State::Starting),
+            ],
+            0,
+            true,
+        );
+        assert!(a.is_empty(), "the old one stays until ours is healthy");
+    }
+}
