@@ -1,0 +1,274 @@
+//! Deploys end to end: `cutover up` running demo-app instances, `cutover deploy` under probe load,
+//! and not one infrastructure failure on any path.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use cutover_e2e::{bin, cutover, wait_for};
+use serde_json::Value;
+
+struct Stack {
+    child: Child,
+    addr: String,
+    dir: tempfile::TempDir,
+}
+
+const BASE: &str = r#"
+[service]
+name = "web"
+[release]
+version = "v1"
+command = "demo-app --port {port} --version {version}"
+stop_timeout = "5s"
+[group]
+desired = 3
+[health]
+interval = "200ms"
+timeout = "150ms"
+[listener]
+bind = "127.0.0.1:0"
+[admin]
+bind = "127.0.0.1:0"
+"#;
+
+impl Stack {
+    fn start(deploy: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            dir.path().join("cutover.toml"),
+            format!("{BASE}[deploy]\n{deploy}\n"),
+        )
+        .expect("write");
+        let mut child = Command::new(bin("cutover"))
+            .args(["up", "-f"])
+            .arg(dir.path().join("cutover.toml"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn cutover up");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let line = lines.next().expect("a line").expect("utf-8");
+        let addr = line
+            .strip_prefix("listening on ")
+            .expect("listening line")
+            .to_owned();
+        let stack = Self { child, addr, dir };
+        wait_for("3 healthy v1 instances", || {
+            (stack.healthy("v1") == 3).then_some(())
+        });
+        stack
+    }
+
+    fn file(&self) -> String {
+        self.dir
+            .path()
+            .join("cutover.toml")
+            .to_str()
+            .expect("utf-8")
+            .to_owned()
+    }
+
+    fn status(&self) -> Value {
+        let (code, out, err) = cutover(&["status", "--json", "-f", &self.file()]);
+        assert_eq!(code, 0, "{err}");
+        serde_json::from_str(&out).expect("json")
+    }
+
+    fn instances(&self) -> Vec<Value> {
+        self.status()["instances"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn healthy(&self, version: &str) -> usize {
+        self.instances()
+            .iter()
+            .filter(|i| i["version"] == version && i["state"] == "healthy")
+            .count()
+    }
+
+    /// The probe at 250 requests/s for `secs` seconds, in the background.
+    fn probe(&self, secs: u32) -> JoinHandle<Value> {
+        let url = format!("http://{}/", self.addr);
+        std::thread::spawn(move || {
+            let (_, out, err) = cutover(&[
+                "probe",
+                &url,
+                "--rate",
+                "250",
+                "--duration",
+                &format!("{secs}s"),
+                "--json",
+                "-q",
+            ]);
+            serde_json::from_str(&out).unwrap_or_else(|e| panic!("probe output ({e}): {out}{err}"))
+        })
+    }
+
+    fn deploy(&self, version: &str, command: Option<&str>) -> (i32, String) {
+        let file = self.file();
+        let mut args = vec!["deploy", version, "-f", &file, "--json"];
+        if let Some(c) = command {
+            args.extend(["--command", c]);
+        }
+        let (code, out, err) = cutover(&args);
+        (code, format!("{out}{err}"))
+    }
+
+    fn stop_and_check_no_orphans(mut self) {
+        let pids: Vec<i64> = self
+            .instances()
+            .iter()
+            .filter_map(|i| i["pid"].as_i64())
+            .collect();
+        let (code, _, err) = cutover(&["stop", "-f", &self.file()]);
+        assert_eq!(code, 0, "{err}");
+        let child = &mut self.child;
+        let status = wait_for("cutover up to exit", || child.try_wait().expect("try_wait"));
+        assert_eq!(status.code(), Some(0));
+        for pid in pids {
+            assert!(
+                !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+                "instance pid {pid} outlived the stack"
+            );
+        }
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn assert_no_infra_failures(report: &Value) {
+    assert_eq!(
+        report["failed_infra"], 0,
+        "infrastructure failures: {report}"
+    );
+    assert!(
+        report["requests"].as_u64().unwrap_or(0) > 500,
+        "too little load: {report}"
+    );
+}
+
+#[test]
+fn rolling_v1_to_v2_under_load_within_surge_and_availability() {
+    let stack = Stack::start("max_surge = 1\nmax_unavailable = 0\ndrain_timeout = \"5s\"");
+    let probe = stack.probe(8);
+    std::thread::sleep(Duration::from_millis(500));
+    // Watch the fleet while the deploy runs: never above desired + surge, never below desired healthy.
+    let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let (flag, file) = (watching.clone(), stack.file());
+    let watcher = std::thread::spawn(move || {
+        let mut worst = (0usize, usize::MAX);
+        while flag.load(std::sync::atomic::Ordering::Relaxed) {
+            let (_, out, _) = cutover(&["status", "--json", "-f", &file]);
+            if let Ok(s) = serde_json::from_str::<Value>(&out) {
+                let all = s["instances"].as_array().cloned().unwrap_or_default();
+                let healthy = all.iter().filter(|i| i["state"] == "healthy").count();
+                worst = (worst.0.max(all.len()), worst.1.min(healthy));
+            }
+        }
+        worst
+    });
+    let (code, out) = stack.deploy("v2", None);
+    watching.store(false, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(code, 0, "{out}");
+    let (most, fewest_healthy) = watcher.join().expect("watcher");
+    assert!(most <= 4, "max_surge 1 allows 4 processes, saw {most}");
+    assert!(
+        fewest_healthy >= 3,
+        "max_unavailable 0 keeps 3 healthy, saw {fewest_healthy}"
+    );
+    let report = probe.join().expect("probe");
+    assert_no_infra_failures(&report);
+    assert_eq!(report["failed"], 0, "{report}");
+    assert!(report["versions"]["v2"].as_u64().unwrap_or(0) > 0);
+    let instances = stack.instances();
+    assert_eq!(instances.len(), 3);
+    assert!(
+        instances
+            .iter()
+            .all(|i| i["version"] == "v2" && i["state"] == "healthy"),
+        "{instances:?}"
+    );
+    stack.stop_and_check_no_orphans();
+}
+
+fn rolled_back(command: &str, deploy_settings: &str, reason: &str) {
+    let stack = Stack::start(deploy_settings);
+    let probe = stack.probe(6);
+    std::thread::sleep(Duration::from_millis(500));
+    let (code, out) = stack.deploy("v3", Some(command));
+    assert_eq!(code, 1, "a failed deploy exits non-zero: {out}");
+    assert!(out.contains("rolled_back") && out.contains(reason), "{out}");
+    let report = probe.join().expect("probe");
+    assert_no_infra_failures(&report);
+    assert_eq!(
+        report["versions"].get("v3"),
+        None,
+        "v3 never took traffic: {report}"
+    );
+    wait_for("the fleet to settle on v1", || {
+        let all = stack.instances();
+        (all.len() == 3
+            && all
+                .iter()
+                .all(|i| i["version"] == "v1" && i["state"] == "healthy"))
+        .then_some(())
+    });
+    let history = cutover(&["history", "--json", "-f", &stack.file()]).1;
+    assert!(history.contains("rolled_back"), "{history}");
+    stack.stop_and_check_no_orphans();
+}
+
+#[test]
+fn a_release_failing_its_health_checks_is_rolled_back() {
+    rolled_back(
+        "demo-app --port {port} --version {version} --fail-health",
+        "",
+        "failed",
+    );
+}
+
+#[test]
+fn a_release_exiting_at_start_is_rolled_back() {
+    rolled_back(
+        "demo-app --port {port} --version {version} --exit-on-start",
+        "",
+        "failed",
+    );
+}
+
+#[test]
+fn a_release_slower_than_the_progress_deadline_is_rolled_back() {
+    rolled_back(
+        "demo-app --port {port} --version {version} --startup-delay 60s",
+        "progress_deadline = \"2s\"",
+        "progress deadline",
+    );
+}
+
+#[test]
+fn a_killed_instance_is_replaced_without_failed_requests() {
+    let stack = Stack::start("");
+    let probe = stack.probe(6);
+    std::thread::sleep(Duration::from_millis(500));
+    let victim = stack.instances()[0].clone();
+    let pid = i32::try_from(victim["pid"].as_i64().expect("pid")).expect("pid fits");
+    // SAFETY: killing a process this test's stack started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    wait_for("a replacement to turn healthy", || {
+        let all = stack.instances();
+        let replaced = all.iter().all(|i| i["id"] != victim["id"]);
+        (replaced && all.len() == 3 && all.iter().all(|i| i["state"] == "healthy")).then_some(())
+    });
+    let report = probe.join().expect("probe");
+    assert_no_infra_failures(&report);
+    stack.stop_and_check_no_orphans();
+}
