@@ -106,11 +106,7 @@ impl Proxy {
         if let Some(host) = host {
             parts.headers.insert(HOST, host);
         }
-        headers::apply(
-            &mut parts.headers,
-            &self.rules.request_set,
-            &self.rules.request_remove,
-        );
+        headers::apply(&mut parts.headers, &self.rules.request);
         // Targets speak HTTP/1.1 and want origin-form, whatever the client spoke.
         parts.version = Version::HTTP_11;
         if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
@@ -210,11 +206,7 @@ impl Proxy {
             }
             let (mut parts, incoming) = resp.into_parts();
             headers::strip_hop_by_hop(&mut parts.headers, false);
-            headers::apply(
-                &mut parts.headers,
-                &self.rules.response_set,
-                &self.rules.response_remove,
-            );
+            headers::apply(&mut parts.headers, &self.rules.response);
             return Response::from_parts(parts, Tracked::new(incoming, guard, sender).boxed());
         }
         if tried.is_empty()

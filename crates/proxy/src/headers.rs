@@ -16,54 +16,61 @@ const HOP_BY_HOP: [&str; 8] = [
     "transfer-encoding",
 ];
 
-/// Set and remove rules for requests and responses, from the stack file.
+/// Rules for one direction: remove, then set (replace), then add (append beside what is there).
+#[derive(Debug, Clone, Default)]
+pub struct Rules {
+    pub set: Vec<(HeaderName, HeaderValue)>,
+    pub add: Vec<(HeaderName, HeaderValue)>,
+    pub remove: Vec<HeaderName>,
+}
+
+/// Header rules for requests and responses, from the stack file.
 #[derive(Debug, Clone, Default)]
 pub struct HeaderRules {
-    pub request_set: Vec<(HeaderName, HeaderValue)>,
-    pub request_remove: Vec<HeaderName>,
-    pub response_set: Vec<(HeaderName, HeaderValue)>,
-    pub response_remove: Vec<HeaderName>,
+    pub request: Rules,
+    pub response: Rules,
 }
 
 #[derive(Debug, thiserror::Error)]
 #[error("header rule `{0}`: {1}")]
 pub struct RuleError(String, String);
 
-impl HeaderRules {
-    pub fn from_listener(l: &cutover_spec::Listener) -> Result<Self, RuleError> {
-        let pair =
-            |(name, value): (&String, &String)| -> Result<(HeaderName, HeaderValue), RuleError> {
-                let n = HeaderName::from_bytes(name.as_bytes())
-                    .map_err(|e| RuleError(name.clone(), e.to_string()))?;
-                let v = HeaderValue::from_str(value)
-                    .map_err(|e| RuleError(name.clone(), e.to_string()))?;
-                Ok((n, v))
-            };
-        let name = |name: &String| {
+fn pairs(
+    map: &std::collections::BTreeMap<String, String>,
+) -> Result<Vec<(HeaderName, HeaderValue)>, RuleError> {
+    map.iter()
+        .map(|(name, value)| {
+            let n = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|e| RuleError(name.clone(), e.to_string()))?;
+            let v =
+                HeaderValue::from_str(value).map_err(|e| RuleError(name.clone(), e.to_string()))?;
+            Ok((n, v))
+        })
+        .collect()
+}
+
+fn names(list: &[String]) -> Result<Vec<HeaderName>, RuleError> {
+    list.iter()
+        .map(|name| {
             HeaderName::from_bytes(name.as_bytes())
                 .map_err(|e| RuleError(name.clone(), e.to_string()))
-        };
+        })
+        .collect()
+}
+
+impl HeaderRules {
+    pub fn from_listener(l: &cutover_spec::Listener) -> Result<Self, RuleError> {
         Ok(Self {
-            request_set: l
-                .request_headers
-                .iter()
-                .map(pair)
-                .collect::<Result<_, _>>()?,
-            request_remove: l
-                .remove_request_headers
-                .iter()
-                .map(name)
-                .collect::<Result<_, _>>()?,
-            response_set: l
-                .response_headers
-                .iter()
-                .map(pair)
-                .collect::<Result<_, _>>()?,
-            response_remove: l
-                .remove_response_headers
-                .iter()
-                .map(name)
-                .collect::<Result<_, _>>()?,
+            request: Rules {
+                set: pairs(&l.request_headers)?,
+                add: pairs(&l.add_request_headers)?,
+                remove: names(&l.remove_request_headers)?,
+            },
+            response: Rules {
+                set: pairs(&l.response_headers)?,
+                add: pairs(&l.add_response_headers)?,
+                remove: names(&l.remove_response_headers)?,
+            },
         })
     }
 }
@@ -155,12 +162,15 @@ pub fn add_forwarded(headers: &mut HeaderMap, client: &Client, host: Option<&Hea
     }
 }
 
-pub fn apply(headers: &mut HeaderMap, set: &[(HeaderName, HeaderValue)], remove: &[HeaderName]) {
-    for name in remove {
+pub fn apply(headers: &mut HeaderMap, rules: &Rules) {
+    for name in &rules.remove {
         headers.remove(name);
     }
-    for (name, value) in set {
+    for (name, value) in &rules.set {
         headers.insert(name.clone(), value.clone());
+    }
+    for (name, value) in &rules.add {
+        headers.append(name.clone(), value.clone());
     }
 }
 

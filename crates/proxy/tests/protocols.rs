@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cutover_proxy::headers::HeaderRules;
+use cutover_proxy::headers::{HeaderRules, Rules};
 use cutover_proxy::{Balance, ListenerOptions};
 use futures_util::{SinkExt, StreamExt};
 use http::{HeaderName, HeaderValue, Request};
@@ -217,8 +217,15 @@ async fn websocket_echo_then_drained_with_a_close_frame() {
 async fn header_echo_server() -> std::net::SocketAddr {
     async fn echo(headers: http::HeaderMap) -> impl axum::response::IntoResponse {
         let map: std::collections::BTreeMap<String, String> = headers
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
+            .keys()
+            .map(|k| {
+                let values: Vec<&str> = headers
+                    .get_all(k)
+                    .iter()
+                    .map(|v| v.to_str().unwrap_or(""))
+                    .collect();
+                (k.to_string(), values.join(", "))
+            })
             .collect();
         ([("server", "echo/1.0")], axum::Json(map))
     }
@@ -237,10 +244,16 @@ async fn header_echo_server() -> std::net::SocketAddr {
 async fn forwarded_headers_and_header_rules() {
     let name = |n: &'static str| HeaderName::from_static(n);
     let rules = HeaderRules {
-        request_set: vec![(name("x-team"), HeaderValue::from_static("payments"))],
-        request_remove: vec![name("x-internal-debug")],
-        response_set: vec![(name("x-marker"), HeaderValue::from_static("cutover"))],
-        response_remove: vec![name("server")],
+        request: Rules {
+            set: vec![(name("x-team"), HeaderValue::from_static("payments"))],
+            add: vec![(name("x-tag"), HeaderValue::from_static("via-lb"))],
+            remove: vec![name("x-internal-debug")],
+        },
+        response: Rules {
+            set: vec![(name("x-marker"), HeaderValue::from_static("cutover"))],
+            add: vec![(name("x-marker-2"), HeaderValue::from_static("added"))],
+            remove: vec![name("server")],
+        },
     };
     let stack = Stack::start(
         rules,
@@ -261,16 +274,20 @@ async fn forwarded_headers_and_header_rules() {
         .get(stack.url("/anything"))
         .header("x-internal-debug", "1")
         .header("x-forwarded-for", "203.0.113.9")
+        .header("x-tag", "from-client")
         .send()
         .await
         .expect("request");
     assert_eq!(resp.headers()["x-marker"], "cutover");
+    assert_eq!(resp.headers()["x-marker-2"], "added");
     assert!(
         resp.headers().get("server").is_none(),
         "server header removed"
     );
     let seen: serde_json::Value = resp.json().await.expect("json");
     assert_eq!(seen["x-team"], "payments");
+    // Added beside the client's own value, not instead of it (the echo joins repeats with ", ").
+    assert_eq!(seen["x-tag"], "from-client, via-lb");
     assert!(seen.get("x-internal-debug").is_none());
     assert_eq!(seen["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
     assert_eq!(seen["x-forwarded-proto"], "http");
@@ -323,4 +340,34 @@ async fn a_slow_loris_client_does_not_starve_others_and_is_cut_off() {
         let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;
         assert!(read.is_ok(), "a slow client was never cut off");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_plain_listener_redirects_to_https() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(cutover_proxy::serve_redirect(
+        listener,
+        8443,
+        stop.clone().cancelled_owned(),
+    ));
+    let no_follow = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let resp = no_follow
+        .get(format!("http://{addr}/cart?id=7"))
+        .header("host", "shop.example:80")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), 308);
+    assert_eq!(
+        resp.headers()["location"],
+        "https://shop.example:8443/cart?id=7"
+    );
+    stop.cancel();
 }

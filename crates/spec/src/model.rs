@@ -166,6 +166,8 @@ pub struct Listener {
     pub redirect_http: Option<SocketAddr>,
     pub request_headers: BTreeMap<String, String>,
     pub response_headers: BTreeMap<String, String>,
+    pub add_request_headers: BTreeMap<String, String>,
+    pub add_response_headers: BTreeMap<String, String>,
     pub remove_request_headers: Vec<String>,
     pub remove_response_headers: Vec<String>,
     pub balance: Balance,

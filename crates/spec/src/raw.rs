@@ -74,6 +74,9 @@ pub struct RawListener {
     pub redirect_http: Option<String>,
     pub request_headers: Option<BTreeMap<String, String>>,
     pub response_headers: Option<BTreeMap<String, String>>,
+    /// Appended beside any value already there (set replaces; add keeps both).
+    pub add_request_headers: Option<BTreeMap<String, String>>,
+    pub add_response_headers: Option<BTreeMap<String, String>>,
     pub remove_request_headers: Option<Vec<String>>,
     pub remove_response_headers: Option<Vec<String>>,
     /// `round-robin` or `least-outstanding`.

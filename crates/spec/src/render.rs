@@ -48,6 +48,8 @@ impl Spec {
                 redirect_http: l.redirect_http.map(|a| a.to_string()),
                 request_headers: Some(l.request_headers.clone()),
                 response_headers: Some(l.response_headers.clone()),
+                add_request_headers: Some(l.add_request_headers.clone()),
+                add_response_headers: Some(l.add_response_headers.clone()),
                 remove_request_headers: Some(l.remove_request_headers.clone()),
                 remove_response_headers: Some(l.remove_response_headers.clone()),
                 balance: Some(l.balance.name().into()),

@@ -457,6 +457,8 @@ fn listener(c: &mut Checker, l: &RawListener, base_dir: &Path) -> Listener {
         redirect_http,
         request_headers: c.headers("listener.request_headers", &l.request_headers),
         response_headers: c.headers("listener.response_headers", &l.response_headers),
+        add_request_headers: c.headers("listener.add_request_headers", &l.add_request_headers),
+        add_response_headers: c.headers("listener.add_response_headers", &l.add_response_headers),
         remove_request_headers,
         remove_response_headers,
         balance,

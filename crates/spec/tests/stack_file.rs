@@ -53,6 +53,8 @@ tls = { cert = "certs/cert.pem", key = "/etc/key.pem" }
 redirect_http = "0.0.0.0:8080"
 request_headers = { "x-forwarded-proto" = "https" }
 response_headers = { "strict-transport-security" = "max-age=63072000" }
+add_request_headers = { "x-trace" = "lb" }
+add_response_headers = { "via" = "cutover" }
 remove_response_headers = ["server"]
 [deploy]
 strategy = "canary"
