@@ -166,3 +166,72 @@ pub fn dead_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.local_addr().expect("addr").port()
 }
+
+/// A `cutover up` process on a stack file of the test's own, in a temporary directory.
+pub struct Up {
+    pub child: Child,
+    /// The load balancer's address.
+    pub addr: String,
+    /// The admin API's address.
+    pub admin: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl Up {
+    /// Writes `stack` as `cutover.toml`, starts `cutover up` on it and waits for its addresses.
+    pub fn start(stack: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("cutover.toml"), stack).expect("write the stack file");
+        let mut child = Command::new(bin("cutover"))
+            .args(["up", "-f"])
+            .arg(dir.path().join("cutover.toml"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn cutover up");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let mut next = || {
+            lines
+                .next()
+                .expect("a line from cutover up")
+                .expect("utf-8")
+        };
+        let addr = next()
+            .strip_prefix("listening on ")
+            .expect("the listening line")
+            .to_owned();
+        let admin = next()
+            .strip_prefix("admin on ")
+            .expect("the admin line")
+            .to_owned();
+        Self {
+            child,
+            addr,
+            admin,
+            dir,
+        }
+    }
+
+    pub fn file(&self) -> String {
+        self.dir
+            .path()
+            .join("cutover.toml")
+            .to_str()
+            .expect("utf-8 path")
+            .to_owned()
+    }
+
+    /// `cutover status --json` of this stack.
+    pub fn status(&self) -> serde_json::Value {
+        let (code, out, err) = cutover(&["status", "--json", "-f", &self.file()]);
+        assert_eq!(code, 0, "{err}");
+        serde_json::from_str(&out).expect("status JSON")
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,19 +1,14 @@
 //! Deploys end to end: `cutover up` running demo-app instances, `cutover deploy` under probe load,
 //! and not one infrastructure failure on any path.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use cutover_e2e::{bin, cutover, wait_for};
+use cutover_e2e::{cutover, wait_for, Up};
 use serde_json::Value;
 
-struct Stack {
-    child: Child,
-    addr: String,
-    dir: tempfile::TempDir,
-}
+/// A managed stack: `cutover up` running demo-app instances.
+struct Stack(Up);
 
 const BASE: &str = r#"
 [service]
@@ -35,26 +30,7 @@ bind = "127.0.0.1:0"
 
 impl Stack {
     fn start(deploy: &str) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(
-            dir.path().join("cutover.toml"),
-            format!("{BASE}[deploy]\n{deploy}\n"),
-        )
-        .expect("write");
-        let mut child = Command::new(bin("cutover"))
-            .args(["up", "-f"])
-            .arg(dir.path().join("cutover.toml"))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn cutover up");
-        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let line = lines.next().expect("a line").expect("utf-8");
-        let addr = line
-            .strip_prefix("listening on ")
-            .expect("listening line")
-            .to_owned();
-        let stack = Self { child, addr, dir };
+        let stack = Self(Up::start(&format!("{BASE}[deploy]\n{deploy}\n")));
         wait_for("3 healthy v1 instances", || {
             (stack.healthy("v1") == 3).then_some(())
         });
@@ -62,18 +38,11 @@ impl Stack {
     }
 
     fn file(&self) -> String {
-        self.dir
-            .path()
-            .join("cutover.toml")
-            .to_str()
-            .expect("utf-8")
-            .to_owned()
+        self.0.file()
     }
 
     fn status(&self) -> Value {
-        let (code, out, err) = cutover(&["status", "--json", "-f", &self.file()]);
-        assert_eq!(code, 0, "{err}");
-        serde_json::from_str(&out).expect("json")
+        self.0.status()
     }
 
     fn instances(&self) -> Vec<Value> {
@@ -92,7 +61,7 @@ impl Stack {
 
     /// The probe at 250 requests/s for `secs` seconds, in the background.
     fn probe(&self, secs: u32) -> JoinHandle<Value> {
-        let url = format!("http://{}/", self.addr);
+        let url = format!("http://{}/", self.0.addr);
         std::thread::spawn(move || {
             let (_, out, err) = cutover(&[
                 "probe",
@@ -126,7 +95,7 @@ impl Stack {
             .collect();
         let (code, _, err) = cutover(&["stop", "-f", &self.file()]);
         assert_eq!(code, 0, "{err}");
-        let child = &mut self.child;
+        let child = &mut self.0.child;
         let status = wait_for("cutover up to exit", || child.try_wait().expect("try_wait"));
         assert_eq!(status.code(), Some(0));
         for pid in pids {
@@ -135,13 +104,6 @@ impl Stack {
                 "instance pid {pid} outlived the stack"
             );
         }
-    }
-}
-
-impl Drop for Stack {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

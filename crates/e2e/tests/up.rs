@@ -1,88 +1,30 @@
 //! `cutover up` with static targets: the load balancer as a process, driven through the admin API and CLI.
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Child, Command, Stdio};
 
-use cutover_e2e::{bin, client, cutover, wait_for, DemoApp};
+use cutover_e2e::{client, cutover, wait_for, DemoApp, Up};
 
-struct Up {
-    child: Child,
-    addr: String,
-    admin: String,
-    dir: tempfile::TempDir,
+fn start(targets: &[String]) -> Up {
+    let list: Vec<String> = targets.iter().map(|t| format!("\"{t}\"")).collect();
+    Up::start(&format!(
+        "targets = [{}]\n[service]\nname = \"lb\"\n[listener]\nbind = \"127.0.0.1:0\"\n[admin]\nbind = \"127.0.0.1:0\"\n[health]\ninterval = \"200ms\"\ntimeout = \"100ms\"\n",
+        list.join(", ")
+    ))
 }
 
-impl Up {
-    fn start(targets: &[String]) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let list: Vec<String> = targets.iter().map(|t| format!("\"{t}\"")).collect();
-        let stack = format!(
-            "targets = [{}]\n[service]\nname = \"lb\"\n[listener]\nbind = \"127.0.0.1:0\"\n[admin]\nbind = \"127.0.0.1:0\"\n[health]\ninterval = \"200ms\"\ntimeout = \"100ms\"\n",
-            list.join(", ")
-        );
-        std::fs::write(dir.path().join("cutover.toml"), stack).expect("write stack");
-        let mut child = Command::new(bin("cutover"))
-            .args(["up", "-f"])
-            .arg(dir.path().join("cutover.toml"))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn cutover up");
-        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let mut next = || lines.next().expect("a line").expect("utf-8");
-        let addr = next()
-            .strip_prefix("listening on ")
-            .expect("listening line")
-            .to_owned();
-        let admin = next()
-            .strip_prefix("admin on ")
-            .expect("admin line")
-            .to_owned();
-        Self {
-            child,
-            addr,
-            admin,
-            dir,
-        }
-    }
-
-    fn file(&self) -> String {
-        self.dir
-            .path()
-            .join("cutover.toml")
-            .to_str()
-            .expect("utf-8")
-            .to_owned()
-    }
-
-    fn status(&self) -> serde_json::Value {
-        let (code, out, err) = cutover(&["status", "--json", "-f", &self.file()]);
-        assert_eq!(code, 0, "{err}");
-        serde_json::from_str(&out).expect("json")
-    }
-
-    fn healthy(&self) -> usize {
-        self.status()["groups"][0]["targets"]
-            .as_array()
-            .map(|t| t.iter().filter(|t| t["state"] == "healthy").count())
-            .unwrap_or(0)
-    }
-}
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn healthy(up: &Up) -> usize {
+    up.status()["groups"][0]["targets"]
+        .as_array()
+        .map(|t| t.iter().filter(|t| t["state"] == "healthy").count())
+        .unwrap_or(0)
 }
 
 #[test]
 fn static_targets_behind_cutover_up_with_zero_failed_requests_while_one_is_drained() {
     let a = DemoApp::start(&["--version", "a"]);
     let b = DemoApp::start(&["--version", "b"]);
-    let up = Up::start(&[a.addr.to_string(), b.addr.to_string()]);
-    wait_for("both targets healthy", || (up.healthy() == 2).then_some(()));
+    let up = start(&[a.addr.to_string(), b.addr.to_string()]);
+    wait_for("both targets healthy", || (healthy(&up) == 2).then_some(()));
 
     let token = up.dir.path().join(".cutover/admin.token");
     let mode = std::fs::metadata(&token)
@@ -129,7 +71,7 @@ fn static_targets_behind_cutover_up_with_zero_failed_requests_while_one_is_drain
     let (code, _, err) = cutover(&["target", "add", &a.addr.to_string(), "-f", &up.file()]);
     assert_eq!(code, 0, "{err}");
     wait_for("the re-added target to turn healthy", || {
-        (up.healthy() == 2).then_some(())
+        (healthy(&up) == 2).then_some(())
     });
 
     let metrics = client()
@@ -146,7 +88,7 @@ fn static_targets_behind_cutover_up_with_zero_failed_requests_while_one_is_drain
 #[test]
 fn sigterm_stops_the_stack_cleanly() {
     let a = DemoApp::start(&[]);
-    let mut up = Up::start(&[a.addr.to_string()]);
+    let mut up = start(&[a.addr.to_string()]);
     let pid = i32::try_from(up.child.id()).expect("pid");
     // SAFETY: signalling our own child.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);

@@ -82,6 +82,9 @@ pub async fn run_stack(
     data_dir: PathBuf,
     started: Option<tokio::sync::oneshot::Sender<Running>>,
 ) -> anyhow::Result<()> {
+    // Handlers first: a signal that arrives once the addresses are printed must drain, not kill.
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
     std::fs::create_dir_all(&data_dir)
         .map_err(|e| anyhow::anyhow!("cannot create the data dir {}: {e}", data_dir.display()))?;
     let token = token::load_or_create(&data_dir).map_err(|e| {
@@ -181,8 +184,6 @@ pub async fn run_stack(
         }
     }
 
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sigint = signal(SignalKind::interrupt())?;
     let failure = tokio::select! {
         _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); None }
         _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); None }
