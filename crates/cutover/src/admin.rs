@@ -37,6 +37,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/deploy", post(deploy))
         .route("/deployments/{id}", get(deployment))
         .route("/history", get(history))
+        .route("/rollback", post(rollback))
         .route("/stop", post(stop))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -119,6 +120,36 @@ async fn deploy(
         );
     }
     match c.start_deploy(&req.version, req.command) {
+        Ok(d) => (StatusCode::ACCEPTED, Json(json!(d))).into_response(),
+        Err(e @ DeployError::InProgress(..)) => error(StatusCode::CONFLICT, e),
+        Err(e) => error(StatusCode::BAD_REQUEST, e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RollbackRequest {
+    to: Option<String>,
+}
+
+async fn rollback(
+    State(state): State<Arc<AdminState>>,
+    body: Result<Json<RollbackRequest>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let c = match managed(&state) {
+        Ok(c) => c,
+        Err(resp) => return *resp,
+    };
+    let Json(req) = match body {
+        Ok(b) => b,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("body must be {{}} or {{\"to\": \"v1\"}}: {e}"),
+            )
+        }
+    };
+    match c.rollback(req.to.as_deref()) {
         Ok(d) => (StatusCode::ACCEPTED, Json(json!(d))).into_response(),
         Err(e @ DeployError::InProgress(..)) => error(StatusCode::CONFLICT, e),
         Err(e) => error(StatusCode::BAD_REQUEST, e),

@@ -46,6 +46,10 @@ pub enum DeployError {
     BadVersion(String),
     #[error("{0}")]
     BadCommand(String),
+    #[error("no release {0} has run here; `cutover history` lists those that have")]
+    UnknownRelease(String),
+    #[error("no earlier release to roll back to")]
+    NothingToRollBack,
 }
 
 /// An instance as `cutover status` shows it.
@@ -439,6 +443,38 @@ impl Controller {
         self.wake.notify_one();
         tracing::info!(deployment = id, to = version, "deployment started");
         Ok(d)
+    }
+
+    /// Rolls back: a rolling deploy to the release before the current one, or to `to` if given
+    /// (any release this daemon has run). The previous instances are gone after a rolling
+    /// deploy, so this is a redeploy, not a traffic flip.
+    pub fn rollback(&self, to: Option<&str>) -> Result<Deployment, DeployError> {
+        let (target, command) = {
+            let inner = self.lock();
+            let known: Vec<&str> = std::iter::once(self.spec.release.version.as_str())
+                .chain(
+                    inner
+                        .history
+                        .iter()
+                        .filter(|d| d.progress == Progress::Done)
+                        .map(|d| d.to.as_str()),
+                )
+                .collect();
+            let target = match to {
+                Some(v) if known.contains(&v) => v.to_owned(),
+                Some(v) => return Err(DeployError::UnknownRelease(v.to_owned())),
+                None => inner
+                    .history
+                    .iter()
+                    .rev()
+                    .find(|d| d.progress == Progress::Done && d.to == inner.current)
+                    .map(|d| d.from.clone())
+                    .ok_or(DeployError::NothingToRollBack)?,
+            };
+            let command = inner.commands.get(&target).cloned();
+            (target, command)
+        };
+        self.start_deploy(&target, command)
     }
 
     pub fn deployment(&self, id: Option<u64>) -> Option<Deployment> {

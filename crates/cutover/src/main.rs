@@ -39,6 +39,10 @@ enum Command {
     Demo(commands::demo::Args),
     /// Roll the running stack to a new version; exits 0 only when every instance runs it.
     Deploy(commands::deploy::Args),
+    /// Roll back to the previous release (or `--to` any release that has run), as a rolling deploy.
+    Rollback(commands::deploy::RollbackArgs),
+    /// Instance logs: all of them, one instance, or one version's; `-f` follows.
+    Logs(commands::logs::Args),
     /// Every deployment with its outcome and reason.
     History(commands::deploy::HistoryArgs),
     /// Stop a running stack: close listeners, drain and stop instances.
@@ -72,7 +76,19 @@ fn main() -> ExitCode {
         Command::Target(cmd) => commands::status::run_target(cmd),
         Command::Deploy(args) => commands::deploy::run(args),
         Command::Demo(args) => commands::demo::run(args),
+        Command::Rollback(args) => commands::deploy::rollback(args),
+        Command::Logs(args) => commands::logs::run(args),
         Command::History(args) => commands::deploy::history(args),
         Command::Stop(stack) => commands::deploy::stop(stack),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        super::Cli::command().debug_assert();
     }
 }

@@ -10,12 +10,13 @@ use std::time::{Duration, Instant};
 /// Generous upper bound for anything a test waits on; conditions normally hold in milliseconds.
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
-/// Path of a workspace binary, building the binaries once if they are missing.
+/// Path of a workspace binary. The binaries are rebuilt once per test process so a test never
+/// runs a stale one, unless `CUTOVER_E2E_PREBUILT` says the caller (scripts/test) just built them.
 pub fn bin(name: &str) -> PathBuf {
     static BUILT: OnceLock<()> = OnceLock::new();
     let dir = target_dir();
     let path = dir.join(name);
-    if !path.exists() {
+    if !path.exists() || std::env::var_os("CUTOVER_E2E_PREBUILT").is_none() {
         BUILT.get_or_init(|| {
             let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
             cmd.args(["build", "--bins", "-p", "cutover", "-p", "demo-app"]);

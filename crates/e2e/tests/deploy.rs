@@ -234,3 +234,38 @@ fn a_killed_instance_is_replaced_without_failed_requests() {
     assert_no_infra_failures(&report);
     stack.stop_and_check_no_orphans();
 }
+
+#[test]
+fn rollback_redeploys_the_previous_release_and_logs_are_kept() {
+    let stack = Stack::start("");
+    let probe = stack.probe(8);
+    let (code, out) = stack.deploy("v2", None);
+    assert_eq!(code, 0, "{out}");
+    let (code, out, err) = cutover(&["rollback", "-f", &stack.file(), "--json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let d: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(
+        (d["from"].as_str(), d["to"].as_str()),
+        (Some("v2"), Some("v1"))
+    );
+    let all = stack.instances();
+    assert!(
+        all.len() == 3 && all.iter().all(|i| i["version"] == "v1"),
+        "{all:?}"
+    );
+    assert_no_infra_failures(&probe.join().expect("probe"));
+
+    let (code, out, _) = cutover(&["rollback", "--to", "v9", "-f", &stack.file()]);
+    assert_eq!(code, 1);
+    assert!(out.is_empty());
+    let (code, logs, err) = cutover(&["logs", "--version", "v2", "--file", &stack.file()]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        logs.lines()
+            .filter(|l| l.contains("listening on 127.0.0.1:"))
+            .count(),
+        3,
+        "{logs}"
+    );
+    stack.stop_and_check_no_orphans();
+}

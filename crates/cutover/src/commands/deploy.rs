@@ -38,25 +38,53 @@ pub struct HistoryArgs {
 /// How often the CLI looks at a running deployment.
 const POLL: Duration = Duration::from_millis(250);
 
+#[derive(clap::Args, Debug)]
+pub struct RollbackArgs {
+    /// Roll back to this release instead of the one before the current.
+    #[arg(long)]
+    pub to: Option<String>,
+    #[arg(long)]
+    pub no_wait: bool,
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub stack: Stack,
+}
+
 pub fn run(args: Args) -> ExitCode {
+    let body =
+        json!({ "version": args.version, "strategy": args.strategy, "command": args.command });
+    drive(&args.stack, "/deploy", body, args.json, args.no_wait)
+}
+
+pub fn rollback(args: RollbackArgs) -> ExitCode {
+    drive(
+        &args.stack,
+        "/rollback",
+        json!({ "to": args.to }),
+        args.json,
+        args.no_wait,
+    )
+}
+
+/// Starts a deployment through `path` and follows it to its end. Exit 0 only when it is done.
+fn drive(stack: &Stack, path: &str, body: Value, json_out: bool, no_wait: bool) -> ExitCode {
     let mut rolled_back = false;
     let result = block_on(async {
-        let admin = Admin::for_stack(&args.stack)?;
-        let body =
-            json!({ "version": args.version, "strategy": args.strategy, "command": args.command });
-        let started = admin.post("/deploy", &body).await?;
+        let admin = Admin::for_stack(stack)?;
+        let started = admin.post(path, &body).await?;
         let id = started["id"]
             .as_u64()
             .ok_or("the admin API did not say which deployment started")?;
-        if !args.json {
+        let to = started["to"].as_str().unwrap_or("?").to_owned();
+        if !json_out {
             eprintln!(
-                "deployment {id}: {} -> {}",
-                started["from"].as_str().unwrap_or("?"),
-                args.version
+                "deployment {id}: {} -> {to}",
+                started["from"].as_str().unwrap_or("?")
             );
         }
-        if args.no_wait {
-            if args.json {
+        if no_wait {
+            if json_out {
                 println!("{started}");
             }
             return Ok(());
@@ -67,7 +95,7 @@ pub fn run(args: Args) -> ExitCode {
             let d = admin.get(&format!("/deployments/{id}")).await?;
             let status = admin.get("/status").await?;
             let line = progress_line(&d, &status);
-            if !args.json && line != last {
+            if !json_out && line != last {
                 eprintln!("{line}");
                 last = line;
             }
@@ -75,16 +103,13 @@ pub fn run(args: Args) -> ExitCode {
                 break d;
             }
         };
-        if args.json {
+        if json_out {
             println!("{deployment}");
         }
         match deployment["progress"]["progress"].as_str() {
             Some("done") => {
-                if !args.json {
-                    eprintln!(
-                        "deployed {} in {} ms",
-                        args.version, deployment["duration_ms"]
-                    );
+                if !json_out {
+                    eprintln!("deployed {to} in {} ms", deployment["duration_ms"]);
                 }
                 Ok(())
             }

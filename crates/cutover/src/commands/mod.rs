@@ -3,6 +3,7 @@
 pub mod check;
 pub mod demo;
 pub mod deploy;
+pub mod logs;
 pub mod probe;
 pub mod status;
 pub mod up;
