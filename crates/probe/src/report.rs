@@ -25,6 +25,8 @@ pub struct Second {
     pub ok: u64,
     pub failed: u64,
     pub versions: BTreeMap<String, u64>,
+    /// p99 latency of the requests that completed in this second.
+    pub p99_ms: f64,
 }
 
 /// The whole run; `--json` prints it as is.
@@ -49,6 +51,8 @@ pub struct Report {
 pub struct Recorder {
     report: Report,
     histogram: Histogram<u64>,
+    /// One small histogram per second, for the timeline's p99.
+    seconds: Vec<Histogram<u64>>,
 }
 
 impl Recorder {
@@ -62,6 +66,7 @@ impl Recorder {
                 ..Report::default()
             },
             histogram,
+            seconds: Vec::new(),
         }
     }
 
@@ -106,6 +111,12 @@ impl Recorder {
                 .unwrap_or(u64::MAX)
                 .max(1);
             let _ = self.histogram.record(micros);
+            while self.seconds.len() <= second {
+                let mut h = Histogram::new(2).unwrap_or_else(|_| unreachable_histogram());
+                h.auto(true);
+                self.seconds.push(h);
+            }
+            let _ = self.seconds[second].record(micros);
         }
     }
 
@@ -114,7 +125,24 @@ impl Recorder {
         &self.report
     }
 
+    /// Second `t` of the timeline with its p99 filled in.
+    pub fn second(&self, t: usize) -> Second {
+        let mut s = self.report.timeline.get(t).cloned().unwrap_or(Second {
+            t: t as u64,
+            ..Second::default()
+        });
+        s.p99_ms = self
+            .seconds
+            .get(t)
+            .filter(|h| !h.is_empty())
+            .map_or(0.0, |h| h.value_at_quantile(0.99) as f64 / 1000.0);
+        s
+    }
+
     pub fn finish(mut self, elapsed: Duration) -> Report {
+        for t in 0..self.report.timeline.len() {
+            self.report.timeline[t].p99_ms = self.second(t).p99_ms;
+        }
         let ms = |q: f64| self.histogram.value_at_quantile(q) as f64 / 1000.0;
         self.report.latency_ms = if self.histogram.is_empty() {
             Latency::default()
@@ -153,10 +181,11 @@ impl Second {
     /// The progress line printed while the probe runs.
     pub fn line(&self) -> String {
         format!(
-            "t={:>3}s ok={} failed={} versions {}",
+            "t={:>3}s ok={} failed={} p99={:.1}ms versions {}",
             self.t,
             self.ok,
             self.failed,
+            self.p99_ms,
             counts(&self.versions)
         )
     }

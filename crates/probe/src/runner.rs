@@ -136,8 +136,7 @@ pub async fn run(
                 None => break,
             },
             _ = ticks.tick() => {
-                let timeline = &recorder.report().timeline;
-                let second = timeline.get(shown).cloned().unwrap_or(Second { t: shown as u64, ..Second::default() });
+                let second = recorder.second(shown);
                 on_second(&second);
                 shown += 1;
             }
