@@ -37,6 +37,24 @@ impl Instance {
     }
 }
 
+/// Whether `pid` is still the process that had `ticks` as its start time, and not a zombie:
+/// a recorded pid alone could since have been given to some other process.
+pub fn is_same_process(pid: u32, ticks: u64) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let Some((_, after)) = stat.rsplit_once(')') else {
+        return false;
+    };
+    let mut fields = after.split_whitespace();
+    let state = fields.next().unwrap_or("Z");
+    let started = after
+        .split_whitespace()
+        .nth(19)
+        .and_then(|t| t.parse::<u64>().ok());
+    state != "Z" && state != "X" && started == Some(ticks)
+}
+
 /// Start time of a process in clock ticks since boot, from `/proc`.
 pub fn start_ticks(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

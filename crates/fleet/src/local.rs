@@ -14,8 +14,10 @@ use tokio::sync::{mpsc, watch};
 
 use crate::command::{expand, CommandError, LaunchSpec};
 use crate::instance::{start_ticks, Instance, InstanceId};
-use crate::logs::{pump, RotatingFile, DEFAULT_MAX_BYTES};
+use crate::logs::{self, DEFAULT_MAX_BYTES};
 
+/// How often an adopted instance's liveness is checked.
+const ADOPTED_POLL: Duration = Duration::from_millis(100);
 /// Upper bound on waiting for a process after SIGKILL.
 const KILL_WAIT: Duration = Duration::from_secs(5);
 
@@ -121,8 +123,6 @@ impl LocalFleet {
             .env("APP_VERSION", &spec.version)
             .env("INSTANCE_ID", &id.0)
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
             // Its own group, so a stop reaches every process the instance started.
             .process_group(0)
             .kill_on_drop(false);
@@ -144,20 +144,16 @@ impl LocalFleet {
         std::fs::create_dir_all(&self.logs_dir)
             .map_err(|e| FleetError::Log(self.logs_dir.clone(), e))?;
         let log_path = self.logs_dir.join(format!("{id}.log"));
-        let log = RotatingFile::open(&log_path, self.log_max_bytes)
+        let log = logs::open(&log_path).map_err(|e| FleetError::Log(log_path.clone(), e))?;
+        let err_log = log
+            .try_clone()
             .map_err(|e| FleetError::Log(log_path.clone(), e))?;
+        cmd.stdout(Stdio::from(log)).stderr(Stdio::from(err_log));
         let mut child = cmd.spawn().map_err(|source| FleetError::Spawn {
             program: argv[0].clone(),
             source,
         })?;
         let pid = child.id().unwrap_or(0);
-        let log = Arc::new(Mutex::new(log));
-        if let Some(out) = child.stdout.take() {
-            pump(out, log.clone());
-        }
-        if let Some(err) = child.stderr.take() {
-            pump(err, log);
-        }
         let instance = Instance {
             id: id.clone(),
             version: spec.version.clone(),
@@ -244,6 +240,63 @@ impl LocalFleet {
             signal,
             took_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         })
+    }
+
+    /// Takes charge of an instance a previous daemon started, after the caller checked with
+    /// [`crate::instance::is_same_process`] that it is still that process. Its exit is noticed by
+    /// watching `/proc`, since only its parent could wait for it.
+    pub fn adopt(&self, instance: Instance, stop_signal: Signal, stop_timeout: Duration) {
+        let (exit_tx, exit_rx) = watch::channel(None);
+        let stopping = Arc::new(AtomicBool::new(false));
+        let (events, flag, id, version) = (
+            self.exits.clone(),
+            stopping.clone(),
+            instance.id.clone(),
+            instance.version.clone(),
+        );
+        let (pid, ticks) = (instance.pid, instance.start_ticks.unwrap_or(0));
+        let started = Instant::now();
+        tokio::spawn(async move {
+            while crate::instance::is_same_process(pid, ticks) {
+                tokio::time::sleep(ADOPTED_POLL).await;
+            }
+            let _ = exit_tx.send(Some((None, None)));
+            let requested = flag.load(Ordering::Acquire);
+            let ran_for_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            let _ = events.send(Exit {
+                id,
+                version,
+                code: None,
+                signal: None,
+                requested,
+                ran_for_ms,
+            });
+        });
+        tracing::info!(instance = %instance.id, pid, "adopted");
+        self.lock().insert(
+            instance.id.clone(),
+            Running {
+                instance,
+                exited: exit_rx,
+                stopping,
+                stop_signal,
+                stop_timeout,
+            },
+        );
+    }
+
+    /// Rotates every running instance's log that has grown past the limit.
+    pub fn rotate_logs(&self) {
+        let paths: Vec<PathBuf> = self
+            .lock()
+            .values()
+            .map(|r| r.instance.log.clone())
+            .collect();
+        for path in paths {
+            if let Err(e) = logs::rotate_if_larger(&path, self.log_max_bytes) {
+                tracing::warn!(path = %path.display(), error = %e, "cannot rotate an instance log");
+            }
+        }
     }
 
     /// Forgets an instance that exited on its own (after its [`Exit`] was handled).

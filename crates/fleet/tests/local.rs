@@ -202,3 +202,45 @@ async fn runs_as_an_unprivileged_user_when_root() {
         }
     }
 }
+
+#[tokio::test]
+async fn an_adopted_instance_is_watched_and_stopped_by_its_group() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (first, _exits) = LocalFleet::new(dir.path().to_owned());
+    let inst = first
+        .launch(&spec("sh -c 'sleep 300 & echo child=$!; wait'"))
+        .await
+        .expect("launch");
+    let text = wait_for_log(&inst.log, "child=").await;
+    let child: i32 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("child="))
+        .and_then(|p| p.trim().parse().ok())
+        .expect("pid");
+    // A second fleet (a restarted daemon) takes it over.
+    let (second, mut exits) = LocalFleet::new(dir.path().to_owned());
+    assert!(cutover_fleet::instance::is_same_process(
+        inst.pid,
+        inst.start_ticks.expect("ticks")
+    ));
+    assert!(!cutover_fleet::instance::is_same_process(
+        inst.pid,
+        inst.start_ticks.expect("ticks") + 1
+    ));
+    second.adopt(inst.clone(), Signal::SIGTERM, Duration::from_secs(2));
+    let report = second.stop(&inst.id).await.expect("stop");
+    assert!(report.graceful, "{report:?}");
+    let start = Instant::now();
+    while alive(child) {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "the adopted instance's child outlived the stop"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let exit = tokio::time::timeout(DEADLINE, exits.recv())
+        .await
+        .expect("exit event")
+        .expect("channel");
+    assert!(exit.requested);
+}
