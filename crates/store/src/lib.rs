@@ -1,0 +1,292 @@
+//! The store: SQLite (WAL) holding releases, deployments with their events, and instances, so a
+//! restarted daemon knows what it was doing and which processes are its own.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite refused; a full disk or a locked file may clear, a corrupt file will not.
+    #[error("state database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("state database holds unreadable JSON: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+type Result<T> = std::result::Result<T, StoreError>;
+
+/// A deployment row; `progress` is the planner's JSON verdict (done, rolled back, ...).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeploymentRow {
+    pub id: u64,
+    pub from_version: String,
+    pub to_version: String,
+    pub strategy: String,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub duration_ms: Option<u64>,
+    pub progress: serde_json::Value,
+}
+
+/// An instance this daemon started and has not yet seen stopped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceRow {
+    pub id: String,
+    pub version: String,
+    pub pid: u32,
+    pub start_ticks: Option<u64>,
+    pub port: u16,
+    pub log: String,
+}
+
+pub struct Store {
+    conn: Mutex<Connection>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS releases (
+    version TEXT PRIMARY KEY,
+    command TEXT,
+    first_seen TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+);
+CREATE TABLE IF NOT EXISTS deployments (
+    id INTEGER PRIMARY KEY,
+    from_version TEXT NOT NULL,
+    to_version TEXT NOT NULL,
+    strategy TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    finished_at TEXT,
+    duration_ms INTEGER,
+    progress TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY,
+    deployment_id INTEGER REFERENCES deployments(id),
+    at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+    kind TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS instances (
+    id TEXT PRIMARY KEY,
+    version TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    start_ticks INTEGER,
+    port INTEGER NOT NULL,
+    log TEXT NOT NULL,
+    launched_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+    stopped_at TEXT
+);
+";
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Self> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // Each write is an intent the daemon acts on next: make it durable first.
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Self { conn: Mutex::new(conn) })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn current_release(&self) -> Result<Option<String>> {
+        Ok(self.conn().query_row("SELECT value FROM meta WHERE key = 'current'", [], |r| r.get(0)).optional()?)
+    }
+
+    pub fn set_current_release(&self, version: &str) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO meta (key, value) VALUES ('current', ?1) ON CONFLICT(key) DO UPDATE SET value = ?1",
+            params![version],
+        )?;
+        Ok(())
+    }
+
+    /// Remembers a release and its command (None: the stack file's).
+    pub fn record_release(&self, version: &str, command: Option<&str>) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO releases (version, command) VALUES (?1, ?2)
+             ON CONFLICT(version) DO UPDATE SET command = COALESCE(?2, command)",
+            params![version, command],
+        )?;
+        Ok(())
+    }
+
+    /// Every release that has its own command.
+    pub fn release_commands(&self) -> Result<Vec<(String, String)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT version, command FROM releases WHERE command IS NOT NULL")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    pub fn save_deployment(&self, d: &DeploymentRow) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO deployments (id, from_version, to_version, strategy, started_at, finished_at, duration_ms, progress)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             ON CONFLICT(id) DO UPDATE SET finished_at = ?6, duration_ms = ?7, progress = ?8",
+            params![
+                d.id,
+                d.from_version,
+                d.to_version,
+                d.strategy,
+                d.started_at,
+                d.finished_at,
+                d.duration_ms,
+                serde_json::to_string(&d.progress)?
+            ],
+        )?;
+        Ok(())
+    }
+
+    pub fn deployments(&self) -> Result<Vec<DeploymentRow>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT id, from_version, to_version, strategy, started_at, finished_at, duration_ms, progress
+             FROM deployments ORDER BY id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, u64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, Option<String>>(5)?,
+                r.get::<_, Option<u64>>(6)?,
+                r.get::<_, String>(7)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, from_version, to_version, strategy, started_at, finished_at, duration_ms, progress) = row?;
+            out.push(DeploymentRow {
+                id,
+                from_version,
+                to_version,
+                strategy,
+                started_at,
+                finished_at,
+                duration_ms,
+                progress: serde_json::from_str(&progress)?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Records an intent or an observation, before the daemon acts on it.
+    pub fn event(&self, deployment: Option<u64>, kind: &str, detail: &serde_json::Value) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO events (deployment_id, kind, detail) VALUES (?1, ?2, ?3)",
+            params![deployment, kind, detail.to_string()],
+        )?;
+        Ok(())
+    }
+
+    /// Events of a deployment, oldest first: (at, kind, detail).
+    pub fn events(&self, deployment: u64) -> Result<Vec<(String, String, serde_json::Value)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT at, kind, detail FROM events WHERE deployment_id = ?1 ORDER BY id")?;
+        let rows = stmt.query_map(params![deployment], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (at, kind, detail) = row?;
+            out.push((at, kind, serde_json::from_str(&detail)?));
+        }
+        Ok(out)
+    }
+
+    pub fn instance_started(&self, i: &InstanceRow) -> Result<()> {
+        self.conn().execute(
+            "INSERT OR REPLACE INTO instances (id, version, pid, start_ticks, port, log) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![i.id, i.version, i.pid, i.start_ticks, i.port, i.log],
+        )?;
+        Ok(())
+    }
+
+    pub fn instance_stopped(&self, id: &str) -> Result<()> {
+        self.conn().execute(
+            "UPDATE instances SET stopped_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ?1",
+            params![id],
+        )?;
+        Ok(())
+    }
+
+    /// Instances started and not recorded as stopped: a restarted daemon's candidates for adoption.
+    pub fn live_instances(&self) -> Result<Vec<InstanceRow>> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare("SELECT id, version, pid, start_ticks, port, log FROM instances WHERE stopped_at IS NULL ORDER BY id")?;
+        let rows = stmt.query_map([], |r| {
+            Ok(InstanceRow {
+                id: r.get(0)?,
+                version: r.get(1)?,
+                pid: r.get(2)?,
+                start_ticks: r.get(3)?,
+                port: r.get(4)?,
+                log: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn everything_survives_reopening() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.db");
+        {
+            let s = Store::open(&path).expect("open");
+            s.set_current_release("v1").expect("current");
+            s.record_release("v3", Some("app --bad")).expect("release");
+            let d = DeploymentRow {
+                id: 1,
+                from_version: "v1".into(),
+                to_version: "v2".into(),
+                strategy: "rolling".into(),
+                started_at: "2026-11-25T00:00:00Z".into(),
+                finished_at: None,
+                duration_ms: None,
+                progress: serde_json::json!({"progress": "rolling"}),
+            };
+            s.save_deployment(&d).expect("save");
+            s.save_deployment(&DeploymentRow { duration_ms: Some(5), finished_at: Some("x".into()), ..d })
+                .expect("update");
+            s.event(Some(1), "launch", &serde_json::json!({"version": "v2"})).expect("event");
+            let i = InstanceRow {
+                id: "i-v1-1".into(),
+                version: "v1".into(),
+                pid: 42,
+                start_ticks: Some(7),
+                port: 9000,
+                log: "/l".into(),
+            };
+            s.instance_started(&i).expect("instance");
+            s.instance_started(&InstanceRow { id: "i-v1-2".into(), ..i }).expect("instance");
+            s.instance_stopped("i-v1-1").expect("stopped");
+        }
+        let s = Store::open(&path).expect("reopen");
+        assert_eq!(s.current_release().expect("current").as_deref(), Some("v1"));
+        assert_eq!(s.release_commands().expect("commands"), vec![("v3".into(), "app --bad".into())]);
+        let ds = s.deployments().expect("deployments");
+        assert_eq!(ds.len(), 1);
+        assert_eq!(ds[0].duration_ms, Some(5));
+        assert_eq!(s.events(1).expect("events")[0].1, "launch");
+        let live = s.live_instances().expect("live");
+        assert_eq!(live.len(), 1);
+        assert_eq!(live[0].id, "i-v1-2");
+    }
+}
