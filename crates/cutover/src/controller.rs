@@ -10,11 +10,14 @@ use cutover_fleet::{Backoff, Exit, Instance, InstanceId, LaunchSpec, LocalFleet}
 use cutover_proxy::target::TargetState;
 use cutover_proxy::Registry;
 use cutover_spec::Spec;
+use cutover_store::{DeploymentRow, InstanceRow, Store};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
 /// The target group the managed instances join.
 pub const GROUP: &str = "app";
+/// How often instance logs are checked against their size limit.
+const LOG_ROTATION_CHECK: Duration = Duration::from_secs(5);
 /// How often the controller looks again when nothing wakes it sooner.
 const TICK: Duration = Duration::from_millis(100);
 
@@ -91,6 +94,7 @@ pub struct Controller {
     spec: Spec,
     fleet: LocalFleet,
     registry: Arc<Registry>,
+    store: Store,
     backoff: Backoff,
     inner: Mutex<Inner>,
     wake: tokio::sync::Notify,
@@ -101,29 +105,137 @@ fn now_rfc3339() -> String {
 }
 
 impl Controller {
-    pub fn new(spec: Spec, fleet: LocalFleet, registry: Arc<Registry>) -> Arc<Self> {
-        let current = spec.release.version.clone();
-        Arc::new(Self {
+    /// A controller that first takes up where the last daemon on this data dir left off: the
+    /// current release, the history, the instances still running (re-adopted after checking pid
+    /// and start time), and a deploy that was in progress (rolled back).
+    pub async fn start(
+        spec: Spec,
+        fleet: LocalFleet,
+        registry: Arc<Registry>,
+        store: Store,
+    ) -> anyhow::Result<Arc<Self>> {
+        let current = match store.current_release()? {
+            Some(v) => v,
+            None => {
+                store.set_current_release(&spec.release.version)?;
+                spec.release.version.clone()
+            }
+        };
+        let commands: BTreeMap<String, String> = store.release_commands()?.into_iter().collect();
+        let rows = store.deployments()?;
+        let next_id = rows.iter().map(|d| d.id).max().unwrap_or(0) + 1;
+        let mut history = Vec::new();
+        let mut deployment = None;
+        for row in rows {
+            let progress: Progress =
+                serde_json::from_value(row.progress.clone()).unwrap_or(Progress::Rolling);
+            let d = Deployment {
+                id: row.id,
+                from: row.from_version,
+                to: row.to_version,
+                strategy: row.strategy,
+                started_at: row.started_at,
+                finished_at: row.finished_at,
+                duration_ms: row.duration_ms,
+                progress,
+            };
+            if d.finished() {
+                history.push(d);
+            } else {
+                // The daemon stopped mid-deploy: finish it by rolling back to what was serving.
+                let reason = match &d.progress {
+                    Progress::Aborting { reason } => reason.clone(),
+                    _ => "the daemon restarted during the deployment".to_owned(),
+                };
+                tracing::warn!(deployment = d.id, %reason, "resuming an interrupted deployment as a rollback");
+                deployment = Some((
+                    Deployment {
+                        progress: Progress::Aborting { reason },
+                        ..d
+                    },
+                    Instant::now(),
+                ));
+            }
+        }
+        let mut instances = BTreeMap::new();
+        let release = &spec.release;
+        for row in store.live_instances()? {
+            let ours = row
+                .start_ticks
+                .is_some_and(|t| cutover_fleet::instance::is_same_process(row.pid, t));
+            if !ours {
+                store.instance_stopped(&row.id)?;
+                continue;
+            }
+            let instance = Instance {
+                id: InstanceId(row.id.clone()),
+                version: row.version.clone(),
+                pid: row.pid,
+                port: row.port,
+                start_ticks: row.start_ticks,
+                log: row.log.clone().into(),
+            };
+            fleet.adopt(
+                instance.clone(),
+                signal_of(release.stop_signal),
+                release.stop_timeout,
+            );
+            registry.register(GROUP, &instance.target()).await?;
+            instances.insert(
+                instance.id.clone(),
+                Tracked {
+                    instance,
+                    launched: Instant::now(),
+                    ever_healthy: false,
+                },
+            );
+        }
+        if !instances.is_empty() {
+            tracing::info!(adopted = instances.len(), "re-adopted running instances");
+        }
+        Ok(Arc::new(Self {
             spec,
             fleet,
             registry,
+            store,
             backoff: Backoff::default(),
             inner: Mutex::new(Inner {
                 current,
-                instances: BTreeMap::new(),
+                instances,
                 exited: BTreeSet::new(),
                 draining: BTreeSet::new(),
                 launching: Vec::new(),
                 launch_error: None,
                 crashes: 0,
                 hold_launches_until: None,
-                deployment: None,
-                commands: BTreeMap::new(),
-                history: Vec::new(),
-                next_id: 1,
+                deployment,
+                commands,
+                history,
+                next_id,
             }),
             wake: tokio::sync::Notify::new(),
-        })
+        }))
+    }
+
+    /// Writes to the store; a failed write is logged, not fatal: serving traffic matters more.
+    fn persist(&self, what: &str, result: Result<(), cutover_store::StoreError>) {
+        if let Err(e) = result {
+            tracing::error!(%what, error = %e, "cannot record state");
+        }
+    }
+
+    fn save(&self, d: &Deployment) {
+        let row = DeploymentRow {
+            id: d.id,
+            from_version: d.from.clone(),
+            to_version: d.to.clone(),
+            strategy: d.strategy.clone(),
+            started_at: d.started_at.clone(),
+            finished_at: d.finished_at.clone(),
+            duration_ms: d.duration_ms,
+            progress: serde_json::to_value(&d.progress).unwrap_or_default(),
+        };
+        self.persist("deployment", self.store.save_deployment(&row));
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -136,7 +248,12 @@ impl Controller {
         mut exits: mpsc::UnboundedReceiver<Exit>,
         stop: tokio_util::sync::CancellationToken,
     ) {
+        let mut last_rotation = Instant::now();
         loop {
+            if last_rotation.elapsed() >= LOG_ROTATION_CHECK {
+                self.fleet.rotate_logs();
+                last_rotation = Instant::now();
+            }
             while let Ok(exit) = exits.try_recv() {
                 self.on_exit(exit);
             }
@@ -250,21 +367,32 @@ impl Controller {
                 *reason = format!("{} could not be started: {err}", observed.target);
             }
             let finished = matches!(plan.progress, Progress::Done | Progress::RolledBack { .. });
+            let mut changed = None;
             if let Some((d, started)) = inner.deployment.as_mut() {
                 if d.progress != plan.progress {
                     tracing::info!(deployment = d.id, progress = ?plan.progress, "deployment progress");
+                    d.progress = plan.progress.clone();
+                    if finished {
+                        d.finished_at = Some(now_rfc3339());
+                        d.duration_ms =
+                            Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
+                    }
+                    changed = Some(d.clone());
                 }
-                d.progress = plan.progress.clone();
-                if finished {
-                    d.finished_at = Some(now_rfc3339());
-                    d.duration_ms =
-                        Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
-                }
+            }
+            if let Some(d) = &changed {
+                self.save(d);
+                self.persist(
+                    "event",
+                    self.store
+                        .event(Some(d.id), "progress", &serde_json::json!(d.progress)),
+                );
             }
             if finished {
                 if let Some((d, _)) = inner.deployment.clone() {
                     if d.progress == Progress::Done {
                         inner.current = d.to.clone();
+                        self.persist("current release", self.store.set_current_release(&d.to));
                     }
                     inner.launch_error = None;
                     inner.history.push(d);
@@ -291,6 +419,20 @@ impl Controller {
     }
 
     fn act(self: &Arc<Self>, inner: &mut Inner, action: Action) {
+        let already = matches!(&action, Action::Drain { id } | Action::Remove { id } if inner.draining.contains(&InstanceId(id.clone())));
+        if !already {
+            // The intent is on disk before anything happens, so a restart knows what was under way.
+            let deployment = inner
+                .deployment
+                .as_ref()
+                .filter(|(d, _)| !d.finished())
+                .map(|(d, _)| d.id);
+            self.persist(
+                "event",
+                self.store
+                    .event(deployment, "action", &serde_json::json!(action)),
+            );
+        }
         match action {
             Action::Launch { version } => {
                 inner.launching.push(version.clone());
@@ -337,6 +479,17 @@ impl Controller {
         }
         match outcome {
             Ok(instance) => {
+                self.persist(
+                    "instance",
+                    self.store.instance_started(&InstanceRow {
+                        id: instance.id.0.clone(),
+                        version: instance.version.clone(),
+                        pid: instance.pid,
+                        start_ticks: instance.start_ticks,
+                        port: instance.port,
+                        log: instance.log.display().to_string(),
+                    }),
+                );
                 inner.instances.insert(
                     instance.id.clone(),
                     Tracked {
@@ -389,6 +542,7 @@ impl Controller {
             } else if let Err(e) = this.fleet.stop(&id).await {
                 tracing::warn!(instance = %id, error = %e, "stop failed");
             }
+            this.persist("instance", this.store.instance_stopped(&id.0));
             let mut inner = this.lock();
             inner.instances.remove(&id);
             inner.draining.remove(&id);
@@ -435,9 +589,14 @@ impl Controller {
             progress: Progress::Rolling,
         };
         inner.deployment = Some((d.clone(), Instant::now()));
+        self.persist(
+            "release",
+            self.store.record_release(version, command.as_deref()),
+        );
         if let Some(command) = command {
             inner.commands.insert(version.to_owned(), command);
         }
+        self.save(&d);
         inner.launch_error = None;
         drop(inner);
         self.wake.notify_one();

@@ -1,6 +1,6 @@
 //! What a planner sees of the fleet, and what it may ask the executor to do.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// An instance's state as the controller observes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -55,7 +55,7 @@ pub enum Action {
 }
 
 /// Where the deploy stands after this plan.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "progress", rename_all = "snake_case")]
 pub enum Progress {
     /// Working towards the target version.

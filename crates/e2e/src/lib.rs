@@ -183,6 +183,24 @@ impl Up {
     pub fn start(stack: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("cutover.toml"), stack).expect("write the stack file");
+        let (child, addr, admin) = Self::spawn(&dir);
+        Self {
+            child,
+            addr,
+            admin,
+            dir,
+        }
+    }
+
+    /// Kills the daemon with SIGKILL, as a crash would, and starts a new one on the same data dir.
+    pub fn crash_and_restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let (child, addr, admin) = Self::spawn(&self.dir);
+        (self.child, self.addr, self.admin) = (child, addr, admin);
+    }
+
+    fn spawn(dir: &tempfile::TempDir) -> (Child, String, String) {
         let mut child = Command::new(bin("cutover"))
             .args(["up", "-f"])
             .arg(dir.path().join("cutover.toml"))
@@ -205,12 +223,7 @@ impl Up {
             .strip_prefix("admin on ")
             .expect("the admin line")
             .to_owned();
-        Self {
-            child,
-            addr,
-            admin,
-            dir,
-        }
+        (child, addr, admin)
     }
 
     pub fn file(&self) -> String {

@@ -99,12 +99,17 @@ impl Stack {
         let status = wait_for("cutover up to exit", || child.try_wait().expect("try_wait"));
         assert_eq!(status.code(), Some(0));
         for pid in pids {
-            assert!(
-                !std::path::Path::new(&format!("/proc/{pid}")).exists(),
-                "instance pid {pid} outlived the stack"
-            );
+            assert!(!running(pid), "instance pid {pid} outlived the stack");
         }
     }
+}
+
+/// Whether a process runs. A zombie does not: where PID 1 does not reap (as in some containers),
+/// an exited orphan stays in the process table as one.
+fn running(pid: i64) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rsplit_once(')')
+        .is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X']))
 }
 
 fn assert_no_infra_failures(report: &Value) {
@@ -267,5 +272,58 @@ fn rollback_redeploys_the_previous_release_and_logs_are_kept() {
         3,
         "{logs}"
     );
+    stack.stop_and_check_no_orphans();
+}
+
+#[test]
+fn a_daemon_killed_mid_deploy_comes_back_to_one_version_with_no_orphans() {
+    let mut stack = Stack::start("max_surge = 1\nprogress_deadline = \"30s\"");
+    let file = stack.file();
+    let (code, out, err) = cutover(&["deploy", "v2", "--no-wait", "-f", &file]);
+    assert_eq!(code, 0, "{out}{err}");
+    wait_for("a v2 instance to exist mid-deploy", || {
+        stack
+            .instances()
+            .iter()
+            .any(|i| i["version"] == "v2")
+            .then_some(())
+    });
+    let before: Vec<i64> = stack
+        .instances()
+        .iter()
+        .filter_map(|i| i["pid"].as_i64())
+        .collect();
+    stack.0.crash_and_restart();
+
+    wait_for("the fleet to settle on one version", || {
+        let all = stack.instances();
+        let one_version = all.iter().all(|i| i["version"] == all[0]["version"]);
+        let settled = all.len() == 3 && one_version && all.iter().all(|i| i["state"] == "healthy");
+        let finished = stack.status()["deployment"]["finished_at"].is_string();
+        (settled && finished).then_some(())
+    });
+    let now: Vec<i64> = stack
+        .instances()
+        .iter()
+        .filter_map(|i| i["pid"].as_i64())
+        .collect();
+    for pid in before {
+        let alive = running(pid);
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        assert!(
+            !alive || now.contains(&pid),
+            "instance pid {pid} of the old daemon is neither adopted nor gone: {stat}\nnow: {now:?}"
+        );
+    }
+    let (code, history, err) = cutover(&["history", "--json", "-f", &file]);
+    assert_eq!(code, 0, "{err}");
+    let h: Value = serde_json::from_str(&history).expect("json");
+    let first = &h["deployments"][0];
+    assert_eq!(
+        (first["id"].as_u64(), first["to"].as_str()),
+        (Some(1), Some("v2")),
+        "{h}"
+    );
+    assert!(first["finished_at"].is_string(), "{h}");
     stack.stop_and_check_no_orphans();
 }

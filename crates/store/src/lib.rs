@@ -90,7 +90,9 @@ impl Store {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
-        Ok(Self { conn: Mutex::new(conn) })
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -98,7 +100,12 @@ impl Store {
     }
 
     pub fn current_release(&self) -> Result<Option<String>> {
-        Ok(self.conn().query_row("SELECT value FROM meta WHERE key = 'current'", [], |r| r.get(0)).optional()?)
+        Ok(self
+            .conn()
+            .query_row("SELECT value FROM meta WHERE key = 'current'", [], |r| {
+                r.get(0)
+            })
+            .optional()?)
     }
 
     pub fn set_current_release(&self, version: &str) -> Result<()> {
@@ -122,7 +129,8 @@ impl Store {
     /// Every release that has its own command.
     pub fn release_commands(&self) -> Result<Vec<(String, String)>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT version, command FROM releases WHERE command IS NOT NULL")?;
+        let mut stmt =
+            conn.prepare("SELECT version, command FROM releases WHERE command IS NOT NULL")?;
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
@@ -166,7 +174,16 @@ impl Store {
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (id, from_version, to_version, strategy, started_at, finished_at, duration_ms, progress) = row?;
+            let (
+                id,
+                from_version,
+                to_version,
+                strategy,
+                started_at,
+                finished_at,
+                duration_ms,
+                progress,
+            ) = row?;
             out.push(DeploymentRow {
                 id,
                 from_version,
@@ -182,7 +199,12 @@ impl Store {
     }
 
     /// Records an intent or an observation, before the daemon acts on it.
-    pub fn event(&self, deployment: Option<u64>, kind: &str, detail: &serde_json::Value) -> Result<()> {
+    pub fn event(
+        &self,
+        deployment: Option<u64>,
+        kind: &str,
+        detail: &serde_json::Value,
+    ) -> Result<()> {
         self.conn().execute(
             "INSERT INTO events (deployment_id, kind, detail) VALUES (?1, ?2, ?3)",
             params![deployment, kind, detail.to_string()],
@@ -193,9 +215,14 @@ impl Store {
     /// Events of a deployment, oldest first: (at, kind, detail).
     pub fn events(&self, deployment: u64) -> Result<Vec<(String, String, serde_json::Value)>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT at, kind, detail FROM events WHERE deployment_id = ?1 ORDER BY id")?;
+        let mut stmt = conn
+            .prepare("SELECT at, kind, detail FROM events WHERE deployment_id = ?1 ORDER BY id")?;
         let rows = stmt.query_map(params![deployment], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
         })?;
         let mut out = Vec::new();
         for row in rows {
@@ -263,9 +290,14 @@ mod tests {
                 progress: serde_json::json!({"progress": "rolling"}),
             };
             s.save_deployment(&d).expect("save");
-            s.save_deployment(&DeploymentRow { duration_ms: Some(5), finished_at: Some("x".into()), ..d })
-                .expect("update");
-            s.event(Some(1), "launch", &serde_json::json!({"version": "v2"})).expect("event");
+            s.save_deployment(&DeploymentRow {
+                duration_ms: Some(5),
+                finished_at: Some("x".into()),
+                ..d
+            })
+            .expect("update");
+            s.event(Some(1), "launch", &serde_json::json!({"version": "v2"}))
+                .expect("event");
             let i = InstanceRow {
                 id: "i-v1-1".into(),
                 version: "v1".into(),
@@ -275,12 +307,19 @@ mod tests {
                 log: "/l".into(),
             };
             s.instance_started(&i).expect("instance");
-            s.instance_started(&InstanceRow { id: "i-v1-2".into(), ..i }).expect("instance");
+            s.instance_started(&InstanceRow {
+                id: "i-v1-2".into(),
+                ..i
+            })
+            .expect("instance");
             s.instance_stopped("i-v1-1").expect("stopped");
         }
         let s = Store::open(&path).expect("reopen");
         assert_eq!(s.current_release().expect("current").as_deref(), Some("v1"));
-        assert_eq!(s.release_commands().expect("commands"), vec![("v3".into(), "app --bad".into())]);
+        assert_eq!(
+            s.release_commands().expect("commands"),
+            vec![("v3".into(), "app --bad".into())]
+        );
         let ds = s.deployments().expect("deployments");
         assert_eq!(ds.len(), 1);
         assert_eq!(ds[0].duration_ms, Some(5));

@@ -102,7 +102,10 @@ pub async fn run_stack(
         registry.ensure_group(controller::GROUP, 100, spec.listener.balance, health)?;
         prefer_sibling_binaries(&mut spec);
         let (fleet, exits) = LocalFleet::new(data_dir.join("logs"));
-        let controller = Controller::new(spec.clone(), fleet, registry.clone());
+        let db = data_dir.join("state.db");
+        let store = cutover_store::Store::open(&db)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", db.display()))?;
+        let controller = Controller::start(spec.clone(), fleet, registry.clone(), store).await?;
         background.spawn(controller.clone().run(exits, stop.clone()));
         Some(controller)
     } else {
