@@ -73,6 +73,7 @@ async fn status(State(state): State<Arc<AdminState>>) -> Response {
     let mut body = json!({ "groups": state.registry.status() });
     if let Some(c) = &state.controller {
         body["release"] = json!(c.current());
+        body["desired"] = json!(c.desired());
         body["instances"] = json!(c.instances());
         body["deployment"] = json!(c.deployment(None));
     }

@@ -66,6 +66,7 @@ pub struct InstanceStatus {
     pub health: Option<TargetState>,
     pub reason: Option<&'static str>,
     pub in_flight: usize,
+    pub rps: u64,
 }
 
 struct Tracked {
@@ -651,6 +652,10 @@ impl Controller {
         self.lock().history.clone()
     }
 
+    pub fn desired(&self) -> u32 {
+        self.spec.group.desired
+    }
+
     pub fn current(&self) -> String {
         self.lock().current.clone()
     }
@@ -679,6 +684,7 @@ impl Controller {
                     health: h.map(|h| h.state),
                     reason: h.and_then(|h| h.reason),
                     in_flight: h.map(|h| h.in_flight).unwrap_or(0),
+                    rps: h.map(|h| h.rps).unwrap_or(0),
                 })
             })
             .collect()

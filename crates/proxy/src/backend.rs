@@ -52,6 +52,9 @@ pub struct Backend {
     pub metrics: TargetMetrics,
     /// Consecutive proxy-visible failures, for passive health.
     pub failures: AtomicU32,
+    /// Requests counted at the last once-a-second sample, and the rate it gave.
+    sampled: AtomicU64,
+    rate: AtomicU64,
     in_flight: AtomicUsize,
     upgraded: AtomicUsize,
     finished: AtomicU64,
@@ -90,6 +93,8 @@ impl Backend {
             key,
             metrics: TargetMetrics::default(),
             failures: AtomicU32::new(0),
+            sampled: AtomicU64::new(0),
+            rate: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
             upgraded: AtomicUsize::new(0),
             finished: AtomicU64::new(0),
@@ -97,6 +102,19 @@ impl Backend {
             changed: Notify::new(),
             cut: CancellationToken::new(),
         })
+    }
+
+    /// Called once a second by the registry: the requests since the last call become the rate.
+    pub fn sample_rate(&self) {
+        let now = self.metrics.snapshot().requests;
+        let before = self.sampled.swap(now, Ordering::Relaxed);
+        self.rate
+            .store(now.saturating_sub(before), Ordering::Relaxed);
+    }
+
+    /// Requests in the last sampled second.
+    pub fn rps(&self) -> u64 {
+        self.rate.load(Ordering::Relaxed)
     }
 
     pub fn in_flight(&self) -> usize {

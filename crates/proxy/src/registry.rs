@@ -67,6 +67,9 @@ pub struct TargetStatus {
     pub ejected: bool,
     pub in_flight: usize,
     pub upgraded: usize,
+    pub requests: u64,
+    /// Requests in the last full second.
+    pub rps: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -94,11 +97,22 @@ impl Registry {
         });
         let weak = Arc::downgrade(&registry);
         tokio::spawn(async move {
-            while let Some(report) = rx.recv().await {
-                let Some(registry) = weak.upgrade() else {
-                    return;
-                };
-                registry.apply(report);
+            let mut second = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    report = rx.recv() => {
+                        let (Some(report), Some(registry)) = (report, weak.upgrade()) else { return };
+                        registry.apply(report);
+                    }
+                    _ = second.tick() => {
+                        let Some(registry) = weak.upgrade() else { return };
+                        for g in registry.lock().values() {
+                            for e in g.targets.values() {
+                                e.backend.sample_rate();
+                            }
+                        }
+                    }
+                }
             }
         });
         registry
@@ -337,6 +351,8 @@ impl Registry {
                         ejected: e.health.is_ejected(),
                         in_flight: e.backend.in_flight(),
                         upgraded: e.backend.upgraded(),
+                        requests: e.backend.metrics.snapshot().requests,
+                        rps: e.backend.rps(),
                     })
                     .collect(),
             })

@@ -90,16 +90,49 @@ fn drive(stack: &Stack, path: &str, body: Value, json_out: bool, no_wait: bool) 
             return Ok(());
         }
         let mut last = String::new();
+        // On a terminal, one live bar: the new version's healthy instances out of desired.
+        let bar = (!json_out && std::io::IsTerminal::is_terminal(&std::io::stderr())).then(|| {
+            let bar = indicatif::ProgressBar::new(0);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} [{bar:20}] {pos}/{len} {prefix} healthy {msg}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+            bar.set_prefix(to.clone());
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        });
         let deployment = loop {
             tokio::time::sleep(POLL).await;
             let d = admin.get(&format!("/deployments/{id}")).await?;
             let status = admin.get("/status").await?;
             let line = progress_line(&d, &status);
-            if !json_out && line != last {
-                eprintln!("{line}");
-                last = line;
+            match &bar {
+                Some(bar) => {
+                    let healthy = status["instances"]
+                        .as_array()
+                        .map(|a| {
+                            a.iter()
+                                .filter(|i| i["version"] == to.as_str() && i["state"] == "healthy")
+                                .count()
+                        })
+                        .unwrap_or(0);
+                    bar.set_length(status["desired"].as_u64().unwrap_or(0));
+                    bar.set_position(healthy as u64);
+                    bar.set_message(line.trim().to_owned());
+                }
+                None if !json_out && line != last => {
+                    eprintln!("{line}");
+                    last = line;
+                }
+                None => {}
             }
             if d["finished_at"].is_string() {
+                if let Some(bar) = &bar {
+                    bar.finish();
+                }
                 break d;
             }
         };

@@ -155,12 +155,14 @@ pub fn run(args: Args) -> ExitCode {
             println!("release {release}");
             for i in status["instances"].as_array().into_iter().flatten() {
                 println!(
-                    "  {:<18} {:<8} pid {:<7} port {:<5} {:<9} {}",
+                    "  {:<18} {:<8} pid {:<7} port {:<5} {:<9} in-flight {:<3} {:>6} req/s  {}",
                     i["id"].as_str().unwrap_or("?"),
                     i["version"].as_str().unwrap_or("?"),
                     i["pid"],
                     i["port"],
                     i["state"].as_str().unwrap_or("?"),
+                    i["in_flight"],
+                    i["rps"],
                     i["reason"].as_str().unwrap_or("")
                 );
             }
