@@ -16,6 +16,9 @@ use crate::upgrade;
 
 /// Upper bound on waiting for a target's response headers.
 pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Pooled connections idle at least this long are at risk of being closed by the target as the
+/// request goes out; idempotent requests on them keep a copy to send once more.
+const REPLAY_AFTER_IDLE: Duration = Duration::from_millis(250);
 /// Most attempts for one request, across targets and stale pooled connections.
 const MAX_ATTEMPTS: usize = 5;
 
@@ -117,14 +120,7 @@ impl Proxy {
                 .unwrap_or("/");
             parts.uri = path.parse().unwrap_or_else(|_| Uri::from_static("/"));
         }
-        let replay =
-            (is_idempotent(&parts.method) && incoming.is_end_stream() && !upgrading).then(|| {
-                Replay {
-                    method: parts.method.clone(),
-                    uri: parts.uri.clone(),
-                    headers: parts.headers.clone(),
-                }
-            });
+        let replayable = is_idempotent(&parts.method) && incoming.is_end_stream() && !upgrading;
         let mut req = Request::from_parts(parts, incoming.boxed());
         let mut tried: Vec<Arc<Backend>> = Vec::new();
         let mut replayed = false;
@@ -142,9 +138,9 @@ impl Proxy {
             backend.metrics.request();
             let started = Instant::now();
             let (mut sender, reused) = match backend.checkout().await {
-                Some(sender) => (sender, true),
+                Some((sender, idle_for)) => (sender, Some(idle_for)),
                 None => match backend.connect().await {
-                    Ok(sender) => (sender, false),
+                    Ok(sender) => (sender, None),
                     Err(e) => {
                         // Nothing reached the target: safe to try another whatever the method.
                         tracing::debug!(target = %backend.key, error = %e, "connect failed; trying another target");
@@ -154,6 +150,18 @@ impl Proxy {
                         continue;
                     }
                 },
+            };
+            // A target closes a keep-alive connection only after it sat idle a while; a copy for
+            // sending again is kept just for connections that idled long enough to be at risk.
+            let replay = match reused {
+                Some(idle_for) if replayable && !replayed && idle_for >= REPLAY_AFTER_IDLE => {
+                    Some(Replay {
+                        method: req.method().clone(),
+                        uri: req.uri().clone(),
+                        headers: req.headers().clone(),
+                    })
+                }
+                _ => None,
             };
             let sent =
                 tokio::time::timeout(self.response_timeout, sender.try_send_request(req)).await;
@@ -165,8 +173,8 @@ impl Proxy {
                         req = unsent;
                         continue;
                     }
-                    match (&replay, reused && !replayed) {
-                        (Some(r), true) => {
+                    match &replay {
+                        Some(r) => {
                             // Written to a reused connection that the target had just closed: an
                             // idempotent request without a body is safe to send once more.
                             replayed = true;

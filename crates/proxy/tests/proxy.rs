@@ -366,3 +366,74 @@ async fn consecutive_failures_eject_a_target_before_active_checks_notice() {
         .connect_errors;
     assert_eq!(after, before, "an ejected target is not tried at all");
 }
+
+/// A target that answers the first request on each connection, then reads the next one and
+/// closes without answering: a keep-alive close racing the proxy's reuse of the connection.
+async fn one_answer_per_connection() -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let mut seen = Vec::new();
+                // The first request: answered, connection kept open.
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let ok = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-app-version: once\r\n\r\nok";
+                if s.write_all(ok.as_bytes()).await.is_err() {
+                    return;
+                }
+                // The next one is read, then the connection is dropped unanswered.
+                let _ = s.read(&mut buf).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotent_request_is_sent_again_when_a_reused_connection_closes_under_it() {
+    let stack = Stack::start(
+        cutover_proxy::headers::HeaderRules::default(),
+        cutover_proxy::ListenerOptions {
+            workers: 1,
+            ..cutover_proxy::ListenerOptions::default()
+        },
+    )
+    .await;
+    let target = one_answer_per_connection().await;
+    stack
+        .registry
+        .ensure_group("web", 100, Balance::RoundRobin, health())
+        .expect("group");
+    stack.add_healthy("web", &target.to_string()).await;
+    let c = client();
+    assert_eq!(
+        c.get(stack.url("/")).send().await.expect("first").status(),
+        200
+    );
+    // Idle long enough to count as at risk, then reused: the target drops it; GET goes again.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        c.get(stack.url("/")).send().await.expect("second").status(),
+        200
+    );
+    // A POST's bytes reached the target: it is never sent twice, whatever happens.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let resp = c
+        .post(stack.url("/"))
+        .body("pay 10")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), 502);
+    assert_eq!(resp.headers()["x-cutover-error"], "target-reset");
+}
