@@ -97,22 +97,37 @@ struct DeployRequest {
     command: Option<String>,
 }
 
-async fn deploy(
-    State(state): State<Arc<AdminState>>,
-    body: Result<Json<DeployRequest>, axum::extract::rejection::JsonRejection>,
-) -> Response {
-    let c = match managed(&state) {
-        Ok(c) => c,
+type JsonBody<T> = Result<Json<T>, axum::extract::rejection::JsonRejection>;
+
+/// The controller and the parsed body of a request that starts a deployment, or the error answer.
+fn deployment_request<'a, T>(
+    state: &'a AdminState,
+    body: JsonBody<T>,
+    shape: &str,
+) -> Result<(&'a Arc<Controller>, T), Box<Response>> {
+    let c = managed(state)?;
+    let Json(req) = body.map_err(|e| {
+        Box::new(error(
+            StatusCode::BAD_REQUEST,
+            format!("body must be {shape}: {e}"),
+        ))
+    })?;
+    Ok((c, req))
+}
+
+/// 202 with the deployment that started, 409 if one is under way, 400 for anything else.
+fn started(result: Result<crate::controller::Deployment, DeployError>) -> Response {
+    match result {
+        Ok(d) => (StatusCode::ACCEPTED, Json(json!(d))).into_response(),
+        Err(e @ DeployError::InProgress(..)) => error(StatusCode::CONFLICT, e),
+        Err(e) => error(StatusCode::BAD_REQUEST, e),
+    }
+}
+
+async fn deploy(State(state): State<Arc<AdminState>>, body: JsonBody<DeployRequest>) -> Response {
+    let (c, req) = match deployment_request(&state, body, "{\"version\": \"v2\"}") {
+        Ok(ok) => ok,
         Err(resp) => return *resp,
-    };
-    let Json(req) = match body {
-        Ok(b) => b,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("body must be {{\"version\": \"v2\"}}: {e}"),
-            )
-        }
     };
     if let Some(s) = req.strategy.as_deref().filter(|s| *s != "rolling") {
         return error(
@@ -120,11 +135,7 @@ async fn deploy(
             format!("strategy `{s}` is not available yet; use rolling"),
         );
     }
-    match c.start_deploy(&req.version, req.command) {
-        Ok(d) => (StatusCode::ACCEPTED, Json(json!(d))).into_response(),
-        Err(e @ DeployError::InProgress(..)) => error(StatusCode::CONFLICT, e),
-        Err(e) => error(StatusCode::BAD_REQUEST, e),
-    }
+    started(c.start_deploy(&req.version, req.command))
 }
 
 #[derive(Deserialize)]
@@ -135,26 +146,13 @@ struct RollbackRequest {
 
 async fn rollback(
     State(state): State<Arc<AdminState>>,
-    body: Result<Json<RollbackRequest>, axum::extract::rejection::JsonRejection>,
+    body: JsonBody<RollbackRequest>,
 ) -> Response {
-    let c = match managed(&state) {
-        Ok(c) => c,
+    let (c, req) = match deployment_request(&state, body, "{} or {\"to\": \"v1\"}") {
+        Ok(ok) => ok,
         Err(resp) => return *resp,
     };
-    let Json(req) = match body {
-        Ok(b) => b,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("body must be {{}} or {{\"to\": \"v1\"}}: {e}"),
-            )
-        }
-    };
-    match c.rollback(req.to.as_deref()) {
-        Ok(d) => (StatusCode::ACCEPTED, Json(json!(d))).into_response(),
-        Err(e @ DeployError::InProgress(..)) => error(StatusCode::CONFLICT, e),
-        Err(e) => error(StatusCode::BAD_REQUEST, e),
-    }
+    started(c.rollback(req.to.as_deref()))
 }
 
 async fn deployment(State(state): State<Arc<AdminState>>, Path(id): Path<u64>) -> Response {

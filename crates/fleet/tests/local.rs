@@ -106,20 +106,26 @@ async fn a_process_ignoring_the_stop_signal_is_killed_after_the_timeout() {
     assert!(report.took_ms >= 300, "{report:?}");
 }
 
-#[tokio::test]
-async fn stop_reaches_every_process_in_the_group() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (fleet, _exits) = LocalFleet::new(dir.path().to_owned());
+/// Launches a shell that starts a child of its own; returns the instance and the child's pid.
+async fn launch_with_child(fleet: &LocalFleet) -> (cutover_fleet::Instance, i32) {
     let inst = fleet
         .launch(&spec("sh -c 'sleep 300 & echo child=$!; wait'"))
         .await
         .expect("launch");
     let text = wait_for_log(&inst.log, "child=").await;
-    let child: i32 = text
+    let child = text
         .lines()
         .find_map(|l| l.strip_prefix("child="))
         .and_then(|p| p.trim().parse().ok())
         .expect("child pid");
+    (inst, child)
+}
+
+#[tokio::test]
+async fn stop_reaches_every_process_in_the_group() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (fleet, _exits) = LocalFleet::new(dir.path().to_owned());
+    let (inst, child) = launch_with_child(&fleet).await;
     assert!(alive(child));
     fleet.stop(&inst.id).await.expect("stop");
     let start = Instant::now();
@@ -207,16 +213,7 @@ async fn runs_as_an_unprivileged_user_when_root() {
 async fn an_adopted_instance_is_watched_and_stopped_by_its_group() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (first, _exits) = LocalFleet::new(dir.path().to_owned());
-    let inst = first
-        .launch(&spec("sh -c 'sleep 300 & echo child=$!; wait'"))
-        .await
-        .expect("launch");
-    let text = wait_for_log(&inst.log, "child=").await;
-    let child: i32 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("child="))
-        .and_then(|p| p.trim().parse().ok())
-        .expect("pid");
+    let (inst, child) = launch_with_child(&first).await;
     // A second fleet (a restarted daemon) takes it over.
     let (second, mut exits) = LocalFleet::new(dir.path().to_owned());
     assert!(cutover_fleet::instance::is_same_process(
