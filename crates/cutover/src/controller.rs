@@ -161,6 +161,14 @@ impl Controller {
         let mut instances = BTreeMap::new();
         let release = &spec.release;
         for row in store.live_instances()? {
+            if row.pid == 0 {
+                // Launched, or about to be, when the last daemon died: find and stop what ran.
+                for pid in cutover_fleet::instance::kill_unrecorded(&row.id) {
+                    tracing::warn!(instance = %row.id, pid, "stopped an instance that was never recorded as started");
+                }
+                store.instance_stopped(&row.id)?;
+                continue;
+            }
             let ours = row
                 .start_ticks
                 .is_some_and(|t| cutover_fleet::instance::is_same_process(row.pid, t));
@@ -466,14 +474,17 @@ impl Controller {
             stop_signal: signal_of(release.stop_signal),
             stop_timeout: release.stop_timeout,
         };
-        let outcome: Result<Instance, (Option<Instance>, String)> =
-            match self.fleet.launch(&spec).await {
-                Ok(instance) => match self.registry.register(GROUP, &instance.target()).await {
-                    Ok(_) => Ok(instance),
-                    Err(e) => Err((Some(instance), e.to_string())),
-                },
-                Err(e) => Err((None, e.to_string())),
-            };
+        let id = InstanceId::new(&version);
+        // Recorded before the process exists, so a restart can find it even if its pid never was.
+        self.persist("instance", self.store.instance_intended(&id.0, &version));
+        let launched = self.fleet.launch_as(id.clone(), &spec).await;
+        let outcome: Result<Instance, (Option<Instance>, String)> = match launched {
+            Ok(instance) => match self.registry.register(GROUP, &instance.target()).await {
+                Ok(_) => Ok(instance),
+                Err(e) => Err((Some(instance), e.to_string())),
+            },
+            Err(e) => Err((None, e.to_string())),
+        };
         let mut inner = self.lock();
         if let Some(pos) = inner.launching.iter().position(|v| *v == version) {
             inner.launching.remove(pos);
@@ -501,6 +512,7 @@ impl Controller {
                 );
             }
             Err((launched, e)) => {
+                self.persist("instance", self.store.instance_stopped(&id.0));
                 tracing::error!(%version, error = %e, "launch failed");
                 let deploying = inner
                     .deployment

@@ -55,6 +55,39 @@ pub fn is_same_process(pid: u32, ticks: u64) -> bool {
     state != "Z" && state != "X" && started == Some(ticks)
 }
 
+/// Processes whose environment says `INSTANCE_ID=<id>`: what is left of an instance whose
+/// launch was recorded as an intent but whose pid never was (the daemon died in between).
+pub fn find_by_instance_id(id: &str) -> Vec<u32> {
+    let needle = format!("INSTANCE_ID={id}");
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .map(|env| env.split(|b| *b == 0).any(|var| var == needle.as_bytes()))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// SIGKILLs the process group of every process [`find_by_instance_id`] finds; returns their pids.
+/// Instances lead their own group, so this takes whatever they started with them.
+pub fn kill_unrecorded(id: &str) -> Vec<u32> {
+    let pids = find_by_instance_id(id);
+    for pid in &pids {
+        if let Ok(raw) = i32::try_from(*pid) {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(raw),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+    pids
+}
+
 /// Start time of a process in clock ticks since boot, from `/proc`.
 pub fn start_ticks(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -66,6 +99,27 @@ pub fn start_ticks(pid: u32) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finds_a_process_by_its_instance_id() {
+        let id = format!("i-test-{}", std::process::id());
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .env("INSTANCE_ID", &id)
+            .spawn()
+            .expect("spawn sleep");
+        // Until the child has exec'd, /proc shows the parent's environment: look again a while.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut found = find_by_instance_id(&id);
+        while found.is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            found = find_by_instance_id(&id);
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(found, vec![child.id()]);
+        assert!(find_by_instance_id("i-nobody-000000").is_empty());
+    }
 
     #[test]
     fn reads_our_own_start_time_and_names_are_distinct() {

@@ -113,7 +113,15 @@ impl LocalFleet {
 
     /// Starts one instance of `spec`'s version on a free port of 127.0.0.1.
     pub async fn launch(&self, spec: &LaunchSpec) -> Result<Instance, FleetError> {
-        let id = InstanceId::new(&spec.version);
+        self.launch_as(InstanceId::new(&spec.version), spec).await
+    }
+
+    /// Like [`LocalFleet::launch`] under an id the caller chose (and recorded) beforehand.
+    pub async fn launch_as(
+        &self,
+        id: InstanceId,
+        spec: &LaunchSpec,
+    ) -> Result<Instance, FleetError> {
         let port = free_port().map_err(FleetError::Port)?;
         let argv = expand(&spec.command, port, &spec.version, &id.0)?;
         let mut cmd = tokio::process::Command::new(&argv[0]);

@@ -240,6 +240,15 @@ impl Store {
         Ok(())
     }
 
+    /// Records that an instance is about to be launched, before its pid exists (pid 0).
+    pub fn instance_intended(&self, id: &str, version: &str) -> Result<()> {
+        self.conn().execute(
+            "INSERT OR REPLACE INTO instances (id, version, pid, start_ticks, port, log) VALUES (?1, ?2, 0, NULL, 0, '')",
+            params![id, version],
+        )?;
+        Ok(())
+    }
+
     pub fn instance_stopped(&self, id: &str) -> Result<()> {
         self.conn().execute(
             "UPDATE instances SET stopped_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ?1",
