@@ -7,21 +7,18 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cutover_proxy::headers::{HeaderRules, Rules};
-use cutover_proxy::{Balance, ListenerOptions};
+use cutover_proxy::ListenerOptions;
 use futures_util::{SinkExt, StreamExt};
 use http::{HeaderName, HeaderValue, Request};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use support::{client, health, Backend, Stack};
+use support::{client, Backend, Stack};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
 async fn one_target(stack: &Stack, backend: &Backend) {
-    stack
-        .registry
-        .ensure_group("web", 100, Balance::RoundRobin, health())
-        .expect("group");
+    stack.group("web", 100);
     stack.add_healthy("web", &backend.key()).await;
 }
 
@@ -171,10 +168,7 @@ async fn ws_echo(req: Request<axum::body::Body>) -> axum::response::Response {
 async fn websocket_echo_then_drained_with_a_close_frame() {
     let stack = Stack::plain().await;
     let echo = echo_server().await;
-    stack
-        .registry
-        .ensure_group("web", 100, Balance::RoundRobin, health())
-        .expect("group");
+    stack.group("web", 100);
     stack.add_healthy("web", &echo.to_string()).await;
     let (mut ws, resp) = tokio_tungstenite::connect_async(format!("ws://{}/ws", stack.addr))
         .await
@@ -264,10 +258,7 @@ async fn forwarded_headers_and_header_rules() {
     )
     .await;
     let echo = header_echo_server().await;
-    stack
-        .registry
-        .ensure_group("web", 100, Balance::RoundRobin, health())
-        .expect("group");
+    stack.group("web", 100);
     stack.add_healthy("web", &echo.to_string()).await;
 
     let resp = client()

@@ -43,14 +43,8 @@ async fn weighted_groups_split_traffic_within_three_percent() {
     let stack = Stack::plain().await;
     let blue = Backend::start(&["--version", "blue"]).await;
     let green = Backend::start(&["--version", "green"]).await;
-    stack
-        .registry
-        .ensure_group("blue", 70, Balance::RoundRobin, health())
-        .expect("group");
-    stack
-        .registry
-        .ensure_group("green", 30, Balance::RoundRobin, health())
-        .expect("group");
+    stack.group("blue", 70);
+    stack.group("green", 30);
     stack.add_healthy("blue", &blue.key()).await;
     stack.add_healthy("green", &green.key()).await;
     let counts = versions(&stack, 10_000).await;
@@ -77,10 +71,7 @@ async fn a_target_that_refuses_connections_costs_the_client_nothing() {
     let stack = Stack::plain().await;
     let up = Backend::start(&["--version", "up"]).await;
     let doomed = Backend::start(&["--version", "doomed"]).await;
-    stack
-        .registry
-        .ensure_group("web", 100, Balance::RoundRobin, health())
-        .expect("group");
+    stack.group("web", 100);
     stack.add_healthy("web", &up.key()).await;
     stack.add_healthy("web", &doomed.key()).await;
     // Still healthy in the table, but nothing listens any more: every pick of it must be retried.
@@ -103,10 +94,7 @@ async fn deregistering_drains_the_request_in_flight_and_moves_new_ones_at_once()
     let stack = Stack::plain().await;
     let slow = Backend::start(&["--version", "slow", "--latency", "2s"]).await;
     let fast = Backend::start(&["--version", "fast"]).await;
-    stack
-        .registry
-        .ensure_group("web", 100, Balance::RoundRobin, health())
-        .expect("group");
+    stack.group("web", 100);
     stack.add_healthy("web", &slow.key()).await;
     let url = stack.url("/");
     let started = Instant::now();
@@ -157,10 +145,7 @@ async fn deregistering_drains_the_request_in_flight_and_moves_new_ones_at_once()
 async fn drain_deadline_cuts_and_reports() {
     let stack = Stack::plain().await;
     let slow = Backend::start(&["--version", "slow", "--latency", "5s"]).await;
-    stack
-        .registry
-        .ensure_group("web", 100, Balance::RoundRobin, health())
-        .expect("group");
+    stack.group("web", 100);
     stack.add_healthy("web", &slow.key()).await;
     let url = stack.url("/");
     let _in_flight =
@@ -190,10 +175,7 @@ async fn drain_deadline_cuts_and_reports() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_errors_carry_their_reason() {
     let stack = Stack::plain().await;
-    stack
-        .registry
-        .ensure_group("web", 100, Balance::RoundRobin, health())
-        .expect("group");
+    stack.group("web", 100);
     let resp = client().get(stack.url("/")).send().await.expect("request");
     assert_eq!(resp.status(), 503);
     assert_eq!(resp.headers()["x-cutover-error"], "no-healthy-targets");
@@ -410,10 +392,7 @@ async fn an_idempotent_request_is_sent_again_when_a_reused_connection_closes_und
     )
     .await;
     let target = one_answer_per_connection().await;
-    stack
-        .registry
-        .ensure_group("web", 100, Balance::RoundRobin, health())
-        .expect("group");
+    stack.group("web", 100);
     stack.add_healthy("web", &target.to_string()).await;
     let c = client();
     assert_eq!(

@@ -100,6 +100,13 @@ impl Stack {
         .await;
     }
 
+    /// A round-robin group with the tests' fast health checks.
+    pub fn group(&self, name: &str, weight: u32) {
+        self.registry
+            .ensure_group(name, weight, cutover_proxy::Balance::RoundRobin, health())
+            .expect("group");
+    }
+
     /// Registers a target and waits until it is healthy.
     pub async fn add_healthy(&self, group: &str, target: &str) {
         self.registry
