@@ -78,7 +78,8 @@ struct Tracked {
 struct Inner {
     current: String,
     instances: BTreeMap<InstanceId, Tracked>,
-    exited: BTreeSet<InstanceId>,
+    /// Instances that exited on their own, with how.
+    exited: BTreeMap<InstanceId, String>,
     draining: BTreeSet<InstanceId>,
     launching: Vec<String>,
     launch_error: Option<String>,
@@ -211,7 +212,7 @@ impl Controller {
             inner: Mutex::new(Inner {
                 current,
                 instances,
-                exited: BTreeSet::new(),
+                exited: BTreeMap::new(),
                 draining: BTreeSet::new(),
                 launching: Vec::new(),
                 launch_error: None,
@@ -282,7 +283,12 @@ impl Controller {
         }
         let mut inner = self.lock();
         if inner.instances.contains_key(&exit.id) {
-            inner.exited.insert(exit.id.clone());
+            let how = match (exit.code, exit.signal) {
+                (Some(code), _) => format!("exited with code {code}"),
+                (None, Some(signal)) => format!("killed by signal {signal}"),
+                (None, None) => "exited".to_owned(),
+            };
+            inner.exited.insert(exit.id.clone(), how);
             let crashes = inner.crashes + 1;
             inner.crashes = crashes;
             let delay = self
@@ -312,9 +318,11 @@ impl Controller {
             if matches!(h, Some((TargetState::Healthy, _))) {
                 t.ever_healthy = true;
             }
+            let mut detail = None;
             let state = if inner.draining.contains(id) {
                 State::Draining
-            } else if inner.exited.contains(id) {
+            } else if let Some(how) = inner.exited.get(id) {
+                detail = Some(how.clone());
                 State::Failed
             } else {
                 match h {
@@ -323,6 +331,10 @@ impl Controller {
                     Some((TargetState::Unhealthy, reason))
                         if t.ever_healthy || *reason == Some("Target.ResponseCodeMismatch") =>
                     {
+                        detail = Some(format!(
+                            "unhealthy, {}",
+                            reason.unwrap_or("Target.FailedHealthChecks")
+                        ));
                         State::Failed
                     }
                     // Still coming up: refusing connections while starting is not a failure
@@ -334,6 +346,7 @@ impl Controller {
                 id: id.0.clone(),
                 version: t.instance.version.clone(),
                 state,
+                detail,
             });
         }
         views
@@ -549,7 +562,7 @@ impl Controller {
                 let report = handle.wait().await;
                 tracing::info!(instance = %id, completed = report.completed, cut = report.cut, "drained");
             }
-            let exited = this.lock().exited.contains(&id);
+            let exited = this.lock().exited.contains_key(&id);
             if exited {
                 this.fleet.forget(&id);
             } else if let Err(e) = this.fleet.stop(&id).await {

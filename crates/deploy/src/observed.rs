@@ -21,6 +21,8 @@ pub struct InstanceView {
     pub id: String,
     pub version: String,
     pub state: State,
+    /// What went wrong, for a failed instance: it becomes the deploy's reason.
+    pub detail: Option<String>,
 }
 
 /// Everything a planner decides from. The executor fills it from the fleet, the load balancer

@@ -21,8 +21,12 @@ fn failure(o: &Observed) -> Option<String> {
         .iter()
         .find(|i| i.version == o.target && i.state == State::Failed)
     {
+        let what = bad
+            .detail
+            .as_deref()
+            .unwrap_or("crashed or failed its health checks");
         return Some(format!(
-            "instance {} of {} failed (crashed or failed its health checks)",
+            "instance {} of {} failed: {what}",
             bad.id, o.target
         ));
     }
@@ -195,6 +199,7 @@ mod tests {
             id: id.into(),
             version: version.into(),
             state,
+            detail: None,
         }
     }
 

@@ -57,6 +57,7 @@ mod tests {
             id: id.into(),
             version: version.into(),
             state,
+            detail: None,
         }
     }
 
