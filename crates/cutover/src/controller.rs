@@ -282,7 +282,9 @@ impl Controller {
             return;
         }
         let mut inner = self.lock();
-        if inner.instances.contains_key(&exit.id) {
+        // Recorded even for an instance not yet tracked: a process that exits at once can beat
+        // its own launch task to the lock, and must still count as failed when it is tracked.
+        {
             let how = match (exit.code, exit.signal) {
                 (Some(code), _) => format!("exited with code {code}"),
                 (None, Some(signal)) => format!("killed by signal {signal}"),
@@ -525,6 +527,7 @@ impl Controller {
                 );
             }
             Err((launched, e)) => {
+                inner.exited.remove(&id);
                 self.persist("instance", self.store.instance_stopped(&id.0));
                 tracing::error!(%version, error = %e, "launch failed");
                 let deploying = inner

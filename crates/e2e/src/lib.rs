@@ -149,16 +149,57 @@ pub fn client() -> reqwest::blocking::Client {
         .expect("client")
 }
 
+/// Upper bound on one `cutover` command in a test: a hung command fails the test, never the run.
+const COMMAND_DEADLINE: Duration = Duration::from_secs(120);
+
 /// Runs `cutover` with arguments and returns (exit code, stdout, stderr).
 pub fn cutover(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(bin("cutover"))
+    let mut child = Command::new(bin("cutover"))
         .args(args)
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("run cutover");
+    // Read both pipes while waiting, so a chatty command never blocks on a full pipe.
+    let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_string(&mut text);
+            }
+            text
+        })
+    };
+    let stdout = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+    );
+    let stderr = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+    );
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if start.elapsed() > COMMAND_DEADLINE {
+            let _ = child.kill();
+            panic!(
+                "`cutover {}` did not finish within {COMMAND_DEADLINE:?}",
+                args.join(" ")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
     (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
+        status.code().unwrap_or(-1),
+        stdout.join().expect("stdout reader"),
+        stderr.join().expect("stderr reader"),
     )
 }
 
