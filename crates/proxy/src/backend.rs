@@ -143,18 +143,17 @@ impl Backend {
         self.changed.notified()
     }
 
-    /// A live idle connection, most recently used first, and how long it sat idle.
-    pub async fn checkout(&self) -> Option<(SendRequest<ProxyBody>, Duration)> {
+    /// A live idle connection, most recently used first.
+    pub async fn checkout(&self) -> Option<SendRequest<ProxyBody>> {
         loop {
             let pooled = self.idle[shard()].lock().ok()?.pop()?;
             if pooled.idle_since.elapsed() >= POOL_IDLE_TIMEOUT || pooled.sender.is_closed() {
                 continue;
             }
-            let idle_for = pooled.idle_since.elapsed();
             let mut sender = pooled.sender;
             // Just checked in, the connection may still be finishing the last response.
             if sender.ready().await.is_ok() {
-                return Some((sender, idle_for));
+                return Some(sender);
             }
         }
     }
