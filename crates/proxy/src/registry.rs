@@ -328,7 +328,7 @@ impl Registry {
                         .map(|e| e.backend.clone())
                         .collect();
                 }
-                GroupRoute::new(name.clone(), g.weight, g.balance, targets)
+                GroupRoute::new(Arc::from(name.as_str()), g.weight, g.balance, targets)
             })
             .collect();
         self.table.store(Arc::new(Snapshot::new(routes)));

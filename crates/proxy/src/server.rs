@@ -104,20 +104,38 @@ pub async fn serve(
     result
 }
 
+/// HTTP/1.1 and HTTP/2 on one connection builder, with the slow-loris header read timeout.
+fn http_builder(header_read_timeout: Duration) -> Arc<auto::Builder<TokioExecutor>> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout)
+        .keep_alive(true);
+    builder.http2().timer(TokioTimer::new());
+    Arc::new(builder)
+}
+
+/// The next connection, or `None` after a failed accept (usually EMFILE), having backed off
+/// briefly rather than spin.
+async fn accept(listener: &TcpListener) -> Option<(tokio::net::TcpStream, SocketAddr)> {
+    match listener.accept().await {
+        Ok(pair) => Some(pair),
+        Err(e) => {
+            tracing::warn!(error = %e, "accept failed");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            None
+        }
+    }
+}
+
 async fn accept_loop(
     listener: TcpListener,
     proxy: Arc<Proxy>,
     options: ListenerOptions,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(options.header_read_timeout)
-        .keep_alive(true);
-    builder.http2().timer(TokioTimer::new());
-    let builder = Arc::new(builder);
+    let builder = http_builder(options.header_read_timeout);
     let graceful = GracefulShutdown::new();
     let scheme = if options.tls.is_some() {
         "https"
@@ -127,14 +145,9 @@ async fn accept_loop(
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    // Usually EMFILE: back off briefly rather than spin.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                }
+            accepted = accept(&listener) => match accepted {
+                Some(pair) => pair,
+                None => continue,
             },
             _ = &mut shutdown => break,
         };
@@ -194,16 +207,11 @@ pub async fn serve_redirect(
     https_port: u16,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
-    let builder = Arc::new(builder);
+    let builder = http_builder(HEADER_READ_TIMEOUT);
     tokio::pin!(shutdown);
     loop {
         let (stream, _peer): (_, SocketAddr) = tokio::select! {
-            accepted = listener.accept() => match accepted { Ok(p) => p, Err(_) => continue },
+            accepted = accept(&listener) => match accepted { Some(p) => p, None => continue },
             _ = &mut shutdown => return Ok(()),
         };
         let builder = builder.clone();

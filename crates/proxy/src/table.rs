@@ -7,10 +7,10 @@ use crate::backend::Backend;
 
 pub use cutover_spec::Balance;
 
-/// One group as the request path sees it.
+/// One group as the request path sees it. The name is shared, so a request copies a pointer.
 #[derive(Debug)]
 pub struct GroupRoute {
-    pub name: String,
+    pub name: Arc<str>,
     pub weight: u32,
     pub balance: Balance,
     /// The targets requests may go to: the healthy ones, or all of them when failing open.
@@ -19,7 +19,7 @@ pub struct GroupRoute {
 }
 
 impl GroupRoute {
-    pub fn new(name: String, weight: u32, balance: Balance, targets: Vec<Arc<Backend>>) -> Self {
+    pub fn new(name: Arc<str>, weight: u32, balance: Balance, targets: Vec<Arc<Backend>>) -> Self {
         Self {
             name,
             weight,
@@ -127,10 +127,10 @@ mod tests {
             Balance::RoundRobin,
             vec![backend(1), backend(2)],
         );
-        let b = GroupRoute::new("b".into(), 10, Balance::RoundRobin, vec![backend(3)]);
+        let b = GroupRoute::new(Arc::from("b"), 10, Balance::RoundRobin, vec![backend(3)]);
         let snap = Snapshot::new(vec![a, b]);
         let to_b = (0..10_000)
-            .filter(|_| snap.pick(&[]).is_some_and(|(g, _)| g.name == "b"))
+            .filter(|_| snap.pick(&[]).is_some_and(|(g, _)| &*g.name == "b"))
             .count();
         assert_eq!(to_b, 1000);
     }
@@ -160,11 +160,11 @@ mod tests {
 
     #[test]
     fn weight_zero_and_empty_groups_get_nothing() {
-        let a = GroupRoute::new("a".into(), 0, Balance::RoundRobin, vec![backend(1)]);
-        let b = GroupRoute::new("b".into(), 50, Balance::RoundRobin, vec![]);
-        let c = GroupRoute::new("c".into(), 5, Balance::RoundRobin, vec![backend(2)]);
+        let a = GroupRoute::new(Arc::from("a"), 0, Balance::RoundRobin, vec![backend(1)]);
+        let b = GroupRoute::new(Arc::from("b"), 50, Balance::RoundRobin, vec![]);
+        let c = GroupRoute::new(Arc::from("c"), 5, Balance::RoundRobin, vec![backend(2)]);
         let snap = Snapshot::new(vec![a, b, c]);
-        assert!((0..100).all(|_| snap.pick(&[]).is_some_and(|(g, _)| g.name == "c")));
+        assert!((0..100).all(|_| snap.pick(&[]).is_some_and(|(g, _)| &*g.name == "c")));
     }
 
     #[test]

@@ -160,39 +160,26 @@ impl Store {
             "SELECT id, from_version, to_version, strategy, started_at, finished_at, duration_ms, progress
              FROM deployments ORDER BY id",
         )?;
+        // The progress column is JSON: read it as text here, parse it outside SQLite's closure.
         let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, u64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, String>(4)?,
-                r.get::<_, Option<String>>(5)?,
-                r.get::<_, Option<u64>>(6)?,
-                r.get::<_, String>(7)?,
-            ))
+            let row = DeploymentRow {
+                id: r.get(0)?,
+                from_version: r.get(1)?,
+                to_version: r.get(2)?,
+                strategy: r.get(3)?,
+                started_at: r.get(4)?,
+                finished_at: r.get(5)?,
+                duration_ms: r.get(6)?,
+                progress: serde_json::Value::Null,
+            };
+            Ok((row, r.get::<_, String>(7)?))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (
-                id,
-                from_version,
-                to_version,
-                strategy,
-                started_at,
-                finished_at,
-                duration_ms,
-                progress,
-            ) = row?;
+            let (row, progress) = row?;
             out.push(DeploymentRow {
-                id,
-                from_version,
-                to_version,
-                strategy,
-                started_at,
-                finished_at,
-                duration_ms,
                 progress: serde_json::from_str(&progress)?,
+                ..row
             });
         }
         Ok(out)
