@@ -38,6 +38,10 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/deployments/{id}", get(deployment))
         .route("/history", get(history))
         .route("/rollback", post(rollback))
+        .route("/promote", post(promote))
+        .route("/pause", post(pause))
+        .route("/resume", post(resume))
+        .route("/abort", post(abort))
         .route("/stop", post(stop))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -129,13 +133,7 @@ async fn deploy(State(state): State<Arc<AdminState>>, body: JsonBody<DeployReque
         Ok(ok) => ok,
         Err(resp) => return *resp,
     };
-    if let Some(s) = req.strategy.as_deref().filter(|s| *s != "rolling") {
-        return error(
-            StatusCode::BAD_REQUEST,
-            format!("strategy `{s}` is not available yet; use rolling"),
-        );
-    }
-    started(c.start_deploy(&req.version, req.command))
+    started(c.start_deploy(&req.version, req.command, req.strategy.as_deref()))
 }
 
 #[derive(Deserialize)]
@@ -153,6 +151,49 @@ async fn rollback(
         Err(resp) => return *resp,
     };
     started(c.rollback(req.to.as_deref()))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct PromoteRequest {
+    #[serde(default)]
+    full: bool,
+}
+
+/// 200 with the deployment as it now stands, 409 if there is none to steer.
+fn steered(result: Result<crate::controller::Deployment, DeployError>) -> Response {
+    match result {
+        Ok(d) => Json(json!(d)).into_response(),
+        Err(e) => error(StatusCode::CONFLICT, e),
+    }
+}
+
+async fn promote(State(state): State<Arc<AdminState>>, body: JsonBody<PromoteRequest>) -> Response {
+    match deployment_request(&state, body, "{} or {\"full\": true}") {
+        Ok((c, req)) => steered(c.promote(req.full)),
+        Err(resp) => *resp,
+    }
+}
+
+async fn pause(State(state): State<Arc<AdminState>>) -> Response {
+    match managed(&state) {
+        Ok(c) => steered(c.pause()),
+        Err(resp) => *resp,
+    }
+}
+
+async fn resume(State(state): State<Arc<AdminState>>) -> Response {
+    match managed(&state) {
+        Ok(c) => steered(c.resume()),
+        Err(resp) => *resp,
+    }
+}
+
+async fn abort(State(state): State<Arc<AdminState>>) -> Response {
+    match managed(&state) {
+        Ok(c) => steered(c.abort()),
+        Err(resp) => *resp,
+    }
 }
 
 async fn deployment(State(state): State<Arc<AdminState>>, Path(id): Path<u64>) -> Response {

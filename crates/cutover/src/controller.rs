@@ -5,8 +5,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use cutover_deploy::{rolling, steady, Action, InstanceView, Observed, Progress, Rolling, State};
+use cutover_deploy::{
+    judge, steady, Action, Canary, InstanceView, Observed, Progress, Promote, Rolling, Sample, Set,
+    State, StepObserved, Strategy, Traffic, Verdict,
+};
 use cutover_fleet::{Backoff, Exit, Instance, InstanceId, LaunchSpec, LocalFleet};
+use cutover_proxy::metrics::MetricsSnapshot;
 use cutover_proxy::target::TargetState;
 use cutover_proxy::Registry;
 use cutover_spec::Spec;
@@ -14,8 +18,18 @@ use cutover_store::{DeploymentRow, InstanceRow, Store};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-/// The target group the managed instances join.
-pub const GROUP: &str = "app";
+/// The two target groups managed instances join: the live one takes the traffic between
+/// deploys; the other holds a new version while a strategy shifts traffic to it, then the
+/// previous version, kept warm for an instant rollback. They trade places when a deploy is done.
+pub const GROUPS: [&str; 2] = ["blue", "green"];
+
+fn other(group: &'static str) -> &'static str {
+    if group == GROUPS[0] {
+        GROUPS[1]
+    } else {
+        GROUPS[0]
+    }
+}
 /// How often instance logs are checked against their size limit.
 const LOG_ROTATION_CHECK: Duration = Duration::from_secs(5);
 /// How often the controller looks again when nothing wakes it sooner.
@@ -31,6 +45,20 @@ pub struct Deployment {
     pub finished_at: Option<String>,
     pub duration_ms: Option<u64>,
     pub progress: Progress,
+    /// The steps a canary went through, with their verdicts.
+    pub steps: Vec<StepRecord>,
+    /// For a rollback to a warm set: microseconds from the command to the traffic flip.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flip_us: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct StepRecord {
+    /// 1-based, as `cutover history` shows it.
+    pub step: usize,
+    pub what: String,
+    pub verdict: String,
+    pub at: String,
 }
 
 impl Deployment {
@@ -53,6 +81,12 @@ pub enum DeployError {
     UnknownRelease(String),
     #[error("no earlier release to roll back to")]
     NothingToRollBack,
+    #[error("no strategy named `{0}`; expected one of {1}")]
+    BadStrategy(String, String),
+    #[error("no deployment is in progress")]
+    NoDeployment,
+    #[error("deployment {0} uses the {1} strategy; only a canary has steps to promote or pause")]
+    NotStepped(u64, &'static str),
 }
 
 /// An instance as `cutover status` shows it.
@@ -73,6 +107,39 @@ struct Tracked {
     instance: Instance,
     launched: Instant,
     ever_healthy: bool,
+    group: &'static str,
+}
+
+/// What the executor keeps of the deployment in progress beyond its record: the strategy and
+/// where a stepped one stands.
+struct Run {
+    strategy: Strategy,
+    step: usize,
+    /// When this step's capacity and share were in place, and each group's totals then: the
+    /// start of its analysis window.
+    window: Option<(Instant, MetricsSnapshot, MetricsSnapshot)>,
+    verdict: Verdict,
+    promote: Option<Promote>,
+    paused: bool,
+}
+
+impl Run {
+    fn new(strategy: Strategy) -> Self {
+        Self {
+            strategy,
+            step: 0,
+            window: None,
+            verdict: Verdict::default(),
+            promote: None,
+            paused: false,
+        }
+    }
+}
+
+/// The previous version, still running in the other group at weight 0.
+struct Warm {
+    version: String,
+    until: Instant,
 }
 
 struct Inner {
@@ -81,7 +148,13 @@ struct Inner {
     /// Instances that exited on their own, with how.
     exited: BTreeMap<InstanceId, String>,
     draining: BTreeSet<InstanceId>,
-    launching: Vec<String>,
+    /// Launches under way: version and group.
+    launching: Vec<(String, &'static str)>,
+    live: &'static str,
+    /// Weights last given to the live and the other group.
+    weights: (u32, u32),
+    warm: Option<Warm>,
+    run: Option<Run>,
     launch_error: Option<String>,
     crashes: u32,
     hold_launches_until: Option<Instant>,
@@ -140,6 +213,8 @@ impl Controller {
                 finished_at: row.finished_at,
                 duration_ms: row.duration_ms,
                 progress,
+                steps: serde_json::from_value(row.steps.clone()).unwrap_or_default(),
+                flip_us: None,
             };
             if d.finished() {
                 history.push(d);
@@ -190,13 +265,16 @@ impl Controller {
                 signal_of(release.stop_signal),
                 release.stop_timeout,
             );
-            registry.register(GROUP, &instance.target()).await?;
+            // The load balancer restarted with the daemon: every survivor joins the live group,
+            // where the steady state keeps the current release and drains the rest.
+            registry.register(GROUPS[0], &instance.target()).await?;
             instances.insert(
                 instance.id.clone(),
                 Tracked {
                     instance,
                     launched: Instant::now(),
                     ever_healthy: false,
+                    group: GROUPS[0],
                 },
             );
         }
@@ -215,6 +293,10 @@ impl Controller {
                 exited: BTreeMap::new(),
                 draining: BTreeSet::new(),
                 launching: Vec::new(),
+                live: GROUPS[0],
+                weights: (100, 0),
+                warm: None,
+                run: None,
                 launch_error: None,
                 crashes: 0,
                 hold_launches_until: None,
@@ -244,6 +326,7 @@ impl Controller {
             finished_at: d.finished_at.clone(),
             duration_ms: d.duration_ms,
             progress: serde_json::to_value(&d.progress).unwrap_or_default(),
+            steps: serde_json::to_value(&d.steps).unwrap_or_default(),
         };
         self.persist("deployment", self.store.save_deployment(&row));
     }
@@ -306,17 +389,22 @@ impl Controller {
 
     /// What the planners see: each tracked instance with its state.
     fn observe(&self, inner: &mut Inner) -> Vec<InstanceView> {
-        let health: BTreeMap<String, (TargetState, Option<&'static str>)> = self
+        let health: BTreeMap<(String, String), (TargetState, Option<&'static str>)> = self
             .registry
             .status()
             .into_iter()
-            .filter(|g| g.name == GROUP)
-            .flat_map(|g| g.targets)
-            .map(|t| (t.target, (t.state, t.reason)))
+            .filter(|g| GROUPS.contains(&g.name.as_str()))
+            .flat_map(|g| {
+                let name = g.name;
+                g.targets
+                    .into_iter()
+                    .map(move |t| ((name.clone(), t.target), (t.state, t.reason)))
+            })
             .collect();
+        let live = inner.live;
         let mut views = Vec::new();
         for (id, t) in inner.instances.iter_mut() {
-            let h = health.get(&t.instance.target());
+            let h = health.get(&(t.group.to_owned(), t.instance.target()));
             if matches!(h, Some((TargetState::Healthy, _))) {
                 t.ever_healthy = true;
             }
@@ -347,6 +435,11 @@ impl Controller {
             views.push(InstanceView {
                 id: id.0.clone(),
                 version: t.instance.version.clone(),
+                set: if t.group == live {
+                    Set::Live
+                } else {
+                    Set::Next
+                },
                 state,
                 detail,
             });
@@ -357,88 +450,261 @@ impl Controller {
     fn step(self: &Arc<Self>) {
         let mut inner = self.lock();
         let views = self.observe(&mut inner);
-        let actions = if let Some((deployment, started)) =
-            inner.deployment.as_ref().filter(|(d, _)| !d.finished())
-        {
-            let deadline_passed = started.elapsed() > self.spec.deploy.progress_deadline
-                && inner.instances.values().any(|t| {
-                    t.instance.version == deployment.to
-                        && !t.ever_healthy
-                        && t.launched.elapsed() > self.spec.deploy.progress_deadline
-                });
-            let observed = Observed {
-                target: deployment.to.clone(),
-                previous: deployment.from.clone(),
-                desired: self.spec.group.desired,
-                instances: views,
-                deadline_passed: deadline_passed || inner.launch_error.is_some(),
-                launches_in_flight: inner.launching.clone(),
-                aborted: match &deployment.progress {
-                    Progress::Aborting { reason } | Progress::RolledBack { reason } => {
-                        Some(reason.clone())
-                    }
-                    _ => None,
-                },
-            };
-            let settings = Rolling {
-                max_surge: self.spec.deploy.max_surge,
-                max_unavailable: self.spec.deploy.max_unavailable,
-            };
-            let mut plan = rolling::plan(settings, &observed);
-            if let (Some(err), Progress::Aborting { reason } | Progress::RolledBack { reason }) =
-                (&inner.launch_error, &mut plan.progress)
+        let active = inner
+            .deployment
+            .as_ref()
+            .is_some_and(|(d, _)| !d.finished());
+        let actions = if active {
+            self.step_deployment(&mut inner, views)
+        } else {
+            self.apply_weights(&mut inner, Traffic::Next(0), &[]);
+            let mut actions = Vec::new();
+            // The warm set's window has passed: it drains (it has had no traffic since the flip).
+            if inner
+                .warm
+                .as_ref()
+                .is_some_and(|w| Instant::now() >= w.until)
             {
-                *reason = format!("{} could not be started: {err}", observed.target);
-            }
-            let finished = matches!(plan.progress, Progress::Done | Progress::RolledBack { .. });
-            let mut changed = None;
-            if let Some((d, started)) = inner.deployment.as_mut() {
-                if d.progress != plan.progress {
-                    tracing::info!(deployment = d.id, progress = ?plan.progress, "deployment progress");
-                    d.progress = plan.progress.clone();
-                    if finished {
-                        d.finished_at = Some(now_rfc3339());
-                        d.duration_ms =
-                            Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
-                    }
-                    changed = Some(d.clone());
+                if let Some(w) = inner.warm.take() {
+                    tracing::info!(version = %w.version, "rollback window over; stopping the warm set");
                 }
-            }
-            if let Some(d) = &changed {
-                self.save(d);
-                self.persist(
-                    "event",
-                    self.store
-                        .event(Some(d.id), "progress", &serde_json::json!(d.progress)),
+                actions.extend(
+                    views
+                        .iter()
+                        .filter(|v| v.set == Set::Next && v.state != State::Draining)
+                        .map(|v| Action::Drain { id: v.id.clone() }),
                 );
             }
-            if finished {
-                if let Some((d, _)) = inner.deployment.clone() {
-                    if d.progress == Progress::Done {
-                        inner.current = d.to.clone();
-                        self.persist("current release", self.store.set_current_release(&d.to));
-                    }
-                    inner.launch_error = None;
-                    inner.history.push(d);
-                }
-            }
-            plan.actions
-        } else {
             let may_launch = inner
                 .hold_launches_until
                 .is_none_or(|t| Instant::now() >= t);
             let current = inner.current.clone();
-            let launching = inner.launching.iter().filter(|v| **v == current).count() as u32;
-            steady::plan(
+            let live = inner.live;
+            let launching = inner
+                .launching
+                .iter()
+                .filter(|(v, g)| *v == current && *g == live)
+                .count() as u32;
+            actions.extend(steady::plan(
                 &current,
                 self.spec.group.desired,
                 &views,
                 launching,
                 may_launch,
-            )
+            ));
+            actions
         };
         for action in actions {
             self.act(&mut inner, action);
+        }
+    }
+
+    /// One planner step of the deployment in progress: observe, judge, plan, route, record.
+    fn step_deployment(
+        self: &Arc<Self>,
+        inner: &mut Inner,
+        views: Vec<InstanceView>,
+    ) -> Vec<Action> {
+        let Some((deployment, started)) = inner.deployment.clone() else {
+            return Vec::new();
+        };
+        let deadline = self.spec.deploy.progress_deadline;
+        let deadline_passed = started.elapsed() > deadline
+            && inner.instances.values().any(|t| {
+                t.instance.version == deployment.to
+                    && !t.ever_healthy
+                    && t.launched.elapsed() > deadline
+            });
+        let live = inner.live;
+        let launches_in_flight = inner
+            .launching
+            .iter()
+            .map(|(v, g)| (v.clone(), if *g == live { Set::Live } else { Set::Next }))
+            .collect();
+        let mut run = inner.run.take().unwrap_or_else(|| {
+            Run::new(Strategy::Rolling(Rolling {
+                max_surge: self.spec.deploy.max_surge,
+                max_unavailable: self.spec.deploy.max_unavailable,
+            }))
+        });
+        // The analysis window: the new version's group against the live one since the step began.
+        if let Some((_, live_then, next_then)) = &run.window {
+            let now_live = self.registry.group_metrics(live).unwrap_or_default();
+            let now_next = self.registry.group_metrics(other(live)).unwrap_or_default();
+            run.verdict = judge(
+                &self.spec.deploy.analysis,
+                &sample(&now_next.since(next_then)),
+                &sample(&now_live.since(live_then)),
+            );
+        }
+        let observed = Observed {
+            target: deployment.to.clone(),
+            previous: deployment.from.clone(),
+            desired: self.spec.group.desired,
+            instances: views,
+            deadline_passed: deadline_passed || inner.launch_error.is_some(),
+            launches_in_flight,
+            aborted: match &deployment.progress {
+                Progress::Aborting { reason } | Progress::RolledBack { reason } => {
+                    Some(reason.clone())
+                }
+                _ => None,
+            },
+            step: StepObserved {
+                index: run.step,
+                held_for: run.window.as_ref().map(|(at, _, _)| at.elapsed()),
+                verdict: run.verdict.clone(),
+                promote: run.promote,
+                paused: run.paused,
+                waiting: matches!(&deployment.progress, Progress::Paused { step, .. } if *step == run.step),
+            },
+        };
+        let mut plan = run.strategy.plan(&observed);
+        if let (Some(err), Progress::Aborting { reason } | Progress::RolledBack { reason }) =
+            (&inner.launch_error, &mut plan.progress)
+        {
+            *reason = format!("{} could not be started: {err}", observed.target);
+        }
+        let mut records = Vec::new();
+        if plan.step != run.step {
+            let verdict = match run.promote {
+                Some(_) => "promoted".to_owned(),
+                None => run.verdict.to_string(),
+            };
+            records.push((run.step, verdict));
+            run.step = plan.step;
+            run.window = None;
+            run.verdict = Verdict::default();
+            run.promote = None;
+            self.wake.notify_one();
+        } else if plan.reached && run.window.is_none() {
+            run.window = Some((
+                Instant::now(),
+                self.registry.group_metrics(live).unwrap_or_default(),
+                self.registry.group_metrics(other(live)).unwrap_or_default(),
+            ));
+        }
+        if let (Verdict::Fail { .. }, Progress::Aborting { .. }) = (&run.verdict, &plan.progress) {
+            if deployment.progress == Progress::Rolling
+                || matches!(deployment.progress, Progress::Paused { .. })
+            {
+                records.push((run.step, run.verdict.to_string()));
+            }
+        }
+        let uses_next = run.strategy.uses_next_set();
+        let keeps_warm = run.strategy.keeps_previous_warm();
+        let steps = match &run.strategy {
+            Strategy::Canary(c) => c.steps.clone(),
+            _ => Vec::new(),
+        };
+        let observed_views = observed.instances;
+        inner.run = Some(run);
+        self.apply_weights(inner, plan.traffic, &observed_views);
+
+        let finished = matches!(plan.progress, Progress::Done | Progress::RolledBack { .. });
+        let mut changed = None;
+        if let Some((d, started)) = inner.deployment.as_mut() {
+            for (index, verdict) in records {
+                d.steps.push(StepRecord {
+                    step: index + 1,
+                    what: describe(steps.get(index)),
+                    verdict,
+                    at: now_rfc3339(),
+                });
+                changed = Some(d.clone());
+            }
+            if d.progress != plan.progress {
+                tracing::info!(deployment = d.id, progress = ?plan.progress, "deployment progress");
+                d.progress = plan.progress.clone();
+                if finished {
+                    d.finished_at = Some(now_rfc3339());
+                    d.duration_ms =
+                        Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
+                }
+                changed = Some(d.clone());
+            }
+        }
+        if let Some(d) = &changed {
+            self.save(d);
+            self.persist(
+                "event",
+                self.store
+                    .event(Some(d.id), "progress", &serde_json::json!(d.progress)),
+            );
+        }
+        if finished {
+            if let Some((d, _)) = inner.deployment.clone() {
+                if d.progress == Progress::Done {
+                    inner.current = d.to.clone();
+                    self.persist("current release", self.store.set_current_release(&d.to));
+                    if uses_next {
+                        // The new set's group is the live one now; weights stay as they are.
+                        inner.live = other(inner.live);
+                        inner.weights = (inner.weights.1, inner.weights.0);
+                    }
+                    if keeps_warm {
+                        inner.warm = Some(Warm {
+                            version: d.from.clone(),
+                            until: Instant::now() + self.spec.deploy.rollback_window,
+                        });
+                    }
+                }
+                inner.launch_error = None;
+                inner.run = None;
+                inner.history.push(d);
+            }
+        }
+        plan.actions
+    }
+
+    /// Sets the two groups' weights for `traffic`, in one routing change, if they differ.
+    fn apply_weights(&self, inner: &mut Inner, traffic: Traffic, views: &[InstanceView]) {
+        let weights = match traffic {
+            Traffic::Next(p) => (100 - p.min(100), p.min(100)),
+            Traffic::Natural => {
+                let healthy = |set| {
+                    views
+                        .iter()
+                        .filter(|v| v.set == set && v.state == State::Healthy)
+                        .count() as u32
+                };
+                let (live, next) = (healthy(Set::Live), healthy(Set::Next));
+                let most = live.max(next);
+                if most == 0 {
+                    (100, 0)
+                } else if most > 999 {
+                    // Weights top out at 999: scale, keeping any non-empty set above zero.
+                    let scale = |n: u32| {
+                        if n == 0 {
+                            0
+                        } else {
+                            ((u64::from(n) * 999) / u64::from(most)).max(1) as u32
+                        }
+                    };
+                    (scale(live), scale(next))
+                } else {
+                    (live, next)
+                }
+            }
+        };
+        if weights == inner.weights {
+            return;
+        }
+        let live = inner.live;
+        match self
+            .registry
+            .set_weights(&[(live, weights.0), (other(live), weights.1)])
+        {
+            Ok(()) => {
+                tracing::info!(
+                    live = live,
+                    live_weight = weights.0,
+                    other_weight = weights.1,
+                    "traffic split"
+                );
+                inner.weights = weights;
+            }
+            Err(e) => tracing::error!(error = %e, "cannot set weights"),
         }
     }
 
@@ -458,10 +724,14 @@ impl Controller {
             );
         }
         match action {
-            Action::Launch { version } => {
-                inner.launching.push(version.clone());
+            Action::Launch { version, set } => {
+                let group = match set {
+                    Set::Live => inner.live,
+                    Set::Next => other(inner.live),
+                };
+                inner.launching.push((version.clone(), group));
                 let this = self.clone();
-                tokio::spawn(async move { this.launch(version).await });
+                tokio::spawn(async move { this.launch(version, group).await });
             }
             Action::Drain { id } | Action::Remove { id }
                 if inner.draining.contains(&InstanceId(id.clone())) => {}
@@ -472,7 +742,7 @@ impl Controller {
         }
     }
 
-    async fn launch(self: Arc<Self>, version: String) {
+    async fn launch(self: Arc<Self>, version: String, group: &'static str) {
         let release = &self.spec.release;
         let command = self
             .lock()
@@ -494,14 +764,18 @@ impl Controller {
         self.persist("instance", self.store.instance_intended(&id.0, &version));
         let launched = self.fleet.launch_as(id.clone(), &spec).await;
         let outcome: Result<Instance, (Option<Instance>, String)> = match launched {
-            Ok(instance) => match self.registry.register(GROUP, &instance.target()).await {
+            Ok(instance) => match self.registry.register(group, &instance.target()).await {
                 Ok(_) => Ok(instance),
                 Err(e) => Err((Some(instance), e.to_string())),
             },
             Err(e) => Err((None, e.to_string())),
         };
         let mut inner = self.lock();
-        if let Some(pos) = inner.launching.iter().position(|v| *v == version) {
+        if let Some(pos) = inner
+            .launching
+            .iter()
+            .position(|(v, g)| *v == version && *g == group)
+        {
             inner.launching.remove(pos);
         }
         match outcome {
@@ -523,6 +797,7 @@ impl Controller {
                         instance,
                         launched: Instant::now(),
                         ever_healthy: false,
+                        group,
                     },
                 );
             }
@@ -555,13 +830,17 @@ impl Controller {
 
     /// Deregisters, waits for the drain confirmation, then stops the process.
     fn retire(self: &Arc<Self>, inner: &mut Inner, id: InstanceId, timeout: Duration) {
-        let Some(target) = inner.instances.get(&id).map(|t| t.instance.target()) else {
+        let Some((group, target)) = inner
+            .instances
+            .get(&id)
+            .map(|t| (t.group, t.instance.target()))
+        else {
             return;
         };
         inner.draining.insert(id.clone());
         let this = self.clone();
         tokio::spawn(async move {
-            if let Some(handle) = this.registry.deregister(GROUP, &target, timeout) {
+            if let Some(handle) = this.registry.deregister(group, &target, timeout) {
                 let report = handle.wait().await;
                 tracing::info!(instance = %id, completed = report.completed, cut = report.cut, "drained");
             }
@@ -581,11 +860,49 @@ impl Controller {
         });
     }
 
-    /// Starts a rolling deploy to `version`, optionally with its own command template.
+    /// The strategy called `name`, or the stack file's, with the stack file's settings.
+    fn strategy(&self, name: Option<&str>) -> Result<Strategy, DeployError> {
+        use cutover_spec::Strategy as Named;
+        let d = &self.spec.deploy;
+        let named = match name {
+            None => d.strategy,
+            Some(n) => Named::parse(n).ok_or_else(|| {
+                let names: Vec<&str> = Named::ALL.iter().map(|(_, n)| *n).collect();
+                DeployError::BadStrategy(n.to_owned(), names.join(", "))
+            })?,
+        };
+        Ok(match named {
+            Named::Rolling => Strategy::Rolling(Rolling {
+                max_surge: d.max_surge,
+                max_unavailable: d.max_unavailable,
+            }),
+            Named::ReplaceGroup => Strategy::ReplaceGroup,
+            Named::BlueGreen => Strategy::BlueGreen,
+            Named::Canary => Strategy::Canary(Canary {
+                steps: d.steps.clone(),
+                window: d.progress_deadline,
+            }),
+        })
+    }
+
+    /// Starts a deploy to `version` with the named strategy (default: the stack file's),
+    /// optionally with its own command template.
     pub fn start_deploy(
-        &self,
+        self: &Arc<Self>,
         version: &str,
         command: Option<String>,
+        strategy: Option<&str>,
+    ) -> Result<Deployment, DeployError> {
+        let strategy = self.strategy(strategy)?;
+        self.begin(version, command, strategy, false)
+    }
+
+    fn begin(
+        self: &Arc<Self>,
+        version: &str,
+        command: Option<String>,
+        strategy: Strategy,
+        onto_warm: bool,
     ) -> Result<Deployment, DeployError> {
         if version.is_empty()
             || !version
@@ -605,19 +922,38 @@ impl Controller {
         if inner.current == version {
             return Err(DeployError::Current(version.to_owned()));
         }
+        if !onto_warm {
+            // The other group is needed for the new version: a warm previous set gives way.
+            if let Some(w) = inner.warm.take() {
+                tracing::info!(version = %w.version, "a new deploy replaces the warm set");
+            }
+            let next = other(inner.live);
+            let warm: Vec<InstanceId> = inner
+                .instances
+                .iter()
+                .filter(|(id, t)| t.group == next && !inner.draining.contains(*id))
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in warm {
+                self.retire(&mut inner, id, self.spec.deploy.drain_timeout);
+            }
+        }
         let id = inner.next_id;
         inner.next_id += 1;
         let d = Deployment {
             id,
             from: inner.current.clone(),
             to: version.to_owned(),
-            strategy: "rolling".into(),
+            strategy: strategy.name().into(),
             started_at: now_rfc3339(),
             finished_at: None,
             duration_ms: None,
             progress: Progress::Rolling,
+            steps: Vec::new(),
+            flip_us: None,
         };
         inner.deployment = Some((d.clone(), Instant::now()));
+        inner.run = Some(Run::new(strategy));
         self.persist(
             "release",
             self.store.record_release(version, command.as_deref()),
@@ -629,14 +965,46 @@ impl Controller {
         inner.launch_error = None;
         drop(inner);
         self.wake.notify_one();
-        tracing::info!(deployment = id, to = version, "deployment started");
+        tracing::info!(
+            deployment = id,
+            to = version,
+            strategy = d.strategy,
+            "deployment started"
+        );
         Ok(d)
     }
 
-    /// Rolls back: a rolling deploy to the release before the current one, or to `to` if given
-    /// (any release this daemon has run). The previous instances are gone after a rolling
-    /// deploy, so this is a redeploy, not a traffic flip.
-    pub fn rollback(&self, to: Option<&str>) -> Result<Deployment, DeployError> {
+    /// Rolls back. While the previous version is warm, this is one routing change back to it
+    /// (then its set is the live one); otherwise a rolling deploy to the release before the
+    /// current one, or to `to` (any release this daemon has run).
+    pub fn rollback(self: &Arc<Self>, to: Option<&str>) -> Result<Deployment, DeployError> {
+        let began = Instant::now();
+        let warm = {
+            let inner = self.lock();
+            inner
+                .warm
+                .as_ref()
+                .filter(|w| Instant::now() < w.until && to.is_none_or(|t| t == w.version))
+                .map(|w| (w.version.clone(), inner.commands.get(&w.version).cloned()))
+        };
+        if let Some((version, command)) = warm {
+            let d = self.begin(&version, command, Strategy::BlueGreen, true)?;
+            // The flip happens now, not at the controller's next tick.
+            self.step();
+            let flip_us = u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX);
+            let mut inner = self.lock();
+            let inner = &mut *inner;
+            let mut latest = None;
+            let current = inner.deployment.as_mut().map(|(d, _)| d);
+            for x in inner.history.iter_mut().chain(current) {
+                if x.id == d.id {
+                    x.flip_us = Some(flip_us);
+                    latest = Some(x.clone());
+                }
+            }
+            tracing::info!(deployment = d.id, to = %version, flip_us, "rolled back by a traffic flip");
+            return Ok(latest.unwrap_or(d));
+        }
         let (target, command) = {
             let inner = self.lock();
             let known: Vec<&str> = std::iter::once(self.spec.release.version.as_str())
@@ -662,7 +1030,64 @@ impl Controller {
             let command = inner.commands.get(&target).cloned();
             (target, command)
         };
-        self.start_deploy(&target, command)
+        let strategy = self.strategy(Some("rolling"))?;
+        self.begin(&target, command, strategy, false)
+    }
+
+    /// Applies `f` to the run of the deployment in progress, which must have steps.
+    fn steer(&self, f: impl FnOnce(&mut Run, &mut Deployment)) -> Result<Deployment, DeployError> {
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        let (Some((d, _)), Some(run)) = (
+            inner.deployment.as_mut().filter(|(d, _)| !d.finished()),
+            inner.run.as_mut(),
+        ) else {
+            return Err(DeployError::NoDeployment);
+        };
+        f(run, d);
+        let d = d.clone();
+        self.wake.notify_one();
+        Ok(d)
+    }
+
+    fn steer_steps(&self, f: impl FnOnce(&mut Run)) -> Result<Deployment, DeployError> {
+        let mut refused = None;
+        let d = self.steer(|run, d| {
+            if matches!(run.strategy, Strategy::Canary(_)) {
+                f(run);
+            } else {
+                refused = Some(DeployError::NotStepped(d.id, run.strategy.name()));
+            }
+        })?;
+        refused.map_or(Ok(d), Err)
+    }
+
+    /// Moves a canary on to its next step now, or (`full`) straight to full size.
+    pub fn promote(&self, full: bool) -> Result<Deployment, DeployError> {
+        self.steer_steps(|run| {
+            run.promote = Some(if full { Promote::Full } else { Promote::Next });
+            run.paused = false;
+        })
+    }
+
+    pub fn pause(&self) -> Result<Deployment, DeployError> {
+        self.steer_steps(|run| run.paused = true)
+    }
+
+    pub fn resume(&self) -> Result<Deployment, DeployError> {
+        self.steer_steps(|run| run.paused = false)
+    }
+
+    /// Gives up on the deployment in progress: traffic back to the old version, the new one
+    /// drained and stopped.
+    pub fn abort(&self) -> Result<Deployment, DeployError> {
+        self.steer(|_, d| {
+            if !matches!(d.progress, Progress::Aborting { .. }) {
+                d.progress = Progress::Aborting {
+                    reason: "aborted by `cutover abort`".into(),
+                };
+            }
+        })
     }
 
     pub fn deployment(&self, id: Option<u64>) -> Option<Deployment> {
@@ -750,4 +1175,33 @@ fn signal_of(s: cutover_spec::StopSignal) -> nix::sys::signal::Signal {
         Usr1 => Signal::SIGUSR1,
         Usr2 => Signal::SIGUSR2,
     }
+}
+
+fn sample(m: &MetricsSnapshot) -> Sample {
+    let answered: u64 = m.responses.iter().sum::<u64>() + m.proxy_errors;
+    Sample {
+        requests: answered,
+        errors: m.responses[4] + m.proxy_errors,
+        p99: m.quantile(0.99),
+    }
+}
+
+/// A canary step in words, for the history.
+fn describe(step: Option<&cutover_spec::CanaryStep>) -> String {
+    let Some(step) = step else {
+        return "full size".into();
+    };
+    let mut parts = Vec::new();
+    if let Some(n) = step.instances {
+        parts.push(format!("{n} instance{}", if n == 1 { "" } else { "s" }));
+    }
+    if let Some(w) = step.weight {
+        parts.push(format!("weight {w}%"));
+    }
+    match step.pause {
+        cutover_spec::Pause::None => {}
+        cutover_spec::Pause::For(d) => parts.push(format!("for {}", humantime::format_duration(d))),
+        cutover_spec::Pause::UntilPromoted => parts.push("until promoted".into()),
+    }
+    parts.join(", ")
 }

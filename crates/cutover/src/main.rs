@@ -42,8 +42,17 @@ enum Command {
     Demo(commands::demo::Args),
     /// Roll the running stack to a new version; exits 0 only when every instance runs it.
     Deploy(commands::deploy::Args),
-    /// Roll back to the previous release (or `--to` any release that has run), as a rolling deploy.
+    /// Roll back: a traffic flip while the previous version is warm, else a rolling deploy of
+    /// the previous release (or `--to` any release that has run).
     Rollback(commands::deploy::RollbackArgs),
+    /// Move a canary on to its next step now (`--full`: straight to full size).
+    Promote(commands::deploy::PromoteArgs),
+    /// Hold a canary at its current step.
+    Pause(commands::deploy::SteerArgs),
+    /// Let a paused canary go on.
+    Resume(commands::deploy::SteerArgs),
+    /// Give up on the deployment in progress: traffic back to the old version, the new one stopped.
+    Abort(commands::deploy::SteerArgs),
     /// Instance logs: all of them, one instance, or one version's; `-f` follows.
     Logs(commands::logs::Args),
     /// Every deployment with its outcome and reason.
@@ -83,6 +92,14 @@ fn main() -> ExitCode {
         Command::Deploy(args) => commands::deploy::run(args),
         Command::Demo(args) => commands::demo::run(args),
         Command::Rollback(args) => commands::deploy::rollback(args),
+        Command::Promote(args) => commands::deploy::steer(
+            "/promote",
+            serde_json::json!({ "full": args.full }),
+            args.steer,
+        ),
+        Command::Pause(args) => commands::deploy::steer("/pause", serde_json::json!({}), args),
+        Command::Resume(args) => commands::deploy::steer("/resume", serde_json::json!({}), args),
+        Command::Abort(args) => commands::deploy::steer("/abort", serde_json::json!({}), args),
         Command::Logs(args) => commands::logs::run(args),
         Command::History(args) => commands::deploy::history(args),
         Command::Stop(stack) => commands::deploy::stop(stack),

@@ -1,8 +1,18 @@
 //! Deploy strategies as pure planners: `(settings, observed state) -> actions`, no I/O, no clock.
 
+pub mod analysis;
+pub mod blue_green;
+pub mod canary;
 pub mod observed;
+pub mod replace_group;
 pub mod rolling;
 pub mod steady;
+pub mod strategy;
 
-pub use observed::{Action, InstanceView, Observed, Plan, Progress, State};
+pub use analysis::{judge, Limits, Sample, Verdict};
+pub use canary::Canary;
+pub use observed::{
+    Action, InstanceView, Observed, Plan, Progress, Promote, Set, State, StepObserved, Traffic,
+};
 pub use rolling::{plan, Rolling};
+pub use strategy::Strategy;

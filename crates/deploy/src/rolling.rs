@@ -1,6 +1,7 @@
 //! The rolling strategy: replace instances a batch at a time within max_surge and max_unavailable.
 
-use crate::observed::{Action, InstanceView, Observed, Plan, Progress, State};
+use crate::observed::{Action, InstanceView, Observed, Plan, Progress, Set, State, Traffic};
+use crate::strategy::failure;
 
 /// Rolling settings from the stack file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -9,34 +10,6 @@ pub struct Rolling {
     pub max_surge: u32,
     /// Instances below `desired` that may be out of service during the deploy.
     pub max_unavailable: u32,
-}
-
-/// Why a deploy gives up, or `None` while it may go on.
-fn failure(o: &Observed) -> Option<String> {
-    if let Some(reason) = &o.aborted {
-        return Some(reason.clone());
-    }
-    if let Some(bad) = o
-        .instances
-        .iter()
-        .find(|i| i.version == o.target && i.state == State::Failed)
-    {
-        let what = bad
-            .detail
-            .as_deref()
-            .unwrap_or("crashed or failed its health checks");
-        return Some(format!(
-            "instance {} of {} failed: {what}",
-            bad.id, o.target
-        ));
-    }
-    if o.deadline_passed {
-        return Some(format!(
-            "{} did not become healthy before the progress deadline",
-            o.target
-        ));
-    }
-    None
 }
 
 /// The next actions. Called again after every change the executor observes; it is idempotent:
@@ -58,7 +31,7 @@ fn count(o: &Observed, version: &str, state: State) -> u32 {
 fn launching(o: &Observed, version: &str) -> u32 {
     o.launches_in_flight
         .iter()
-        .filter(|v| *v == version)
+        .filter(|(v, _)| v == version)
         .count() as u32
 }
 
@@ -100,16 +73,10 @@ fn roll(s: Rolling, o: &Observed) -> Plan {
             .map(|i| Action::Drain { id: i.id.clone() })
             .collect();
         if surplus.is_empty() && actions.is_empty() {
-            return Plan {
-                progress: Progress::Done,
-                actions,
-            };
+            return Plan::simple(Progress::Done, actions, Traffic::Natural);
         }
         actions.extend(surplus);
-        return Plan {
-            progress: Progress::Rolling,
-            actions,
-        };
+        return Plan::simple(Progress::Rolling, actions, Traffic::Natural);
     }
 
     // Launch while below the surge ceiling and short of the new version's target count.
@@ -120,6 +87,7 @@ fn roll(s: Rolling, o: &Observed) -> Plan {
     for _ in 0..want_new.min(room) {
         actions.push(Action::Launch {
             version: o.target.clone(),
+            set: Set::Live,
         });
     }
 
@@ -137,10 +105,7 @@ fn roll(s: Rolling, o: &Observed) -> Plan {
         available -= costs;
         actions.push(Action::Drain { id: old.id.clone() });
     }
-    Plan {
-        progress: Progress::Rolling,
-        actions,
-    }
+    Plan::simple(Progress::Rolling, actions, Traffic::Natural)
 }
 
 fn abort(o: &Observed, reason: String) -> Plan {
@@ -170,20 +135,15 @@ fn abort(o: &Observed, reason: String) -> Plan {
     for _ in previous_live..o.desired {
         actions.push(Action::Launch {
             version: o.previous.clone(),
+            set: Set::Live,
         });
     }
     let restored = count(o, &o.previous, State::Healthy) >= o.desired;
     let new_gone = !o.instances.iter().any(|i| i.version == o.target);
     if restored && new_gone && actions.is_empty() {
-        Plan {
-            progress: Progress::RolledBack { reason },
-            actions,
-        }
+        Plan::simple(Progress::RolledBack { reason }, actions, Traffic::Natural)
     } else {
-        Plan {
-            progress: Progress::Aborting { reason },
-            actions,
-        }
+        Plan::simple(Progress::Aborting { reason }, actions, Traffic::Natural)
     }
 }
 
@@ -191,32 +151,19 @@ fn abort(o: &Observed, reason: String) -> Plan {
 mod tests {
     use super::*;
 
-    const V1: &str = "v1";
-    const V2: &str = "v2";
+    use crate::observed::tests::{V1, V2};
 
     fn inst(id: &str, version: &str, state: State) -> InstanceView {
-        InstanceView {
-            id: id.into(),
-            version: version.into(),
-            state,
-            detail: None,
-        }
+        crate::observed::tests::inst(id, version, Set::Live, state)
     }
 
-    fn observed(desired: u32, instances: Vec<InstanceView>) -> Observed {
-        Observed {
-            target: V2.into(),
-            previous: V1.into(),
-            desired,
-            instances,
-            deadline_passed: false,
-            launches_in_flight: vec![],
-            aborted: None,
-        }
-    }
+    use crate::observed::tests::observed;
 
     fn launch(v: &str) -> Action {
-        Action::Launch { version: v.into() }
+        Action::Launch {
+            version: v.into(),
+            set: Set::Live,
+        }
     }
     fn drain(id: &str) -> Action {
         Action::Drain { id: id.into() }
@@ -331,7 +278,7 @@ mod tests {
     #[test]
     fn launches_in_flight_are_not_asked_for_twice() {
         let mut o = observed(2, vec![inst("a", V1, H), inst("b", V1, H)]);
-        o.launches_in_flight = vec![V2.into()];
+        o.launches_in_flight = vec![(V2.into(), Set::Live)];
         assert_eq!(plan(SURGE, &o).actions, vec![]);
     }
 
@@ -452,7 +399,7 @@ mod tests {
             }
             for a in p.actions {
                 match a {
-                    Action::Launch { version } => {
+                    Action::Launch { version, .. } => {
                         next += 1;
                         instances.push(inst(&format!("n{next}"), &version, S));
                     }

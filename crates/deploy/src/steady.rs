@@ -1,9 +1,10 @@
 //! Steady state between deploys: replace dead instances, keep the group at its desired size.
 
-use crate::observed::{Action, InstanceView, State};
+use crate::observed::{Action, InstanceView, Set, State};
 
-/// Actions that bring `version` back to `desired` instances. `may_launch` is false while a
-/// crash-looping group waits out its back-off.
+/// Actions that bring `version` back to `desired` instances in the live set. `may_launch` is
+/// false while a crash-looping group waits out its back-off. The next set, where a previous
+/// version may be kept warm for a rollback, is the executor's to expire; only its dead go here.
 pub fn plan(
     version: &str,
     desired: u32,
@@ -19,22 +20,28 @@ pub fn plan(
     // Instances of another version only linger after an interrupted deploy: drain them once ours are up.
     let ours: Vec<&InstanceView> = instances
         .iter()
-        .filter(|i| i.version == version && matches!(i.state, State::Healthy | State::Starting))
+        .filter(|i| {
+            i.set == Set::Live
+                && i.version == version
+                && matches!(i.state, State::Healthy | State::Starting)
+        })
         .collect();
     let live = ours.len() as u32 + launching;
     if live < desired && may_launch {
         for _ in live..desired {
             actions.push(Action::Launch {
                 version: version.to_owned(),
+                set: Set::Live,
             });
         }
     }
     let healthy = ours.iter().filter(|i| i.state == State::Healthy).count() as u32;
     if healthy >= desired {
-        for i in instances
-            .iter()
-            .filter(|i| i.version != version && matches!(i.state, State::Healthy | State::Starting))
-        {
+        for i in instances.iter().filter(|i| {
+            i.set == Set::Live
+                && i.version != version
+                && matches!(i.state, State::Healthy | State::Starting)
+        }) {
             actions.push(Action::Drain { id: i.id.clone() });
         }
         // Surplus of our own (the desired size went down): newest first.
@@ -56,6 +63,7 @@ mod tests {
         InstanceView {
             id: id.into(),
             version: version.into(),
+            set: Set::Live,
             state,
             detail: None,
         }
@@ -78,10 +86,12 @@ mod tests {
             vec![
                 Action::Remove { id: "a".into() },
                 Action::Launch {
-                    version: "v1".into()
+                    version: "v1".into(),
+                    set: Set::Live
                 },
                 Action::Launch {
-                    version: "v1".into()
+                    version: "v1".into(),
+                    set: Set::Live
                 }
             ]
         );

@@ -309,18 +309,23 @@ impl Registry {
         }
     }
 
-    /// Builds and swaps in a new routing snapshot.
+    /// Builds and swaps in a new routing snapshot. A group with no healthy target fails open
+    /// (sends to all its targets) only when no other group with weight has a healthy one: a
+    /// canary set that turns unhealthy must lose its share, not have it sent to sick instances.
     fn publish(&self, groups: &BTreeMap<String, GroupState>) {
-        let routes = groups
+        let healthy = |g: &GroupState| -> Vec<Arc<Backend>> {
+            g.targets
+                .values()
+                .filter(|e| e.health.is_routable())
+                .map(|e| e.backend.clone())
+                .collect()
+        };
+        let mut routes: Vec<(GroupRoute, bool)> = groups
             .iter()
             .map(|(name, g)| {
-                let mut targets: Vec<Arc<Backend>> = g
-                    .targets
-                    .values()
-                    .filter(|e| e.health.is_routable())
-                    .map(|e| e.backend.clone())
-                    .collect();
-                if targets.is_empty() && g.health.fail_open {
+                let mut targets = healthy(g);
+                let failing_open = targets.is_empty() && g.health.fail_open;
+                if failing_open {
                     targets = g
                         .targets
                         .values()
@@ -328,9 +333,19 @@ impl Registry {
                         .map(|e| e.backend.clone())
                         .collect();
                 }
-                GroupRoute::new(Arc::from(name.as_str()), g.weight, g.balance, targets)
+                let route = GroupRoute::new(Arc::from(name.as_str()), g.weight, g.balance, targets);
+                (route, failing_open)
             })
             .collect();
+        let any_healthy = routes
+            .iter()
+            .any(|(r, open)| !open && r.weight > 0 && !r.targets.is_empty());
+        if any_healthy {
+            for (route, _) in routes.iter_mut().filter(|(_, open)| *open) {
+                route.targets.clear();
+            }
+        }
+        let routes: Vec<GroupRoute> = routes.into_iter().map(|(r, _)| r).collect();
         self.table.store(Arc::new(Snapshot::new(routes)));
     }
 

@@ -29,6 +29,8 @@ pub struct DeploymentRow {
     pub finished_at: Option<String>,
     pub duration_ms: Option<u64>,
     pub progress: serde_json::Value,
+    /// The steps it went through, with their verdicts (JSON array).
+    pub steps: serde_json::Value,
 }
 
 /// An instance this daemon started and has not yet seen stopped.
@@ -61,7 +63,8 @@ CREATE TABLE IF NOT EXISTS deployments (
     started_at TEXT NOT NULL,
     finished_at TEXT,
     duration_ms INTEGER,
-    progress TEXT NOT NULL
+    progress TEXT NOT NULL,
+    steps TEXT NOT NULL DEFAULT '[]'
 );
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY,
@@ -90,6 +93,15 @@ impl Store {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
+        // Stores written before deployments had steps gain the column.
+        let has_steps = conn
+            .prepare("SELECT 1 FROM pragma_table_info('deployments') WHERE name = 'steps'")?
+            .exists([])?;
+        if !has_steps {
+            conn.execute_batch(
+                "ALTER TABLE deployments ADD COLUMN steps TEXT NOT NULL DEFAULT '[]'",
+            )?;
+        }
         Ok(Self {
             conn: Mutex::new(conn),
         })
@@ -137,9 +149,9 @@ impl Store {
 
     pub fn save_deployment(&self, d: &DeploymentRow) -> Result<()> {
         self.conn().execute(
-            "INSERT INTO deployments (id, from_version, to_version, strategy, started_at, finished_at, duration_ms, progress)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-             ON CONFLICT(id) DO UPDATE SET finished_at = ?6, duration_ms = ?7, progress = ?8",
+            "INSERT INTO deployments (id, from_version, to_version, strategy, started_at, finished_at, duration_ms, progress, steps)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             ON CONFLICT(id) DO UPDATE SET finished_at = ?6, duration_ms = ?7, progress = ?8, steps = ?9",
             params![
                 d.id,
                 d.from_version,
@@ -148,7 +160,8 @@ impl Store {
                 d.started_at,
                 d.finished_at,
                 d.duration_ms,
-                serde_json::to_string(&d.progress)?
+                serde_json::to_string(&d.progress)?,
+                serde_json::to_string(&d.steps)?
             ],
         )?;
         Ok(())
@@ -157,7 +170,7 @@ impl Store {
     pub fn deployments(&self) -> Result<Vec<DeploymentRow>> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
-            "SELECT id, from_version, to_version, strategy, started_at, finished_at, duration_ms, progress
+            "SELECT id, from_version, to_version, strategy, started_at, finished_at, duration_ms, progress, steps
              FROM deployments ORDER BY id",
         )?;
         // The progress column is JSON: read it as text here, parse it outside SQLite's closure.
@@ -171,14 +184,16 @@ impl Store {
                 finished_at: r.get(5)?,
                 duration_ms: r.get(6)?,
                 progress: serde_json::Value::Null,
+                steps: serde_json::Value::Null,
             };
-            Ok((row, r.get::<_, String>(7)?))
+            Ok((row, r.get::<_, String>(7)?, r.get::<_, String>(8)?))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (row, progress) = row?;
+            let (row, progress, steps) = row?;
             out.push(DeploymentRow {
                 progress: serde_json::from_str(&progress)?,
+                steps: serde_json::from_str(&steps)?,
                 ..row
             });
         }
@@ -284,6 +299,7 @@ mod tests {
                 finished_at: None,
                 duration_ms: None,
                 progress: serde_json::json!({"progress": "rolling"}),
+                steps: serde_json::json!([{"step": 1, "verdict": "pass"}]),
             };
             s.save_deployment(&d).expect("save");
             s.save_deployment(&DeploymentRow {

@@ -1,4 +1,4 @@
-//! `cutover deploy VERSION`, `cutover history` and `cutover stop`: deployments through the admin API.
+//! `cutover deploy VERSION` and the commands that steer, list and stop deployments through the admin API.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -11,9 +11,9 @@ use super::status::{block_on, finish, Admin, Stack};
 pub struct Args {
     /// The version to roll out.
     pub version: String,
-    /// Deploy strategy.
-    #[arg(long, default_value = "rolling")]
-    pub strategy: String,
+    /// Deploy strategy: rolling, replace-group, blue-green or canary (default: the stack file's).
+    #[arg(long)]
+    pub strategy: Option<String>,
     /// This release's own command template (default: the stack file's release.command).
     #[arg(long)]
     pub command: Option<String>,
@@ -33,6 +33,23 @@ pub struct HistoryArgs {
     pub json: bool,
     #[command(flatten)]
     pub stack: Stack,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct SteerArgs {
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub stack: Stack,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct PromoteArgs {
+    /// Skip the remaining steps: scale the new version to full size and give it all traffic.
+    #[arg(long)]
+    pub full: bool,
+    #[command(flatten)]
+    pub steer: SteerArgs,
 }
 
 /// How often the CLI looks at a running deployment.
@@ -83,7 +100,7 @@ fn drive(stack: &Stack, path: &str, body: Value, json_out: bool, no_wait: bool) 
                 started["from"].as_str().unwrap_or("?")
             );
         }
-        if no_wait {
+        if no_wait || started["finished_at"].is_string() {
             if json_out {
                 println!("{started}");
             }
@@ -141,7 +158,13 @@ fn drive(stack: &Stack, path: &str, body: Value, json_out: bool, no_wait: bool) 
         }
         match deployment["progress"]["progress"].as_str() {
             Some("done") => {
-                if !json_out {
+                if json_out {
+                } else if let Some(us) = deployment["flip_us"].as_u64() {
+                    eprintln!(
+                        "traffic flipped back to the warm {to} in {:.2} ms",
+                        us as f64 / 1000.0
+                    );
+                } else {
                     eprintln!("deployed {to} in {} ms", deployment["duration_ms"]);
                 }
                 Ok(())
@@ -203,6 +226,32 @@ pub fn history(args: HistoryArgs) -> ExitCode {
                 d["duration_ms"],
                 d["progress"]["reason"].as_str().unwrap_or("")
             );
+            for step in d["steps"].as_array().into_iter().flatten() {
+                println!(
+                    "       step {} ({}): {}",
+                    step["step"],
+                    step["what"].as_str().unwrap_or("?"),
+                    step["verdict"].as_str().unwrap_or("?")
+                );
+            }
+        }
+        Ok(())
+    }))
+}
+
+/// `cutover promote|pause|resume|abort`: steers the deployment in progress and says where it is.
+pub fn steer(path: &str, body: Value, args: SteerArgs) -> ExitCode {
+    finish(block_on(async {
+        let admin = Admin::for_stack(&args.stack)?;
+        let d = admin.post(path, &body).await?;
+        if args.json {
+            println!("{d}");
+        } else {
+            let progress = d["progress"]["progress"].as_str().unwrap_or("?");
+            match d["progress"]["reason"].as_str() {
+                Some(reason) => eprintln!("deployment {}: {progress} ({reason})", d["id"]),
+                None => eprintln!("deployment {}: {progress}", d["id"]),
+            }
         }
         Ok(())
     }))

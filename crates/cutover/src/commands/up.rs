@@ -99,7 +99,9 @@ pub async fn run_stack(
     let stop = CancellationToken::new();
     let mut background = tokio::task::JoinSet::new();
     let controller = if spec.targets.is_empty() {
-        registry.ensure_group(controller::GROUP, 100, spec.listener.balance, health)?;
+        let [live, next] = controller::GROUPS;
+        registry.ensure_group(live, 100, spec.listener.balance, health.clone())?;
+        registry.ensure_group(next, 0, spec.listener.balance, health)?;
         prefer_sibling_binaries(&mut spec);
         let (fleet, exits) = LocalFleet::new(data_dir.join("logs"));
         let db = data_dir.join("state.db");
@@ -158,7 +160,7 @@ pub async fn run_stack(
         stop: stop.clone(),
         token,
         default_group: if controller.is_some() {
-            controller::GROUP
+            controller::GROUPS[0]
         } else {
             STATIC_GROUP
         }

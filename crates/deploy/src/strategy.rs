@@ -1,0 +1,178 @@
+//! The strategy a deploy runs, and what the strategies that stand a new set beside the old share.
+
+use crate::canary::Canary;
+use crate::observed::{Action, Observed, Plan, Progress, Set, State, Traffic};
+use crate::rolling::Rolling;
+use crate::{blue_green, canary, replace_group, rolling};
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Strategy {
+    /// Replace instances in place, a batch at a time.
+    Rolling(Rolling),
+    /// A whole new set beside the old; when all are healthy, traffic moves and the old set stops.
+    ReplaceGroup,
+    /// A whole new set at weight 0, one atomic flip, the old set kept warm.
+    BlueGreen,
+    /// Steps of instances or weight, each judged by analysis.
+    Canary(Canary),
+}
+
+impl Strategy {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Strategy::Rolling(_) => "rolling",
+            Strategy::ReplaceGroup => "replace-group",
+            Strategy::BlueGreen => "blue-green",
+            Strategy::Canary(_) => "canary",
+        }
+    }
+
+    /// The new version comes up in the next set, and the sets trade places when it is done.
+    pub fn uses_next_set(&self) -> bool {
+        !matches!(self, Strategy::Rolling(_))
+    }
+
+    /// The previous version stays running, at weight 0, once the deploy is done.
+    pub fn keeps_previous_warm(&self) -> bool {
+        matches!(self, Strategy::BlueGreen | Strategy::Canary(_))
+    }
+
+    /// The next actions. Idempotent: the same observation gives the same plan.
+    pub fn plan(&self, o: &Observed) -> Plan {
+        match self {
+            Strategy::Rolling(s) => rolling::plan(*s, o),
+            Strategy::ReplaceGroup => replace_group::plan(o),
+            Strategy::BlueGreen => blue_green::plan(o),
+            Strategy::Canary(c) => canary::plan(c, o),
+        }
+    }
+}
+
+/// Why a deploy gives up, or `None` while it may go on.
+pub(crate) fn failure(o: &Observed) -> Option<String> {
+    if let Some(reason) = &o.aborted {
+        return Some(reason.clone());
+    }
+    if let Some(bad) = o
+        .instances
+        .iter()
+        .find(|i| i.version == o.target && i.state == State::Failed)
+    {
+        let what = bad
+            .detail
+            .as_deref()
+            .unwrap_or("crashed or failed its health checks");
+        return Some(format!(
+            "instance {} of {} failed: {what}",
+            bad.id, o.target
+        ));
+    }
+    if o.deadline_passed {
+        return Some(format!(
+            "{} did not become healthy before the progress deadline",
+            o.target
+        ));
+    }
+    None
+}
+
+/// For strategies with a next set: clears what does not belong and keeps the old version at full
+/// size in the live set, so it serves throughout whatever the new set does.
+pub(crate) fn tend(o: &Observed) -> Vec<Action> {
+    let mut actions = Vec::new();
+    for i in &o.instances {
+        let stray = i.set == Set::Next && i.version != o.target;
+        match i.state {
+            State::Failed if i.version != o.target => {
+                actions.push(Action::Remove { id: i.id.clone() })
+            }
+            State::Healthy if stray => actions.push(Action::Drain { id: i.id.clone() }),
+            State::Starting if stray => actions.push(Action::Remove { id: i.id.clone() }),
+            _ => {}
+        }
+    }
+    for _ in o.live(Set::Live, &o.previous)..o.desired {
+        actions.push(Action::Launch {
+            version: o.previous.clone(),
+            set: Set::Live,
+        });
+    }
+    actions
+}
+
+/// Launches of the target version in the next set up to `want`, or drains of the newest surplus.
+pub(crate) fn size_next(o: &Observed, want: u32, actions: &mut Vec<Action>) {
+    let have = o.live(Set::Next, &o.target);
+    for _ in have..want {
+        actions.push(Action::Launch {
+            version: o.target.clone(),
+            set: Set::Next,
+        });
+    }
+    if have > want {
+        let mut ours: Vec<_> = o
+            .instances
+            .iter()
+            .filter(|i| {
+                i.set == Set::Next
+                    && i.version == o.target
+                    && matches!(i.state, State::Healthy | State::Starting)
+            })
+            .collect();
+        // Starting ones first (they take nothing yet), then the newest.
+        ours.sort_by(|a, b| {
+            (a.state == State::Healthy)
+                .cmp(&(b.state == State::Healthy))
+                .then(b.id.cmp(&a.id))
+        });
+        for i in ours.into_iter().take((have - want) as usize) {
+            actions.push(match i.state {
+                State::Healthy => Action::Drain { id: i.id.clone() },
+                _ => Action::Remove { id: i.id.clone() },
+            });
+        }
+    }
+}
+
+/// Gives up on the next set: its traffic goes to 0 in the same plan, then it drains and stops;
+/// the live set is kept at (or brought back to) full size.
+pub(crate) fn abort(o: &Observed, reason: String) -> Plan {
+    let mut actions: Vec<Action> = o
+        .instances
+        .iter()
+        .filter(|i| i.version == o.target && i.state != State::Draining)
+        .map(|i| match i.state {
+            State::Healthy => Action::Drain { id: i.id.clone() },
+            _ => Action::Remove { id: i.id.clone() },
+        })
+        .collect();
+    for i in o
+        .instances
+        .iter()
+        .filter(|i| i.version != o.target && i.state == State::Failed)
+    {
+        actions.push(Action::Remove { id: i.id.clone() });
+    }
+    for _ in o.live(Set::Live, &o.previous)..o.desired {
+        actions.push(Action::Launch {
+            version: o.previous.clone(),
+            set: Set::Live,
+        });
+    }
+    let restored = o.count(Set::Live, &o.previous, State::Healthy) >= o.desired;
+    let new_gone = !o.instances.iter().any(|i| i.version == o.target);
+    let progress = if restored && new_gone && actions.is_empty() {
+        Progress::RolledBack { reason }
+    } else {
+        Progress::Aborting { reason }
+    };
+    Plan::simple(progress, actions, Traffic::Next(0))
+}
+
+/// The share of traffic a set of `healthy` instances can carry when `desired` carry all of it.
+pub(crate) fn capacity_percent(healthy: u32, desired: u32) -> u32 {
+    if desired == 0 {
+        return 100;
+    }
+    ((u64::from(healthy) * 100) / u64::from(desired)).min(100) as u32
+}
