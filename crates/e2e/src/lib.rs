@@ -1,5 +1,7 @@
 //! Helpers for end-to-end tests: find the built binaries, run them on port 0, wait on conditions with deadlines.
 
+pub mod stack;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -1,0 +1,170 @@
+//! A managed stack for end-to-end deploy tests: `cutover up` running demo-app instances, the
+//! probe against it, and the checks every deploy path shares.
+
+use std::thread::JoinHandle;
+
+use serde_json::Value;
+
+use crate::{cutover, wait_for, Up};
+
+/// A managed stack: `cutover up` running demo-app instances.
+pub struct Stack(pub Up);
+
+pub const BASE: &str = r#"
+[service]
+name = "web"
+[release]
+version = "v1"
+command = "demo-app --port {port} --version {version}"
+stop_timeout = "5s"
+[group]
+desired = 3
+[health]
+interval = "200ms"
+timeout = "150ms"
+[listener]
+bind = "127.0.0.1:0"
+[admin]
+bind = "127.0.0.1:0"
+"#;
+
+impl Stack {
+    pub fn start(deploy: &str) -> Self {
+        let stack = Self(Up::start(&format!("{BASE}[deploy]\n{deploy}\n")));
+        wait_for("3 healthy v1 instances", || {
+            (stack.healthy("v1") == 3).then_some(())
+        });
+        stack
+    }
+
+    pub fn file(&self) -> String {
+        self.0.file()
+    }
+
+    pub fn status(&self) -> Value {
+        self.0.status()
+    }
+
+    pub fn instances(&self) -> Vec<Value> {
+        self.status()["instances"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    pub fn healthy(&self, version: &str) -> usize {
+        self.instances()
+            .iter()
+            .filter(|i| i["version"] == version && i["state"] == "healthy")
+            .count()
+    }
+
+    /// The probe at 250 requests/s for `secs` seconds, in the background.
+    pub fn probe(&self, secs: u32) -> JoinHandle<Value> {
+        self.probe_at(250, secs)
+    }
+
+    /// The probe at `rate` requests/s for `secs` seconds, in the background.
+    pub fn probe_at(&self, rate: u32, secs: u32) -> JoinHandle<Value> {
+        let url = format!("http://{}/", self.0.addr);
+        std::thread::spawn(move || {
+            let (_, out, err) = cutover(&[
+                "probe",
+                &url,
+                "--rate",
+                &rate.to_string(),
+                "--duration",
+                &format!("{secs}s"),
+                "--json",
+                "-q",
+            ]);
+            serde_json::from_str(&out).unwrap_or_else(|e| panic!("probe output ({e}): {out}{err}"))
+        })
+    }
+
+    pub fn deploy(&self, version: &str, command: Option<&str>) -> (i32, String) {
+        match command {
+            Some(c) => self.run(&["deploy", version, "--json", "--command", c]),
+            None => self.run(&["deploy", version, "--json"]),
+        }
+    }
+
+    /// `cutover ARGS -f <this stack>`: exit code and everything it printed.
+    pub fn run(&self, args: &[&str]) -> (i32, String) {
+        let file = self.file();
+        let mut all = args.to_vec();
+        all.extend(["-f", &file]);
+        let (code, out, err) = cutover(&all);
+        (code, format!("{out}{err}"))
+    }
+
+    /// The deployment in progress or last finished, as `cutover status` shows it.
+    pub fn deployment(&self) -> Value {
+        self.status()["deployment"].clone()
+    }
+
+    /// Waits until the deployment's progress is `progress` (e.g. `paused`), and returns it.
+    pub fn wait_progress(&self, progress: &str) -> Value {
+        wait_for(&format!("the deployment to be {progress}"), || {
+            let d = self.deployment();
+            let now = &d["progress"]["progress"];
+            let finished = d["finished_at"].is_string();
+            assert!(
+                now == progress || !finished,
+                "waiting for {progress}, the deployment ended: {d}"
+            );
+            (now == progress).then_some(d)
+        })
+    }
+
+    /// Versions and states of the instances, as (version, state) pairs, sorted.
+    pub fn fleet(&self) -> Vec<(String, String)> {
+        let mut all: Vec<(String, String)> = self
+            .instances()
+            .iter()
+            .map(|i| {
+                (
+                    i["version"].as_str().unwrap_or("?").to_owned(),
+                    i["state"].as_str().unwrap_or("?").to_owned(),
+                )
+            })
+            .collect();
+        all.sort();
+        all
+    }
+
+    pub fn stop_and_check_no_orphans(mut self) {
+        let pids: Vec<i64> = self
+            .instances()
+            .iter()
+            .filter_map(|i| i["pid"].as_i64())
+            .collect();
+        let (code, _, err) = cutover(&["stop", "-f", &self.file()]);
+        assert_eq!(code, 0, "{err}");
+        let child = &mut self.0.child;
+        let status = wait_for("cutover up to exit", || child.try_wait().expect("try_wait"));
+        assert_eq!(status.code(), Some(0));
+        for pid in pids {
+            assert!(!running(pid), "instance pid {pid} outlived the stack");
+        }
+    }
+}
+
+/// Whether a process runs. A zombie does not: where PID 1 does not reap (as in some containers),
+/// an exited orphan stays in the process table as one.
+pub fn running(pid: i64) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rsplit_once(')')
+        .is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X']))
+}
+
+pub fn assert_no_infra_failures(report: &Value) {
+    assert_eq!(
+        report["failed_infra"], 0,
+        "infrastructure failures: {report}"
+    );
+    assert!(
+        report["requests"].as_u64().unwrap_or(0) > 500,
+        "too little load: {report}"
+    );
+}
