@@ -8,7 +8,7 @@ use crate::strategy::{abort, failure, size_next, tend};
 /// A rollback to a warm set is this same plan, whose first step is the flip.
 pub fn plan(o: &Observed) -> Plan {
     if let Some(reason) = failure(o) {
-        return abort(o, reason);
+        return abort(o, reason, o.desired, false);
     }
     let mut actions = tend(o);
     size_next(o, o.desired, &mut actions);

@@ -48,11 +48,12 @@ fn setup(c: &Canary, index: usize, desired: u32) -> (u32, Goal) {
 
 pub fn plan(c: &Canary, o: &Observed) -> Plan {
     if let Some(reason) = failure(o) {
-        return abort(o, reason);
+        return abort(o, reason, o.desired, false);
     }
     let s = &o.step;
     if let Verdict::Fail { reason } = &s.verdict {
-        return abort(o, format!("step {} failed analysis: {reason}", s.index + 1));
+        let reason = format!("step {} failed analysis: {reason}", s.index + 1);
+        return abort(o, reason, o.desired, false);
     }
     let last = c.steps.len();
     let index = match s.promote {

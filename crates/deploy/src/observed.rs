@@ -179,7 +179,7 @@ pub(crate) mod tests {
 
     pub const V1: &str = "v1";
     pub const V2: &str = "v2";
-    pub use State::{Failed as F, Healthy as H, Starting as S};
+    pub use State::{Draining as D, Failed as F, Healthy as H, Starting as S};
 
     pub fn inst(id: &str, version: &str, set: Set, state: State) -> InstanceView {
         InstanceView {

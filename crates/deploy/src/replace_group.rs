@@ -6,7 +6,7 @@ use crate::strategy::{abort, failure, size_next, tend};
 
 pub fn plan(o: &Observed) -> Plan {
     if let Some(reason) = failure(o) {
-        return abort(o, reason);
+        return abort(o, reason, o.desired, false);
     }
     if o.count(Set::Next, &o.target, State::Healthy) < o.desired {
         let mut actions = tend(o);
@@ -70,10 +70,23 @@ mod tests {
         assert_eq!(
             p.actions,
             vec![
-                Action::Drain { id: "n1".into() },
-                Action::Remove { id: "n2".into() }
+                Action::Remove { id: "n2".into() },
+                Action::Drain { id: "n1".into() }
             ]
         );
         assert_eq!(p.traffic, Traffic::Next(0));
+    }
+
+    #[test]
+    fn a_new_instance_failing_after_the_switch_keeps_the_rest_serving_until_the_old_return() {
+        let o = observed(
+            2,
+            vec![old("a", D), old("b", D), new("n1", H), new("n2", F)],
+        );
+        let p = plan(&o);
+        assert!(matches!(p.progress, Progress::Aborting { .. }));
+        // Nothing old is healthy: the new set keeps all traffic, n1 keeps serving.
+        assert_eq!(p.traffic, Traffic::Next(100));
+        assert!(!p.actions.contains(&Action::Drain { id: "n1".into() }));
     }
 }

@@ -1,7 +1,7 @@
 //! The rolling strategy: replace instances a batch at a time within max_surge and max_unavailable.
 
 use crate::observed::{Action, InstanceView, Observed, Plan, Progress, Set, State, Traffic};
-use crate::strategy::failure;
+use crate::strategy::{abort, failure};
 
 /// Rolling settings from the stack file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,7 +16,10 @@ pub struct Rolling {
 /// the same observation gives the same plan.
 pub fn plan(settings: Rolling, o: &Observed) -> Plan {
     match failure(o) {
-        Some(reason) => abort(o, reason),
+        Some(reason) => {
+            let floor = o.desired.saturating_sub(settings.max_unavailable);
+            abort(o, reason, floor, true)
+        }
         None => roll(settings, o),
     }
 }
@@ -106,45 +109,6 @@ fn roll(s: Rolling, o: &Observed) -> Plan {
         actions.push(Action::Drain { id: old.id.clone() });
     }
     Plan::simple(Progress::Rolling, actions, Traffic::Natural)
-}
-
-fn abort(o: &Observed, reason: String) -> Plan {
-    let mut actions: Vec<Action> = o
-        .instances
-        .iter()
-        .filter(|i| i.version == o.target && i.state != State::Draining)
-        .map(|i| match i.state {
-            // A new instance that took traffic is drained like any other.
-            State::Healthy => Action::Drain { id: i.id.clone() },
-            _ => Action::Remove { id: i.id.clone() },
-        })
-        .collect();
-    for i in o
-        .instances
-        .iter()
-        .filter(|i| i.version != o.target && i.state == State::Failed)
-    {
-        actions.push(Action::Remove { id: i.id.clone() });
-    }
-    let previous_live = o
-        .instances
-        .iter()
-        .filter(|i| i.version == o.previous && matches!(i.state, State::Healthy | State::Starting))
-        .count() as u32
-        + launching(o, &o.previous);
-    for _ in previous_live..o.desired {
-        actions.push(Action::Launch {
-            version: o.previous.clone(),
-            set: Set::Live,
-        });
-    }
-    let restored = count(o, &o.previous, State::Healthy) >= o.desired;
-    let new_gone = !o.instances.iter().any(|i| i.version == o.target);
-    if restored && new_gone && actions.is_empty() {
-        Plan::simple(Progress::RolledBack { reason }, actions, Traffic::Natural)
-    } else {
-        Plan::simple(Progress::Aborting { reason }, actions, Traffic::Natural)
-    }
 }
 
 #[cfg(test)]
@@ -298,7 +262,20 @@ mod tests {
             matches!(p.progress, Progress::Aborting { ref reason } if reason.contains("n2")),
             "{p:?}"
         );
-        assert_eq!(p.actions, vec![drain("n1"), remove("n2"), launch(V1)]);
+        // n1 keeps serving until an old replacement is healthy: three healthy is the floor.
+        assert_eq!(p.actions, vec![remove("n2"), launch(V1)]);
+        let o = observed(
+            3,
+            vec![
+                inst("b", V1, H),
+                inst("c", V1, H),
+                inst("r", V1, H),
+                inst("n1", V2, H),
+            ],
+        );
+        let mut o = o;
+        o.aborted = Some("n2 failed".into());
+        assert_eq!(plan(SURGE, &o).actions, vec![drain("n1")]);
         // Old version back at full size, new ones gone: rolled back.
         let mut o = observed(
             3,

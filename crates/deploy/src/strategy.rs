@@ -134,24 +134,20 @@ pub(crate) fn size_next(o: &Observed, want: u32, actions: &mut Vec<Action>) {
     }
 }
 
-/// Gives up on the next set: its traffic goes to 0 in the same plan, then it drains and stops;
-/// the live set is kept at (or brought back to) full size.
-pub(crate) fn abort(o: &Observed, reason: String) -> Plan {
-    let mut actions: Vec<Action> = o
-        .instances
-        .iter()
-        .filter(|i| i.version == o.target && i.state != State::Draining)
-        .map(|i| match i.state {
-            State::Healthy => Action::Drain { id: i.id.clone() },
-            _ => Action::Remove { id: i.id.clone() },
-        })
-        .collect();
-    for i in o
-        .instances
-        .iter()
-        .filter(|i| i.version != o.target && i.state == State::Failed)
-    {
-        actions.push(Action::Remove { id: i.id.clone() });
+/// Gives up: new instances that never served go at once; those serving drain only as far as
+/// `floor` healthy instances remain, so the old version takes over capacity before the new one
+/// leaves; the previous version is brought back to full size in the live set. With `natural`
+/// traffic every healthy instance keeps its share (rolling); otherwise the new set's share is
+/// what the old one cannot yet carry, which is 0 when the old set is at full size: a canary that
+/// fails analysis loses its traffic in this very plan.
+pub(crate) fn abort(o: &Observed, reason: String, floor: u32, natural: bool) -> Plan {
+    let mut actions = Vec::new();
+    for i in &o.instances {
+        let never_served =
+            i.version == o.target && matches!(i.state, State::Starting | State::Failed);
+        if never_served || (i.version != o.target && i.state == State::Failed) {
+            actions.push(Action::Remove { id: i.id.clone() });
+        }
     }
     for _ in o.live(Set::Live, &o.previous)..o.desired {
         actions.push(Action::Launch {
@@ -159,14 +155,34 @@ pub(crate) fn abort(o: &Observed, reason: String) -> Plan {
             set: Set::Live,
         });
     }
-    let restored = o.count(Set::Live, &o.previous, State::Healthy) >= o.desired;
+    let old_healthy = o.count(Set::Live, &o.previous, State::Healthy);
+    let mut serving: Vec<&crate::observed::InstanceView> = o
+        .instances
+        .iter()
+        .filter(|i| i.version == o.target && i.state == State::Healthy)
+        .collect();
+    serving.sort_by(|a, b| a.id.cmp(&b.id));
+    let mut available = old_healthy + serving.len() as u32;
+    for i in serving {
+        if available <= floor {
+            break;
+        }
+        available -= 1;
+        actions.push(Action::Drain { id: i.id.clone() });
+    }
+    let restored = old_healthy >= o.desired;
     let new_gone = !o.instances.iter().any(|i| i.version == o.target);
     let progress = if restored && new_gone && actions.is_empty() {
         Progress::RolledBack { reason }
     } else {
         Progress::Aborting { reason }
     };
-    Plan::simple(progress, actions, Traffic::Next(0))
+    let traffic = if natural {
+        Traffic::Natural
+    } else {
+        Traffic::Next(100 - capacity_percent(old_healthy, o.desired))
+    };
+    Plan::simple(progress, actions, traffic)
 }
 
 /// The share of traffic a set of `healthy` instances can carry when `desired` carry all of it.
