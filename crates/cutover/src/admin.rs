@@ -80,6 +80,9 @@ async fn status(State(state): State<Arc<AdminState>>) -> Response {
         body["desired"] = json!(c.desired());
         body["instances"] = json!(c.instances());
         body["deployment"] = json!(c.deployment(None));
+        if let Some((version, left)) = c.warm() {
+            body["warm"] = json!({ "version": version, "for_s": left.as_secs() });
+        }
     }
     Json(body).into_response()
 }

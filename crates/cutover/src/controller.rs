@@ -94,6 +94,8 @@ pub enum DeployError {
 pub struct InstanceStatus {
     pub id: String,
     pub version: String,
+    /// The target group it serves from.
+    pub group: &'static str,
     pub pid: u32,
     pub port: u16,
     pub state: State,
@@ -878,6 +880,11 @@ impl Controller {
             }),
             Named::ReplaceGroup => Strategy::ReplaceGroup,
             Named::BlueGreen => Strategy::BlueGreen,
+            Named::Canary if d.steps.is_empty() => {
+                return Err(DeployError::BadCommand(
+                    "a canary needs steps: deploy.steps in the stack file is empty".into(),
+                ))
+            }
             Named::Canary => Strategy::Canary(Canary {
                 steps: d.steps.clone(),
                 window: d.progress_deadline,
@@ -1109,6 +1116,16 @@ impl Controller {
         self.spec.group.desired
     }
 
+    /// The previous version kept warm for a rollback by flip, and how long it stays.
+    pub fn warm(&self) -> Option<(String, Duration)> {
+        let inner = self.lock();
+        let w = inner.warm.as_ref()?;
+        Some((
+            w.version.clone(),
+            w.until.saturating_duration_since(Instant::now()),
+        ))
+    }
+
     pub fn current(&self) -> String {
         self.lock().current.clone()
     }
@@ -1131,6 +1148,7 @@ impl Controller {
                 Some(InstanceStatus {
                     id: v.id,
                     version: v.version,
+                    group: t.group,
                     pid: t.instance.pid,
                     port: t.instance.port,
                     state: v.state,

@@ -242,6 +242,11 @@ fn a_canary_with_errors_is_aborted_by_analysis_within_its_share() {
     // before the minimum was reached, plus one second of its share while the abort takes effect.
     let bound = MIN_REQUESTS + RATE * WEIGHT / 100;
     let app_failures = report["failed_app"].as_u64().unwrap_or(u64::MAX);
+    eprintln!(
+        "canary aborted by analysis: {app_failures} app failures seen by clients (bound {bound}), \
+         {} requests in all",
+        report["requests"]
+    );
     assert!(
         app_failures > 0 && app_failures <= bound,
         "{app_failures} app failures, bound {bound}: {report}"

@@ -67,6 +67,44 @@ async fn weighted_groups_split_traffic_within_three_percent() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_with_nothing_healthy_loses_its_share_instead_of_failing_open() {
+    let stack = Stack::plain().await;
+    let blue = Backend::start(&["--version", "blue"]).await;
+    let mut open = health();
+    open.fail_open = true;
+    for (name, weight) in [("blue", 90), ("green", 10)] {
+        stack
+            .registry
+            .ensure_group(name, weight, Balance::RoundRobin, open.clone())
+            .expect("group");
+    }
+    stack.add_healthy("blue", &blue.key()).await;
+    // green's only target refuses connections and never passes a check: it would fail open.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr");
+    stack
+        .registry
+        .register("green", &dead.to_string())
+        .await
+        .expect("register");
+    let table = stack.registry.table();
+    let green = table
+        .groups
+        .iter()
+        .find(|g| &*g.name == "green")
+        .expect("green");
+    assert!(
+        green.targets.is_empty(),
+        "another group is healthy, so green does not fail open"
+    );
+    drop(table);
+    let counts = versions(&stack, 500).await;
+    assert_eq!(counts.get("blue"), Some(&500), "{counts:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_target_that_refuses_connections_costs_the_client_nothing() {
     let stack = Stack::plain().await;
     let up = Backend::start(&["--version", "up"]).await;

@@ -497,7 +497,8 @@ fn deploy(c: &mut Checker, d: &RawDeploy, group: &Group) -> Deploy {
             .enumerate()
             .map(|(i, s)| step(c, i, s, group))
             .collect(),
-        None if strategy == Strategy::Canary => vec![
+        // Defaults even when the file's strategy is another: `--strategy canary` may ask for it.
+        None => vec![
             CanaryStep {
                 instances: Some(1),
                 weight: None,
@@ -509,7 +510,6 @@ fn deploy(c: &mut Checker, d: &RawDeploy, group: &Group) -> Deploy {
                 pause: Pause::For(Duration::from_secs(60)),
             },
         ],
-        None => Vec::new(),
     };
     if d.steps.as_ref().is_some_and(Vec::is_empty) && strategy == Strategy::Canary {
         c.problem("deploy.steps", "a canary needs at least one step");

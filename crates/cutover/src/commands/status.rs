@@ -155,15 +155,23 @@ pub fn run(args: Args) -> ExitCode {
             println!("release {release}");
             for i in status["instances"].as_array().into_iter().flatten() {
                 println!(
-                    "  {:<18} {:<8} pid {:<7} port {:<5} {:<9} in-flight {:<3} {:>6} req/s  {}",
+                    "  {:<18} {:<8} {:<6} pid {:<7} port {:<5} {:<9} in-flight {:<3} {:>6} req/s  {}",
                     i["id"].as_str().unwrap_or("?"),
                     i["version"].as_str().unwrap_or("?"),
+                    i["group"].as_str().unwrap_or("?"),
                     i["pid"],
                     i["port"],
                     i["state"].as_str().unwrap_or("?"),
                     i["in_flight"],
                     i["rps"],
                     i["reason"].as_str().unwrap_or("")
+                );
+            }
+            if let Some(w) = status["warm"].as_object() {
+                println!(
+                    "warm: {} for {} s more; `cutover rollback` flips traffic back to it",
+                    w["version"].as_str().unwrap_or("?"),
+                    w["for_s"]
                 );
             }
             if let Some(d) = status["deployment"].as_object() {
