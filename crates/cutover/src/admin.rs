@@ -42,6 +42,8 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/pause", post(pause))
         .route("/resume", post(resume))
         .route("/abort", post(abort))
+        .route("/scale", post(scale))
+        .route("/scaling", get(scaling))
         .route("/stop", post(stop))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -80,6 +82,7 @@ async fn status(State(state): State<Arc<AdminState>>) -> Response {
         body["desired"] = json!(c.desired());
         body["instances"] = json!(c.instances());
         body["deployment"] = json!(c.deployment(None));
+        body["scaling"] = json!(c.last_scaling());
         if let Some((version, left)) = c.warm() {
             body["warm"] = json!({ "version": version, "for_s": left.as_secs() });
         }
@@ -195,6 +198,30 @@ async fn resume(State(state): State<Arc<AdminState>>) -> Response {
 async fn abort(State(state): State<Arc<AdminState>>) -> Response {
     match managed(&state) {
         Ok(c) => steered(c.abort()),
+        Err(resp) => *resp,
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScaleRequest {
+    desired: u32,
+}
+
+async fn scale(State(state): State<Arc<AdminState>>, body: JsonBody<ScaleRequest>) -> Response {
+    let (c, req) = match deployment_request(&state, body, "{\"desired\": 3}") {
+        Ok(ok) => ok,
+        Err(resp) => return *resp,
+    };
+    match c.scale(req.desired) {
+        Ok(from) => Json(json!({ "from": from, "desired": req.desired })).into_response(),
+        Err(e) => error(StatusCode::BAD_REQUEST, e),
+    }
+}
+
+async fn scaling(State(state): State<Arc<AdminState>>) -> Response {
+    match managed(&state) {
+        Ok(c) => Json(json!({ "scaling": c.scaling_history() })).into_response(),
         Err(resp) => *resp,
     }
 }

@@ -9,12 +9,13 @@ use cutover_deploy::{
     judge, steady, Action, Canary, InstanceView, Observed, Progress, Promote, Rolling, Sample, Set,
     State, StepObserved, Strategy, Traffic, Verdict,
 };
+use cutover_fleet::autoscale::Autoscaler;
 use cutover_fleet::{Backoff, Exit, Instance, InstanceId, LaunchSpec, LocalFleet};
 use cutover_proxy::metrics::MetricsSnapshot;
 use cutover_proxy::target::TargetState;
 use cutover_proxy::Registry;
 use cutover_spec::Spec;
-use cutover_store::{DeploymentRow, InstanceRow, Store};
+use cutover_store::{DeploymentRow, InstanceRow, ScalingRow, Store};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
@@ -83,6 +84,8 @@ pub enum DeployError {
     NothingToRollBack,
     #[error("no strategy named `{0}`; expected one of {1}")]
     BadStrategy(String, String),
+    #[error("desired size {0} is outside the group's min {1} and max {2}")]
+    OutOfBounds(u32, u32, u32),
     #[error("no deployment is in progress")]
     NoDeployment,
     #[error("deployment {0} uses the {1} strategy; only a canary has steps to promote or pause")]
@@ -138,6 +141,13 @@ impl Run {
     }
 }
 
+/// Where one autoscaling policy's current evaluation period began, and the counters then.
+struct Sampling {
+    at: Instant,
+    requests: u64,
+    cpu: BTreeMap<InstanceId, Duration>,
+}
+
 /// The previous version, still running in the other group at weight 0.
 struct Warm {
     version: String,
@@ -157,6 +167,11 @@ struct Inner {
     weights: (u32, u32),
     warm: Option<Warm>,
     run: Option<Run>,
+    /// The group's desired size: the stack file's, or as autoscaling or `cutover scale` set it.
+    desired: u32,
+    scaler: Option<Autoscaler>,
+    sampling: Vec<Sampling>,
+    last_scaling: Option<ScalingRow>,
     launch_error: Option<String>,
     crashes: u32,
     hold_launches_until: Option<Instant>,
@@ -283,6 +298,25 @@ impl Controller {
         if !instances.is_empty() {
             tracing::info!(adopted = instances.len(), "re-adopted running instances");
         }
+        let group = &spec.group;
+        let desired = store
+            .desired()?
+            .map_or(group.desired, |d| d.clamp(group.min, group.max));
+        let last_scaling = store.scaling()?.pop();
+        let scaler = spec
+            .autoscale
+            .clone()
+            .map(|a| Autoscaler::new(a, group.min, group.max));
+        let sampling = spec
+            .autoscale
+            .iter()
+            .flat_map(|a| &a.policies)
+            .map(|_| Sampling {
+                at: Instant::now(),
+                requests: 0,
+                cpu: BTreeMap::new(),
+            })
+            .collect();
         Ok(Arc::new(Self {
             spec,
             fleet,
@@ -299,6 +333,10 @@ impl Controller {
                 weights: (100, 0),
                 warm: None,
                 run: None,
+                desired,
+                scaler,
+                sampling,
+                last_scaling,
                 launch_error: None,
                 crashes: 0,
                 hold_launches_until: None,
@@ -352,6 +390,7 @@ impl Controller {
             while let Ok(exit) = exits.try_recv() {
                 self.on_exit(exit);
             }
+            self.autoscale();
             self.step();
             tokio::select! {
                 _ = stop.cancelled() => return,
@@ -434,19 +473,24 @@ impl Controller {
                     _ => State::Starting,
                 }
             };
-            views.push(InstanceView {
-                id: id.0.clone(),
-                version: t.instance.version.clone(),
-                set: if t.group == live {
-                    Set::Live
-                } else {
-                    Set::Next
+            views.push((
+                t.launched,
+                InstanceView {
+                    id: id.0.clone(),
+                    version: t.instance.version.clone(),
+                    set: if t.group == live {
+                        Set::Live
+                    } else {
+                        Set::Next
+                    },
+                    state,
+                    detail,
                 },
-                state,
-                detail,
-            });
+            ));
         }
-        views
+        // Oldest first: where a planner must choose, the newest go first.
+        views.sort_by_key(|(launched, v)| (*launched, v.id.clone()));
+        views.into_iter().map(|(_, v)| v).collect()
     }
 
     fn step(self: &Arc<Self>) {
@@ -489,7 +533,7 @@ impl Controller {
                 .count() as u32;
             actions.extend(steady::plan(
                 &current,
-                self.spec.group.desired,
+                inner.desired,
                 &views,
                 launching,
                 may_launch,
@@ -542,7 +586,7 @@ impl Controller {
         let observed = Observed {
             target: deployment.to.clone(),
             previous: deployment.from.clone(),
-            desired: self.spec.group.desired,
+            desired: inner.desired,
             instances: views,
             deadline_passed: deadline_passed || inner.launch_error.is_some(),
             launches_in_flight,
@@ -1113,7 +1157,139 @@ impl Controller {
     }
 
     pub fn desired(&self) -> u32 {
-        self.spec.group.desired
+        self.lock().desired
+    }
+
+    /// The last scaling action, by a policy or by hand.
+    pub fn last_scaling(&self) -> Option<ScalingRow> {
+        self.lock().last_scaling.clone()
+    }
+
+    pub fn scaling_history(&self) -> Vec<ScalingRow> {
+        self.store.scaling().unwrap_or_default()
+    }
+
+    /// Sets the desired size by hand, within min and max (`cutover scale N`).
+    pub fn scale(&self, to: u32) -> Result<u32, DeployError> {
+        let g = &self.spec.group;
+        if to < g.min || to > g.max {
+            return Err(DeployError::OutOfBounds(to, g.min, g.max));
+        }
+        let mut inner = self.lock();
+        let from = inner.desired;
+        if let Some(scaler) = inner.scaler.as_mut() {
+            scaler.manual(from, to, Instant::now());
+        }
+        self.record_scaling(
+            &mut inner,
+            from,
+            to,
+            "set by `cutover scale`".into(),
+            serde_json::Value::Null,
+        );
+        drop(inner);
+        self.wake.notify_one();
+        Ok(from)
+    }
+
+    fn record_scaling(
+        &self,
+        inner: &mut Inner,
+        from: u32,
+        to: u32,
+        reason: String,
+        metrics: serde_json::Value,
+    ) {
+        tracing::info!(from, to, %reason, "desired size changed");
+        inner.desired = to;
+        self.persist("scaling", self.store.scaled(from, to, &reason, &metrics));
+        inner.last_scaling = Some(ScalingRow {
+            at: now_rfc3339(),
+            from,
+            to,
+            reason,
+            metrics,
+        });
+    }
+
+    /// Ends each policy's evaluation period when it is due: measures its metric, and lets the
+    /// autoscaler decide on the periods so far.
+    fn autoscale(&self) {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let Some(scaler) = inner.scaler.as_mut() else {
+            return;
+        };
+        let now = Instant::now();
+        let policies = scaler.spec().policies.clone();
+        let requests: u64 = GROUPS
+            .iter()
+            .filter_map(|g| self.registry.group_metrics(g))
+            .map(|m| m.requests)
+            .sum();
+        let healthy = self
+            .registry
+            .status()
+            .iter()
+            .filter(|g| GROUPS.contains(&g.name.as_str()))
+            .flat_map(|g| &g.targets)
+            .filter(|t| t.state == TargetState::Healthy)
+            .count()
+            .max(1) as f64;
+        for (i, policy) in policies.iter().enumerate() {
+            let Some(sampling) = inner.sampling.get_mut(i) else {
+                continue;
+            };
+            let elapsed = now.saturating_duration_since(sampling.at);
+            if elapsed < policy.period {
+                continue;
+            }
+            let value = match policy.kind {
+                cutover_spec::PolicyKind::Cpu { .. } => {
+                    let mut cpu = BTreeMap::new();
+                    let mut percents = Vec::new();
+                    for (id, t) in &inner.instances {
+                        if inner.draining.contains(id) {
+                            continue;
+                        }
+                        let Some(used) = cutover_fleet::cpu::group_cpu_time(t.instance.pid) else {
+                            continue;
+                        };
+                        if let Some(before) = sampling.cpu.get(id) {
+                            let busy = used.saturating_sub(*before).as_secs_f64();
+                            percents.push(100.0 * busy / elapsed.as_secs_f64());
+                        }
+                        cpu.insert(id.clone(), used);
+                    }
+                    sampling.cpu = cpu;
+                    (!percents.is_empty())
+                        .then(|| percents.iter().sum::<f64>() / percents.len() as f64)
+                }
+                _ => {
+                    let per_minute = requests.saturating_sub(sampling.requests) as f64
+                        / (elapsed.as_secs_f64() / 60.0);
+                    Some(per_minute / healthy)
+                }
+            };
+            sampling.at = now;
+            sampling.requests = requests;
+            if let Some(v) = value {
+                scaler.record(i, v);
+            }
+        }
+        // Capacity still starting is not capacity yet: no decision until it is healthy.
+        let pending = inner
+            .instances
+            .iter()
+            .any(|(id, t)| !t.ever_healthy && !inner.draining.contains(id))
+            || !inner.launching.is_empty();
+        let current = inner.desired;
+        if let Some(d) = scaler.decide(current, now, pending) {
+            let metrics = serde_json::to_value(&d.metrics).unwrap_or_default();
+            self.record_scaling(inner, d.from, d.to, d.reason, metrics);
+            drop(guard);
+            self.wake.notify_one();
+        }
     }
 
     /// The previous version kept warm for a rollback by flip, and how long it stays.

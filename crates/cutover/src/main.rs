@@ -55,8 +55,10 @@ enum Command {
     Abort(commands::deploy::SteerArgs),
     /// Instance logs: all of them, one instance, or one version's; `-f` follows.
     Logs(commands::logs::Args),
-    /// Every deployment with its outcome and reason.
+    /// Every deployment with its outcome, steps and reason (`--scaling`: every scaling action).
     History(commands::deploy::HistoryArgs),
+    /// Set the desired number of instances by hand, within the group's min and max.
+    Scale(commands::deploy::ScaleArgs),
     /// Stop a running stack: close listeners, drain and stop instances.
     Stop(commands::status::Stack),
     /// Add a target to, or drain and remove one from, a running stack.
@@ -102,6 +104,7 @@ fn main() -> ExitCode {
         Command::Abort(args) => commands::deploy::steer("/abort", serde_json::json!({}), args),
         Command::Logs(args) => commands::logs::run(args),
         Command::History(args) => commands::deploy::history(args),
+        Command::Scale(args) => commands::deploy::scale(args),
         Command::Stop(stack) => commands::deploy::stop(stack),
     }
 }

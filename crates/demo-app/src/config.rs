@@ -65,6 +65,10 @@ pub struct Config {
     /// Fault: exit with code 1 at once, before opening the port.
     #[arg(long)]
     pub exit_on_start: bool,
+
+    /// Load: keep this fraction (0.0–1.0) of one core busy, for testing CPU autoscaling.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_fraction)]
+    pub cpu_burn: f64,
 }
 
 impl Config {

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Parser;
 use demo_app::{serve, AppState, Config, Shutdown};
@@ -66,6 +67,10 @@ async fn run(config: Config) -> anyhow::Result<Shutdown> {
     tracing::info!(addr = %local, version = %config.app_version, "listening");
     // Tests and the fleet read the bound port from this line when they ask for port 0.
     println!("listening on {local}");
+    if config.cpu_burn > 0.0 {
+        let fraction = config.cpu_burn;
+        std::thread::spawn(move || burn(fraction));
+    }
     if let Some(after) = config.crash_after {
         tokio::spawn(async move {
             tokio::time::sleep(after).await;
@@ -80,4 +85,17 @@ async fn run(config: Config) -> anyhow::Result<Shutdown> {
         }
     };
     Ok(serve(listener, state, shutdown, config.shutdown_timeout).await?)
+}
+
+/// Spins for `fraction` of every 10 ms slice, forever: a steady share of one core.
+fn burn(fraction: f64) {
+    const SLICE: Duration = Duration::from_millis(10);
+    let busy = SLICE.mul_f64(fraction.clamp(0.0, 1.0));
+    loop {
+        let start = std::time::Instant::now();
+        while start.elapsed() < busy {
+            std::hint::spin_loop();
+        }
+        std::thread::sleep(SLICE.saturating_sub(start.elapsed()));
+    }
 }

@@ -2,7 +2,8 @@
 
 use crate::observed::{Action, InstanceView, Set, State};
 
-/// Actions that bring `version` back to `desired` instances in the live set. `may_launch` is
+/// Actions that bring `version` back to `desired` instances in the live set; `instances` comes
+/// oldest first. `may_launch` is
 /// false while a crash-looping group waits out its back-off. The next set, where a previous
 /// version may be kept warm for a rollback, is the executor's to expire; only its dead go here.
 pub fn plan(
@@ -44,11 +45,27 @@ pub fn plan(
         }) {
             actions.push(Action::Drain { id: i.id.clone() });
         }
-        // Surplus of our own (the desired size went down): newest first.
-        let mut surplus: Vec<&&InstanceView> =
-            ours.iter().filter(|i| i.state == State::Healthy).collect();
-        surplus.sort_by(|a, b| b.id.cmp(&a.id));
-        for i in surplus.into_iter().take((healthy - desired) as usize) {
+    }
+    // Surplus of our own (the desired size went down): those still starting go first (they
+    // never served), then the newest healthy ones (`instances` comes oldest first), drained.
+    let starting: Vec<&&InstanceView> = ours
+        .iter()
+        .filter(|i| i.state == State::Starting)
+        .rev()
+        .collect();
+    let surplus = (ours.len() as u32).saturating_sub(desired);
+    let removed = surplus.min(starting.len() as u32);
+    for i in starting.into_iter().take(removed as usize) {
+        actions.push(Action::Remove { id: i.id.clone() });
+    }
+    if healthy >= desired {
+        let extra = (surplus - removed).min(healthy - desired);
+        for i in ours
+            .iter()
+            .filter(|i| i.state == State::Healthy)
+            .rev()
+            .take(extra as usize)
+        {
             actions.push(Action::Drain { id: i.id.clone() });
         }
     }
@@ -132,5 +149,24 @@ mod tests {
             true,
         );
         assert!(a.is_empty(), "the old one stays until ours is healthy");
+    }
+
+    #[test]
+    fn scaling_in_removes_starting_ones_first_then_the_newest() {
+        let fleet = [
+            inst("old", "v1", State::Healthy),
+            inst("mid", "v1", State::Healthy),
+            inst("new", "v1", State::Healthy),
+            inst("booting", "v1", State::Starting),
+        ];
+        assert_eq!(
+            plan("v1", 2, &fleet, 0, true),
+            vec![
+                Action::Remove {
+                    id: "booting".into()
+                },
+                Action::Drain { id: "new".into() }
+            ]
+        );
     }
 }

@@ -30,9 +30,14 @@ bind = "127.0.0.1:0"
 
 impl Stack {
     pub fn start(deploy: &str) -> Self {
-        let stack = Self(Up::start(&format!("{BASE}[deploy]\n{deploy}\n")));
-        wait_for("3 healthy v1 instances", || {
-            (stack.healthy("v1") == 3).then_some(())
+        Self::start_from(&format!("{BASE}[deploy]\n{deploy}\n"), 3)
+    }
+
+    /// A stack from a whole stack file, once `healthy` v1 instances are up.
+    pub fn start_from(file: &str, healthy: usize) -> Self {
+        let stack = Self(Up::start(file));
+        wait_for(&format!("{healthy} healthy v1 instances"), || {
+            (stack.healthy("v1") == healthy).then_some(())
         });
         stack
     }

@@ -1,7 +1,9 @@
 //! The fleet: instances of a release as supervised local processes, each in its own process group.
 
+pub mod autoscale;
 pub mod backoff;
 pub mod command;
+pub mod cpu;
 pub mod instance;
 pub mod local;
 pub mod logs;

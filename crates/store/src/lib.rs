@@ -33,6 +33,16 @@ pub struct DeploymentRow {
     pub steps: serde_json::Value,
 }
 
+/// A change of the desired size: by a policy (with the metric values that caused it) or by hand.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScalingRow {
+    pub at: String,
+    pub from: u32,
+    pub to: u32,
+    pub reason: String,
+    pub metrics: serde_json::Value,
+}
+
 /// An instance this daemon started and has not yet seen stopped.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InstanceRow {
@@ -72,6 +82,14 @@ CREATE TABLE IF NOT EXISTS events (
     at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
     kind TEXT NOT NULL,
     detail TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS scaling (
+    id INTEGER PRIMARY KEY,
+    at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+    from_size INTEGER NOT NULL,
+    to_size INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    metrics TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS instances (
     id TEXT PRIMARY KEY,
@@ -126,6 +144,66 @@ impl Store {
             params![version],
         )?;
         Ok(())
+    }
+
+    /// The desired size last set by autoscaling or `cutover scale`, if any.
+    pub fn desired(&self) -> Result<Option<u32>> {
+        let v: Option<String> = self
+            .conn()
+            .query_row("SELECT value FROM meta WHERE key = 'desired'", [], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        Ok(v.and_then(|v| v.parse().ok()))
+    }
+
+    /// Records a scaling action and the desired size it set, in one transaction.
+    pub fn scaled(
+        &self,
+        from: u32,
+        to: u32,
+        reason: &str,
+        metrics: &serde_json::Value,
+    ) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT INTO scaling (from_size, to_size, reason, metrics) VALUES (?1, ?2, ?3, ?4)",
+            params![from, to, reason, metrics.to_string()],
+        )?;
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES ('desired', ?1) ON CONFLICT(key) DO UPDATE SET value = ?1",
+            params![to.to_string()],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn scaling(&self) -> Result<Vec<ScalingRow>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT at, from_size, to_size, reason, metrics FROM scaling ORDER BY id")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                ScalingRow {
+                    at: r.get(0)?,
+                    from: r.get(1)?,
+                    to: r.get(2)?,
+                    reason: r.get(3)?,
+                    metrics: serde_json::Value::Null,
+                },
+                r.get::<_, String>(4)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (row, metrics) = row?;
+            out.push(ScalingRow {
+                metrics: serde_json::from_str(&metrics)?,
+                ..row
+            });
+        }
+        Ok(out)
     }
 
     /// Remembers a release and its command (None: the stack file's).
@@ -325,6 +403,14 @@ mod tests {
             })
             .expect("instance");
             s.instance_stopped("i-v1-1").expect("stopped");
+            assert_eq!(s.desired().expect("desired"), None);
+            s.scaled(
+                1,
+                2,
+                "cpu above 90",
+                &serde_json::json!([{"values": [95.0]}]),
+            )
+            .expect("scaled");
         }
         let s = Store::open(&path).expect("reopen");
         assert_eq!(s.current_release().expect("current").as_deref(), Some("v1"));
@@ -339,5 +425,10 @@ mod tests {
         let live = s.live_instances().expect("live");
         assert_eq!(live.len(), 1);
         assert_eq!(live[0].id, "i-v1-2");
+        assert_eq!(s.desired().expect("desired"), Some(2));
+        let scaling = s.scaling().expect("scaling");
+        assert_eq!((scaling[0].from, scaling[0].to), (1, 2));
+        assert_eq!(scaling[0].metrics[0]["values"][0], 95.0);
+        assert_eq!(ds[0].steps[0]["verdict"], "pass");
     }
 }

@@ -31,6 +31,9 @@ pub struct Args {
 pub struct HistoryArgs {
     #[arg(long)]
     pub json: bool,
+    /// List scaling actions instead of deployments.
+    #[arg(long)]
+    pub scaling: bool,
     #[command(flatten)]
     pub stack: Stack,
 }
@@ -209,6 +212,23 @@ fn progress_line(d: &Value, status: &Value) -> String {
 pub fn history(args: HistoryArgs) -> ExitCode {
     finish(block_on(async {
         let admin = Admin::for_stack(&args.stack)?;
+        if args.scaling {
+            let h = admin.get("/scaling").await?;
+            if args.json {
+                println!("{h}");
+                return Ok(());
+            }
+            for a in h["scaling"].as_array().into_iter().flatten() {
+                println!(
+                    "{} {} -> {}  {}",
+                    a["at"].as_str().unwrap_or("?"),
+                    a["from"],
+                    a["to"],
+                    a["reason"].as_str().unwrap_or("")
+                );
+            }
+            return Ok(());
+        }
         let h = admin.get("/history").await?;
         if args.json {
             println!("{h}");
@@ -252,6 +272,31 @@ pub fn steer(path: &str, body: Value, args: SteerArgs) -> ExitCode {
                 Some(reason) => eprintln!("deployment {}: {progress} ({reason})", d["id"]),
                 None => eprintln!("deployment {}: {progress}", d["id"]),
             }
+        }
+        Ok(())
+    }))
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ScaleArgs {
+    /// The desired number of instances, within the group's min and max.
+    pub desired: u32,
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub stack: Stack,
+}
+
+pub fn scale(args: ScaleArgs) -> ExitCode {
+    finish(block_on(async {
+        let admin = Admin::for_stack(&args.stack)?;
+        let r = admin
+            .post("/scale", &json!({ "desired": args.desired }))
+            .await?;
+        if args.json {
+            println!("{r}");
+        } else {
+            eprintln!("desired size {} -> {}", r["from"], r["desired"]);
         }
         Ok(())
     }))

@@ -152,7 +152,16 @@ pub fn run(args: Args) -> ExitCode {
             return Ok(());
         }
         if let Some(release) = status["release"].as_str() {
-            println!("release {release}");
+            println!("release {release}, desired {}", status["desired"]);
+            if let Some(a) = status["scaling"].as_object() {
+                println!(
+                    "last scaling {} -> {} at {}: {}",
+                    a["from"],
+                    a["to"],
+                    a["at"].as_str().unwrap_or("?"),
+                    a["reason"].as_str().unwrap_or("")
+                );
+            }
             for i in status["instances"].as_array().into_iter().flatten() {
                 println!(
                     "  {:<18} {:<8} {:<6} pid {:<7} port {:<5} {:<9} in-flight {:<3} {:>6} req/s  {}",
