@@ -1,0 +1,32 @@
+//! http and https: a GET streamed to the sink; connection failures, cut bodies and 5xx are
+//! transient, other statuses are not.
+
+use url::Url;
+
+use crate::sink::Sink;
+use crate::FetchError;
+
+fn transport(e: reqwest::Error) -> FetchError {
+    FetchError::Transport(match e.url() {
+        Some(_) => e.without_url().to_string(),
+        None => e.to_string(),
+    })
+}
+
+pub(crate) async fn get(
+    client: &reqwest::Client,
+    url: &Url,
+    sink: &mut Sink,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<(), FetchError> {
+    let mut resp = client.get(url.clone()).send().await.map_err(transport)?;
+    let status = resp.status();
+    if !status.is_success() {
+        return Err(FetchError::Status(status.as_u16()));
+    }
+    while let Some(chunk) = resp.chunk().await.map_err(transport)? {
+        sink.write(&chunk).await?;
+        progress(chunk.len() as u64);
+    }
+    Ok(())
+}
