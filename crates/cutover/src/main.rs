@@ -31,6 +31,8 @@ struct Cli {
 enum Command {
     /// Send load to a URL and count every outcome; exit 0 only if nothing failed.
     Probe(commands::probe::Args),
+    /// Download release artifacts in parallel: http, https, s3, file; `URL#sha256=HEX` verifies.
+    Fetch(commands::fetch::Args),
     /// Validate a stack file and print it normalized.
     Check(commands::check::Args),
     /// Run the stack in the foreground: listeners, target groups, health checks, admin API.
@@ -88,6 +90,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Probe(args) => commands::probe::run(args),
         Command::Check(args) => commands::check::run(args),
+        Command::Fetch(args) => commands::fetch::run(args),
         Command::Up(args) => commands::up::run(args),
         Command::Status(args) => commands::status::run(args),
         Command::Target(cmd) => commands::status::run_target(cmd),

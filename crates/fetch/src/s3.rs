@@ -27,7 +27,11 @@ pub(crate) async fn client() -> Client {
     Client::from_conf(config)
 }
 
-fn classify<E: ProvideErrorMetadata + std::fmt::Debug, R>(e: SdkError<E, R>) -> FetchError {
+fn classify<E, R>(e: SdkError<E, R>) -> FetchError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
     let transient = matches!(
         e,
         SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_)
