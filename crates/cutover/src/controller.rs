@@ -126,11 +126,14 @@ struct Run {
     verdict: Verdict,
     promote: Option<Promote>,
     paused: bool,
+    /// The release is being fetched and unpacked: nothing may change until it is ready.
+    preparing: bool,
 }
 
 impl Run {
     fn new(strategy: Strategy) -> Self {
         Self {
+            preparing: false,
             strategy,
             step: 0,
             window: None,
@@ -184,6 +187,7 @@ struct Inner {
 
 pub struct Controller {
     spec: Spec,
+    releases: Option<crate::release::Releases>,
     fleet: LocalFleet,
     registry: Arc<Registry>,
     store: Store,
@@ -202,6 +206,7 @@ impl Controller {
     /// and start time), and a deploy that was in progress (rolled back).
     pub async fn start(
         spec: Spec,
+        data_dir: &std::path::Path,
         fleet: LocalFleet,
         registry: Arc<Registry>,
         store: Store,
@@ -213,6 +218,11 @@ impl Controller {
                 spec.release.version.clone()
             }
         };
+        let releases = crate::release::Releases::new(data_dir, &spec.release);
+        if let Some(r) = &releases {
+            // Nothing can start until the serving release is on disk.
+            r.prepare(&current).await?;
+        }
         let commands: BTreeMap<String, String> = store.release_commands()?.into_iter().collect();
         let rows = store.deployments()?;
         let next_id = rows.iter().map(|d| d.id).max().unwrap_or(0) + 1;
@@ -319,6 +329,7 @@ impl Controller {
             .collect();
         Ok(Arc::new(Self {
             spec,
+            releases,
             fleet,
             registry,
             store,
@@ -496,10 +507,14 @@ impl Controller {
     fn step(self: &Arc<Self>) {
         let mut inner = self.lock();
         let views = self.observe(&mut inner);
-        let active = inner
-            .deployment
-            .as_ref()
-            .is_some_and(|(d, _)| !d.finished());
+        // While the release is being fetched nothing may change for the deploy, but the fleet
+        // is still kept at its size.
+        let preparing = inner.run.as_ref().is_some_and(|r| r.preparing);
+        let active = !preparing
+            && inner
+                .deployment
+                .as_ref()
+                .is_some_and(|(d, _)| !d.finished());
         let actions = if active {
             self.step_deployment(&mut inner, views)
         } else {
@@ -573,6 +588,7 @@ impl Controller {
                 max_unavailable: self.spec.deploy.max_unavailable,
             }))
         });
+
         // The analysis window: the new version's group against the live one since the step began.
         if let Some((_, live_then, next_then)) = &run.window {
             let now_live = self.registry.group_metrics(live).unwrap_or_default();
@@ -698,9 +714,30 @@ impl Controller {
                 inner.launch_error = None;
                 inner.run = None;
                 inner.history.push(d);
+                self.prune(inner);
             }
         }
         plan.actions
+    }
+
+    /// Removes unpacked releases no rollback will ask for: all but the current one, the warm
+    /// one, and those of the last three successful deployments.
+    fn prune(&self, inner: &Inner) {
+        let Some(releases) = &self.releases else {
+            return;
+        };
+        let mut keep: Vec<&str> = vec![inner.current.as_str()];
+        keep.extend(inner.warm.as_ref().map(|w| w.version.as_str()));
+        for d in inner
+            .history
+            .iter()
+            .rev()
+            .filter(|d| d.progress == Progress::Done)
+            .take(3)
+        {
+            keep.extend([d.from.as_str(), d.to.as_str()]);
+        }
+        releases.prune(&keep);
     }
 
     /// Sets the two groups' weights for `traffic`, in one routing change, if they differ.
@@ -801,7 +838,7 @@ impl Controller {
             version: version.clone(),
             env: release.env.clone(),
             user: release.user.clone(),
-            workdir: None,
+            workdir: self.releases.as_ref().map(|r| r.dir_of(&version)),
             stop_signal: signal_of(release.stop_signal),
             stop_timeout: release.stop_timeout,
         };
@@ -1003,8 +1040,22 @@ impl Controller {
             steps: Vec::new(),
             flip_us: None,
         };
+        let mut run = Run::new(strategy);
+        let d = match &self.releases {
+            Some(r) if !r.dir_of(version).is_dir() => {
+                run.preparing = true;
+                let this = self.clone();
+                let v = version.to_owned();
+                tokio::spawn(async move { this.prepare(id, v).await });
+                Deployment {
+                    progress: Progress::Preparing,
+                    ..d
+                }
+            }
+            _ => d,
+        };
         inner.deployment = Some((d.clone(), Instant::now()));
-        inner.run = Some(Run::new(strategy));
+        inner.run = Some(run);
         self.persist(
             "release",
             self.store.record_release(version, command.as_deref()),
@@ -1023,6 +1074,44 @@ impl Controller {
             "deployment started"
         );
         Ok(d)
+    }
+
+    /// Fetches and unpacks the release of deployment `id`; on failure the deployment ends before
+    /// any instance has changed.
+    async fn prepare(self: Arc<Self>, id: u64, version: String) {
+        let Some(releases) = &self.releases else {
+            return;
+        };
+        let result = releases.prepare(&version).await;
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        if let (Some((d, started)), Some(run)) = (
+            inner.deployment.as_mut().filter(|(d, _)| d.id == id),
+            inner.run.as_mut(),
+        ) {
+            run.preparing = false;
+            match result {
+                Ok(dir) => {
+                    tracing::info!(deployment = id, release = %dir.display(), "release ready");
+                    if d.progress == Progress::Preparing {
+                        d.progress = Progress::Rolling;
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(deployment = id, error = %e, "release not ready");
+                    let reason = e.to_string();
+                    d.progress = Progress::RolledBack { reason };
+                    d.finished_at = Some(now_rfc3339());
+                    d.duration_ms =
+                        Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
+                    let d = d.clone();
+                    self.save(&d);
+                    inner.run = None;
+                    inner.history.push(d);
+                }
+            }
+        }
+        self.wake.notify_one();
     }
 
     /// Rolls back. While the previous version is warm, this is one routing change back to it

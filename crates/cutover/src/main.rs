@@ -3,6 +3,7 @@
 mod admin;
 mod commands;
 mod controller;
+mod release;
 mod token;
 
 use std::process::ExitCode;

@@ -100,6 +100,8 @@ pub enum Action {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "progress", rename_all = "snake_case")]
 pub enum Progress {
+    /// Fetching, verifying and unpacking the release; nothing has changed yet.
+    Preparing,
     /// Working towards the target version.
     Rolling,
     /// Holding at a step: waiting for `cutover promote` (or `resume`), with why.

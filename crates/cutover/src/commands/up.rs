@@ -107,7 +107,8 @@ pub async fn run_stack(
         let db = data_dir.join("state.db");
         let store = cutover_store::Store::open(&db)
             .map_err(|e| anyhow::anyhow!("{}: {e}", db.display()))?;
-        let controller = Controller::start(spec.clone(), fleet, registry.clone(), store).await?;
+        let controller =
+            Controller::start(spec.clone(), &data_dir, fleet, registry.clone(), store).await?;
         background.spawn(controller.clone().run(exits, stop.clone()));
         Some(controller)
     } else {
