@@ -137,10 +137,15 @@ impl Releases {
             attempts: 2,
             ..Options::default()
         };
-        let outcome = fetch_all(std::slice::from_ref(&sum_url), &dir, &options, Arc::new(Quiet))
-            .await
-            .ok()
-            .and_then(|o| o.into_iter().next());
+        let outcome = fetch_all(
+            std::slice::from_ref(&sum_url),
+            &dir,
+            &options,
+            Arc::new(Quiet),
+        )
+        .await
+        .ok()
+        .and_then(|o| o.into_iter().next());
         let Some(file) = outcome
             .filter(|o| o.status == Status::Ok)
             .and_then(|o| o.file)

@@ -20,13 +20,13 @@ pub(crate) async fn copy(
             std::io::ErrorKind::NotFound => FetchError::NotFound(path.display().to_string()),
             _ => FetchError::Io(e),
         })?;
-    let mut buf = vec![0u8; 256 * 1024];
     loop {
-        let n = file.read(&mut buf).await?;
+        let mut buf = bytes::BytesMut::with_capacity(256 * 1024);
+        let n = file.read_buf(&mut buf).await?;
         if n == 0 {
             return Ok(());
         }
-        sink.write(&buf[..n]).await?;
+        sink.write(buf.freeze()).await?;
         progress(n as u64);
     }
 }

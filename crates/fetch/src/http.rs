@@ -25,8 +25,9 @@ pub(crate) async fn get(
         return Err(FetchError::Status(status.as_u16()));
     }
     while let Some(chunk) = resp.chunk().await.map_err(transport)? {
-        sink.write(&chunk).await?;
-        progress(chunk.len() as u64);
+        let n = chunk.len() as u64;
+        sink.write(chunk).await?;
+        progress(n);
     }
     Ok(())
 }

@@ -268,7 +268,7 @@ impl Job {
     }
 
     async fn attempt(&self, index: usize, source: &Source, dest: &Path) -> Result<u64, FetchError> {
-        let mut sink = sink::Sink::create(&self.dir, &source.name).await?;
+        let mut sink = sink::Sink::create(&self.dir, &source.name, source.sha256.is_some()).await?;
         let progress = |n: u64| self.progress.advance(index, n);
         match source.url.scheme() {
             "http" | "https" => http::get(&self.client, &source.url, &mut sink, &progress).await?,

@@ -82,8 +82,9 @@ pub(crate) async fn get(
         message: format!("reading s3://{bucket}/{key}: {e}"),
         transient: true,
     })? {
-        sink.write(&bytes).await?;
-        progress(bytes.len() as u64);
+        let n = bytes.len() as u64;
+        sink.write(bytes).await?;
+        progress(n);
     }
     Ok(())
 }
