@@ -83,6 +83,7 @@ async fn status(State(state): State<Arc<AdminState>>) -> Response {
         body["instances"] = json!(c.instances());
         body["deployment"] = json!(c.deployment(None));
         body["scaling"] = json!(c.last_scaling());
+        body["preview"] = json!(c.preview());
         if let Some((version, left)) = c.warm() {
             body["warm"] = json!({ "version": version, "for_s": left.as_secs() });
         }

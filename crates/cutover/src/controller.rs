@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use cutover_deploy::{
-    judge, steady, Action, Canary, InstanceView, Observed, Progress, Promote, Rolling, Sample, Set,
-    State, StepObserved, Strategy, Traffic, Verdict,
+    judge, steady, Action, Canary, InstanceView, Observed, Progress, Promote, Promotion, Rolling,
+    Sample, Set, State, StepObserved, Strategy, Traffic, Verdict,
 };
 use cutover_fleet::autoscale::Autoscaler;
 use cutover_fleet::{Backoff, Exit, Instance, InstanceId, LaunchSpec, LocalFleet};
@@ -128,12 +128,26 @@ struct Run {
     paused: bool,
     /// The release is being fetched and unpacked: nothing may change until it is ready.
     preparing: bool,
+    /// Blue-green's probe through the preview listener: `None` when there is none to run.
+    check: Option<Check>,
 }
+
+#[derive(Debug, Clone, PartialEq)]
+enum Check {
+    NotStarted,
+    Running,
+    Done(Promotion),
+}
+
+/// Requests the pre-promotion check sends through the preview listener; every one must be
+/// answered below 500 by the new set.
+const PREVIEW_REQUESTS: usize = 20;
 
 impl Run {
     fn new(strategy: Strategy) -> Self {
         Self {
             preparing: false,
+            check: None,
             strategy,
             step: 0,
             window: None,
@@ -187,6 +201,11 @@ struct Inner {
 
 pub struct Controller {
     spec: Spec,
+    /// Which of [`GROUPS`] is live, readable without the lock (the preview listener asks per
+    /// request).
+    live_index: std::sync::atomic::AtomicUsize,
+    /// Where the preview listener listens, once it does.
+    preview: std::sync::OnceLock<std::net::SocketAddr>,
     releases: Option<crate::release::Releases>,
     fleet: LocalFleet,
     registry: Arc<Registry>,
@@ -328,6 +347,8 @@ impl Controller {
             })
             .collect();
         Ok(Arc::new(Self {
+            live_index: std::sync::atomic::AtomicUsize::new(0),
+            preview: std::sync::OnceLock::new(),
             spec,
             releases,
             fleet,
@@ -599,7 +620,32 @@ impl Controller {
                 &sample(&now_live.since(live_then)),
             );
         }
+        // Blue-green's check starts once the whole new set is healthy, and only once.
+        if run.check == Some(Check::NotStarted)
+            && views
+                .iter()
+                .filter(|v| v.set == Set::Next && v.version == deployment.to)
+                .filter(|v| v.state == State::Healthy)
+                .count() as u32
+                >= inner.desired
+        {
+            if let Some(addr) = self.preview.get().copied() {
+                run.check = Some(Check::Running);
+                let this = self.clone();
+                let id = deployment.id;
+                tokio::spawn(async move {
+                    let result = preview_check(addr).await;
+                    this.checked(id, result);
+                });
+            }
+        }
+        let promotion = match &run.check {
+            None => Promotion::NotConfigured,
+            Some(Check::NotStarted | Check::Running) => Promotion::Pending,
+            Some(Check::Done(p)) => p.clone(),
+        };
         let observed = Observed {
+            promotion,
             target: deployment.to.clone(),
             previous: deployment.from.clone(),
             desired: inner.desired,
@@ -702,6 +748,9 @@ impl Controller {
                     if uses_next {
                         // The new set's group is the live one now; weights stay as they are.
                         inner.live = other(inner.live);
+                        let index = usize::from(inner.live == GROUPS[1]);
+                        self.live_index
+                            .store(index, std::sync::atomic::Ordering::Relaxed);
                         inner.weights = (inner.weights.1, inner.weights.0);
                     }
                     if keeps_warm {
@@ -1041,6 +1090,10 @@ impl Controller {
             flip_us: None,
         };
         let mut run = Run::new(strategy);
+        if matches!(run.strategy, Strategy::BlueGreen) && !onto_warm && self.preview.get().is_some()
+        {
+            run.check = Some(Check::NotStarted);
+        }
         let d = match &self.releases {
             Some(r) if !r.dir_of(version).is_dir() => {
                 run.preparing = true;
@@ -1074,6 +1127,40 @@ impl Controller {
             "deployment started"
         );
         Ok(d)
+    }
+
+    /// Which group the preview listener reaches: the one that is not live.
+    pub fn next_group(&self) -> &'static str {
+        GROUPS[1 - self
+            .live_index
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .min(1)]
+    }
+
+    pub fn preview(&self) -> Option<std::net::SocketAddr> {
+        self.preview.get().copied()
+    }
+
+    /// The preview listener is up at `addr`: blue-green deploys check through it from now on.
+    pub fn set_preview(&self, addr: std::net::SocketAddr) {
+        let _ = self.preview.set(addr);
+    }
+
+    fn checked(&self, id: u64, result: Result<(), String>) {
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        let ours = inner.deployment.as_ref().is_some_and(|(d, _)| d.id == id);
+        if let (true, Some(run)) = (ours, inner.run.as_mut()) {
+            match &result {
+                Ok(()) => tracing::info!(deployment = id, "pre-promotion check passed"),
+                Err(e) => tracing::warn!(deployment = id, error = %e, "pre-promotion check failed"),
+            }
+            run.check = Some(Check::Done(match result {
+                Ok(()) => Promotion::Passed,
+                Err(e) => Promotion::Failed(e),
+            }));
+        }
+        self.wake.notify_one();
     }
 
     /// Fetches and unpacks the release of deployment `id`; on failure the deployment ends before
@@ -1487,4 +1574,28 @@ fn describe(step: Option<&cutover_spec::CanaryStep>) -> String {
         cutover_spec::Pause::UntilPromoted => parts.push("until promoted".into()),
     }
     parts.join(", ")
+}
+
+/// Sends [`PREVIEW_REQUESTS`] requests for `/` through the preview listener at `addr`: every one
+/// must be answered by the new set below 500.
+async fn preview_check(addr: std::net::SocketAddr) -> Result<(), String> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut failures = Vec::new();
+    for _ in 0..PREVIEW_REQUESTS {
+        match client.get(format!("http://{addr}/")).send().await {
+            Ok(r) if r.status().as_u16() < 500 => {}
+            Ok(r) => failures.push(format!("HTTP {}", r.status().as_u16())),
+            Err(e) => failures.push(e.without_url().to_string()),
+        }
+    }
+    match failures.first() {
+        None => Ok(()),
+        Some(first) => Err(format!(
+            "{} of {PREVIEW_REQUESTS} requests through the preview listener failed, first: {first}",
+            failures.len()
+        )),
+    }
 }

@@ -46,6 +46,7 @@ fn observed(new_set: Set) -> Observed {
             verdict: Verdict::Pass,
             ..StepObserved::default()
         },
+        promotion: Default::default(),
     }
 }
 

@@ -1,6 +1,6 @@
 //! Blue-green: the new version's full set beside the old at weight 0, then one atomic flip.
 
-use crate::observed::{Observed, Plan, Progress, Set, State, Traffic};
+use crate::observed::{Observed, Plan, Progress, Promotion, Set, State, Traffic};
 use crate::strategy::{abort, failure, size_next, tend};
 
 /// Brings the next set to full size at weight 0 and flips all traffic to it once every instance
@@ -13,6 +13,16 @@ pub fn plan(o: &Observed) -> Plan {
     let mut actions = tend(o);
     size_next(o, o.desired, &mut actions);
     if o.count(Set::Next, &o.target, State::Healthy) >= o.desired {
+        match &o.promotion {
+            Promotion::Pending => {
+                return Plan::simple(Progress::Rolling, actions, Traffic::Next(0))
+            }
+            Promotion::Failed(why) => {
+                let reason = format!("the pre-promotion check failed: {why}");
+                return abort(o, reason, o.desired, false);
+            }
+            Promotion::NotConfigured | Promotion::Passed => {}
+        }
         let progress = if actions.is_empty() {
             Progress::Done
         } else {
@@ -48,6 +58,24 @@ mod tests {
             (Progress::Done, Traffic::Next(100), vec![]),
             "the old set is not drained: it stays warm"
         );
+    }
+
+    #[test]
+    fn the_flip_waits_for_the_pre_promotion_check_and_a_failed_one_aborts() {
+        let mut o = observed(
+            2,
+            vec![old("a", H), old("b", H), new("n1", H), new("n2", H)],
+        );
+        o.promotion = Promotion::Pending;
+        assert_eq!(plan(&o).traffic, Traffic::Next(0));
+        o.promotion = Promotion::Passed;
+        assert_eq!(plan(&o).traffic, Traffic::Next(100));
+        o.promotion = Promotion::Failed("HTTP 500".into());
+        let p = plan(&o);
+        assert!(
+            matches!(p.progress, Progress::Aborting { ref reason } if reason.contains("pre-promotion"))
+        );
+        assert_eq!(p.traffic, Traffic::Next(0));
     }
 
     #[test]

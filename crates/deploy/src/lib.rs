@@ -12,7 +12,8 @@ pub mod strategy;
 pub use analysis::{judge, Limits, Sample, Verdict};
 pub use canary::Canary;
 pub use observed::{
-    Action, InstanceView, Observed, Plan, Progress, Promote, Set, State, StepObserved, Traffic,
+    Action, InstanceView, Observed, Plan, Progress, Promote, Promotion, Set, State, StepObserved,
+    Traffic,
 };
 pub use rolling::{plan, Rolling};
 pub use strategy::Strategy;

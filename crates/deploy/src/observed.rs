@@ -59,6 +59,19 @@ pub struct Observed {
     pub aborted: Option<String>,
     /// Where a stepped strategy (canary) stands; the default for the others.
     pub step: StepObserved,
+    /// Blue-green's check of the new set through the preview listener, before the flip.
+    pub promotion: Promotion,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Promotion {
+    /// No preview listener: the new set's health is the whole check.
+    #[default]
+    NotConfigured,
+    /// Asked for, not answered yet.
+    Pending,
+    Passed,
+    Failed(String),
 }
 
 /// The executor's record of the current step: which one, since when its traffic is in place,
@@ -213,6 +226,7 @@ pub(crate) mod tests {
             launches_in_flight: vec![],
             aborted: None,
             step: StepObserved::default(),
+            promotion: Promotion::default(),
         }
     }
 

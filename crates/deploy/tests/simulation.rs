@@ -321,6 +321,7 @@ fn run(case: &Case, store: &Store, id: u64) -> Progress {
             launches_in_flight: vec![],
             aborted: aborted.clone(),
             step: step.clone(),
+            promotion: Default::default(),
         };
         let plan: Plan = case.strategy.plan(&observed);
         // No weight for a set with nothing healthy in it while the other has something.

@@ -326,3 +326,52 @@ fn taste_one_node_takes_its_natural_share_and_backs_out_on_abort() {
     });
     stack.stop_and_check_no_orphans();
 }
+
+#[test]
+fn blue_green_checks_the_new_set_through_the_preview_listener_before_the_flip() {
+    let stack = Stack::start_from(
+        &format!(
+            "{}[deploy]\nstrategy = \"blue-green\"\ndrain_timeout = \"5s\"\n",
+            cutover_e2e::stack::BASE.replace(
+                "[listener]\nbind = \"127.0.0.1:0\"",
+                "[listener]\nbind = \"127.0.0.1:0\"\npreview = \"127.0.0.1:0\""
+            )
+        ),
+        3,
+    );
+    let preview = stack.status()["preview"]
+        .as_str()
+        .expect("the preview listener's address")
+        .to_owned();
+    let probe = stack.probe(9);
+    std::thread::sleep(Duration::from_millis(300));
+    // Every answer through the preview must be below 500: 30% errors fail the check.
+    let (code, out) = stack.deploy(
+        "v2",
+        Some("demo-app --port {port} --version {version} --error-rate 0.3"),
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("pre-promotion check failed"), "{out}");
+    // A good release passes the check and flips.
+    let (code, out) = stack.deploy("v3", None);
+    assert_eq!(code, 0, "{out}");
+    let report = probe.join().expect("probe");
+    assert_no_infra_failures(&report);
+    assert_eq!(report["failed"], 0, "v2 never took traffic: {report}");
+    assert_eq!(report["versions"].get("v2"), None, "{report}");
+    // After the flip the preview reaches the other set: the warm v1.
+    let version = |url: String| {
+        client()
+            .get(url)
+            .send()
+            .ok()
+            .and_then(|r| r.headers().get("x-app-version").cloned())
+            .and_then(|v| v.to_str().ok().map(str::to_owned))
+    };
+    assert_eq!(version(format!("http://{preview}/")).as_deref(), Some("v1"));
+    assert_eq!(
+        version(format!("http://{}/", stack.0.addr)).as_deref(),
+        Some("v3")
+    );
+    stack.stop_and_check_no_orphans();
+}

@@ -71,7 +71,13 @@ pub struct Proxy {
     pub registry: Arc<Registry>,
     pub rules: HeaderRules,
     pub response_timeout: Duration,
+    /// Route only to the group this names, at any weight (a preview listener); `None`: by weight.
+    pub only: Option<GroupFilter>,
 }
+
+/// Names the one group a preview listener reaches; asked per request, so it can follow a
+/// controller whose groups trade places.
+pub type GroupFilter = Arc<dyn Fn() -> &'static str + Send + Sync>;
 
 /// What a request needs to be sent again when its pooled connection broke after it was written:
 /// only idempotent requests without a body.
@@ -87,6 +93,7 @@ impl Proxy {
             registry,
             rules,
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
+            only: None,
         }
     }
 
@@ -126,11 +133,14 @@ impl Proxy {
         for _ in 0..MAX_ATTEMPTS {
             let picked = {
                 let table = self.registry.table();
+                let pick = |tried: &[Arc<Backend>]| match &self.only {
+                    Some(only) => table.pick_in(only(), tried),
+                    None => table.pick(tried),
+                };
                 // After a replay, the target that broke is the last resort, not excluded: with a
                 // single target, a keep-alive race must still be retried there.
-                table
-                    .pick(&tried)
-                    .or_else(|| replayed.then(|| table.pick(&[])).flatten())
+                pick(&tried)
+                    .or_else(|| replayed.then(|| pick(&[])).flatten())
                     .map(|(g, b)| (g.name.clone(), b))
             };
             let Some((group, backend)) = picked else {
@@ -218,13 +228,12 @@ impl Proxy {
             headers::apply(&mut parts.headers, &self.rules.response);
             return Response::from_parts(parts, Tracked::new(incoming, guard, sender).boxed());
         }
+        let only = self.only.as_ref().map(|only| only());
         if tried.is_empty()
-            && self
-                .registry
-                .table()
-                .groups
-                .iter()
-                .all(|g| g.targets.is_empty() || g.weight == 0)
+            && self.registry.table().groups.iter().all(|g| match only {
+                Some(name) => &*g.name != name || g.targets.is_empty(),
+                None => g.targets.is_empty() || g.weight == 0,
+            })
         {
             ProxyError::NoHealthyTargets.response()
         } else {

@@ -111,6 +111,19 @@ impl Snapshot {
     }
 }
 
+impl Snapshot {
+    /// A target in the group named `group` only, whatever its weight: for a listener that
+    /// previews one set.
+    pub fn pick_in(
+        &self,
+        group: &str,
+        tried: &[Arc<Backend>],
+    ) -> Option<(&GroupRoute, Arc<Backend>)> {
+        let g = self.groups.iter().find(|g| &*g.name == group)?;
+        g.pick(tried).map(|b| (g, b.clone()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,6 +169,15 @@ mod tests {
         let (_, b) = snap.pick(&targets[..2]).expect("the untried target");
         assert!(Arc::ptr_eq(&b, &targets[2]));
         assert!(snap.pick(&targets).is_none());
+    }
+
+    #[test]
+    fn pick_in_reaches_a_group_at_weight_zero() {
+        let a = GroupRoute::new(Arc::from("a"), 100, Balance::RoundRobin, vec![backend(1)]);
+        let b = GroupRoute::new(Arc::from("b"), 0, Balance::RoundRobin, vec![backend(2)]);
+        let snap = Snapshot::new(vec![a, b]);
+        assert!((0..10).all(|_| snap.pick_in("b", &[]).is_some_and(|(g, _)| &*g.name == "b")));
+        assert!(snap.pick_in("c", &[]).is_none());
     }
 
     #[test]

@@ -164,6 +164,9 @@ pub struct Listener {
     pub tls: Option<Tls>,
     /// A plain listener that redirects to HTTPS.
     pub redirect_http: Option<SocketAddr>,
+    /// A listener that reaches only the set a deploy is bringing up: for looking at a new
+    /// version before it takes traffic, and for blue-green's pre-promotion check.
+    pub preview: Option<SocketAddr>,
     pub request_headers: BTreeMap<String, String>,
     pub response_headers: BTreeMap<String, String>,
     pub add_request_headers: BTreeMap<String, String>,

@@ -72,6 +72,7 @@ pub struct RawListener {
     pub bind: Option<String>,
     pub tls: Option<RawTls>,
     pub redirect_http: Option<String>,
+    pub preview: Option<String>,
     pub request_headers: Option<BTreeMap<String, String>>,
     pub response_headers: Option<BTreeMap<String, String>>,
     /// Appended beside any value already there (set replaces; add keeps both).

@@ -46,6 +46,7 @@ impl Spec {
                     key: Some(t.key.display().to_string()),
                 }),
                 redirect_http: l.redirect_http.map(|a| a.to_string()),
+                preview: l.preview.map(|a| a.to_string()),
                 request_headers: Some(l.request_headers.clone()),
                 response_headers: Some(l.response_headers.clone()),
                 add_request_headers: Some(l.add_request_headers.clone()),

@@ -427,6 +427,16 @@ fn listener(c: &mut Checker, l: &RawListener, base_dir: &Path) -> Listener {
     if redirect_http == Some(bind) {
         c.problem("listener.redirect_http", "must differ from listener.bind");
     }
+    let preview = l
+        .preview
+        .as_deref()
+        .and_then(|a| c.addr("listener.preview", a));
+    if preview.is_some_and(|p| p == bind || Some(p) == redirect_http) && bind.port() != 0 {
+        c.problem(
+            "listener.preview",
+            "must differ from listener.bind and listener.redirect_http",
+        );
+    }
     let mut names = |key: &str, list: &Option<Vec<String>>| {
         let list = list.clone().unwrap_or_default();
         for (i, name) in list.iter().enumerate() {
@@ -455,6 +465,7 @@ fn listener(c: &mut Checker, l: &RawListener, base_dir: &Path) -> Listener {
         bind,
         tls,
         redirect_http,
+        preview,
         request_headers: c.headers("listener.request_headers", &l.request_headers),
         response_headers: c.headers("listener.response_headers", &l.response_headers),
         add_request_headers: c.headers("listener.add_request_headers", &l.add_request_headers),

@@ -51,6 +51,7 @@ max = 6
 bind = "0.0.0.0:8443"
 tls = { cert = "certs/cert.pem", key = "/etc/key.pem" }
 redirect_http = "0.0.0.0:8080"
+preview = "127.0.0.1:8444"
 request_headers = { "x-forwarded-proto" = "https" }
 response_headers = { "strict-transport-security" = "max-age=63072000" }
 add_request_headers = { "x-trace" = "lb" }

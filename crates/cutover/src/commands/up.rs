@@ -143,6 +143,23 @@ pub async fn run_stack(
         options,
         listeners_stop.clone().cancelled_owned(),
     ));
+    if let (Some(addr), Some(c)) = (spec.listener.preview, &controller) {
+        let preview = bind(addr).await?;
+        let local = preview.local_addr()?;
+        c.set_preview(local);
+        let follows = c.clone();
+        let mut proxy = Proxy::new(
+            registry.clone(),
+            cutover_proxy::headers::HeaderRules::from_listener(&spec.listener)?,
+        );
+        proxy.only = Some(Arc::new(move || follows.next_group()));
+        listeners.spawn(cutover_proxy::serve(
+            preview,
+            Arc::new(proxy),
+            ListenerOptions::default(),
+            listeners_stop.clone().cancelled_owned(),
+        ));
+    }
     if let Some(redirect) = spec.listener.redirect_http {
         let redirect_listener = bind(redirect).await?;
         println!(
@@ -187,6 +204,9 @@ pub async fn run_stack(
             // Tests and scripts read these lines to find ports chosen by the OS.
             println!("listening on {local}");
             println!("admin on {admin_addr}");
+            if let Some(preview) = controller.as_ref().and_then(|c| c.preview()) {
+                println!("preview on {preview}");
+            }
         }
     }
 
