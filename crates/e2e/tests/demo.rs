@@ -17,7 +17,21 @@ fn the_demo_tells_its_story_without_a_failed_request() {
         .iter()
         .filter_map(|d| d["outcome"].as_str())
         .collect();
-    assert_eq!(outcomes, vec!["done", "rolled_back"]);
+    assert_eq!(
+        outcomes,
+        vec!["done", "rolled_back", "rolled_back", "done", "done"]
+    );
+    let failed_app = report["failed_app"].as_u64().unwrap_or(u64::MAX);
+    assert!(
+        failed_app <= report["app_failures_allowed"].as_u64().unwrap_or(0),
+        "{report}"
+    );
+    assert!(
+        report["deployments"][4]["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("traffic flip in")),
+        "{report}"
+    );
     assert!(
         report["versions"]["v1"].as_u64().unwrap_or(0) > 0
             && report["versions"]["v2"].as_u64().unwrap_or(0) > 0
@@ -26,4 +40,5 @@ fn the_demo_tells_its_story_without_a_failed_request() {
         report["versions"].get("v3").is_none(),
         "the failing v3 never took traffic"
     );
+    assert!(report["versions"]["v5"].as_u64().unwrap_or(0) > 0);
 }
