@@ -1403,11 +1403,20 @@ impl Controller {
             .filter_map(|g| self.registry.group_metrics(g))
             .map(|m| m.requests)
             .sum();
+        // Only groups that take traffic count: a warm set at weight 0 serves nothing.
+        let serving: Vec<&'static str> = [
+            (inner.live, inner.weights.0),
+            (other(inner.live), inner.weights.1),
+        ]
+        .into_iter()
+        .filter(|(_, w)| *w > 0)
+        .map(|(g, _)| g)
+        .collect();
         let healthy = self
             .registry
             .status()
             .iter()
-            .filter(|g| GROUPS.contains(&g.name.as_str()))
+            .filter(|g| serving.contains(&g.name.as_str()))
             .flat_map(|g| &g.targets)
             .filter(|t| t.state == TargetState::Healthy)
             .count()
@@ -1425,7 +1434,7 @@ impl Controller {
                     let mut cpu = BTreeMap::new();
                     let mut percents = Vec::new();
                     for (id, t) in &inner.instances {
-                        if inner.draining.contains(id) {
+                        if inner.draining.contains(id) || !serving.contains(&t.group) {
                             continue;
                         }
                         let Some(used) = cutover_fleet::cpu::group_cpu_time(t.instance.pid) else {
