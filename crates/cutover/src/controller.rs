@@ -282,6 +282,19 @@ impl Controller {
         }
         let mut instances = BTreeMap::new();
         let release = &spec.release;
+        // A warm set whose window is still open survives the restart; one whose window closed
+        // meanwhile is drained like any other old version.
+        let now_unix = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let warm = store
+            .warm()?
+            .filter(|(v, until)| *until > now_unix && *v != current && deployment.is_none())
+            .map(|(version, until)| Warm {
+                version,
+                until: Instant::now() + Duration::from_secs(until - now_unix),
+            });
         for row in store.live_instances()? {
             if row.pid == 0 {
                 // Launched, or about to be, when the last daemon died: find and stop what ran.
@@ -311,16 +324,22 @@ impl Controller {
                 signal_of(release.stop_signal),
                 release.stop_timeout,
             );
-            // The load balancer restarted with the daemon: every survivor joins the live group,
-            // where the steady state keeps the current release and drains the rest.
-            registry.register(GROUPS[0], &instance.target()).await?;
+            // The load balancer restarted with the daemon: survivors of the warm release go back
+            // to the other group at weight 0; the rest join the live group, where the steady
+            // state keeps the current release and drains any other.
+            let group = if warm.as_ref().is_some_and(|w| w.version == instance.version) {
+                GROUPS[1]
+            } else {
+                GROUPS[0]
+            };
+            registry.register(group, &instance.target()).await?;
             instances.insert(
                 instance.id.clone(),
                 Tracked {
                     instance,
                     launched: Instant::now(),
                     ever_healthy: false,
-                    group: GROUPS[0],
+                    group,
                 },
             );
         }
@@ -363,7 +382,7 @@ impl Controller {
                 launching: Vec::new(),
                 live: GROUPS[0],
                 weights: (100, 0),
-                warm: None,
+                warm,
                 run: None,
                 desired,
                 scaler,
@@ -547,7 +566,7 @@ impl Controller {
                 .as_ref()
                 .is_some_and(|w| Instant::now() >= w.until)
             {
-                if let Some(w) = inner.warm.take() {
+                if let Some(w) = self.set_warm(&mut inner, None) {
                     tracing::info!(version = %w.version, "rollback window over; stopping the warm set");
                 }
                 actions.extend(
@@ -754,10 +773,11 @@ impl Controller {
                         inner.weights = (inner.weights.1, inner.weights.0);
                     }
                     if keeps_warm {
-                        inner.warm = Some(Warm {
+                        let warm = Warm {
                             version: d.from.clone(),
                             until: Instant::now() + self.spec.deploy.rollback_window,
-                        });
+                        };
+                        self.set_warm(inner, Some(warm));
                     }
                 }
                 inner.launch_error = None;
@@ -1061,7 +1081,7 @@ impl Controller {
         }
         if !onto_warm {
             // The other group is needed for the new version: a warm previous set gives way.
-            if let Some(w) = inner.warm.take() {
+            if let Some(w) = self.set_warm(&mut inner, None) {
                 tracing::info!(version = %w.version, "a new deploy replaces the warm set");
             }
             let next = other(inner.live);
@@ -1127,6 +1147,26 @@ impl Controller {
             "deployment started"
         );
         Ok(d)
+    }
+
+    /// Sets (or clears) the warm set, on disk too so a restarted daemon keeps it; returns the
+    /// one it replaces.
+    fn set_warm(&self, inner: &mut Inner, warm: Option<Warm>) -> Option<Warm> {
+        let on_disk = warm.as_ref().map(|w| {
+            let left = w.until.saturating_duration_since(Instant::now());
+            let until = SystemTime::now() + left;
+            let secs = until
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            (w.version.clone(), secs)
+        });
+        self.persist(
+            "warm set",
+            self.store
+                .set_warm(on_disk.as_ref().map(|(v, s)| (v.as_str(), *s))),
+        );
+        std::mem::replace(&mut inner.warm, warm)
     }
 
     /// Which group the preview listener reaches: the one that is not live.

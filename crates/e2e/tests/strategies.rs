@@ -378,3 +378,29 @@ fn blue_green_checks_the_new_set_through_the_preview_listener_before_the_flip() 
     );
     stack.stop_and_check_no_orphans();
 }
+
+#[test]
+fn the_warm_set_survives_a_daemon_restart_and_rollback_is_still_a_flip() {
+    let mut stack = Stack::start("strategy = \"blue-green\"\nrollback_window = \"5m\"");
+    let (code, out) = stack.deploy("v2", None);
+    assert_eq!(code, 0, "{out}");
+    let warm_pids = pids(&stack, "v1");
+    assert_eq!(warm_pids.len(), 3);
+    stack.0.crash_and_restart();
+    wait_for("the warm v1 set re-adopted beside v2", || {
+        let status = stack.status();
+        (status["warm"]["version"] == "v1" && stack.healthy("v1") == 3 && stack.healthy("v2") == 3)
+            .then_some(())
+    });
+    assert_eq!(pids(&stack, "v1"), warm_pids, "the same warm processes");
+    let probe = stack.probe(4);
+    std::thread::sleep(Duration::from_millis(500));
+    let (code, out) = stack.run(&["rollback", "--json"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("\"flip_us\""), "a flip, not a redeploy: {out}");
+    let report = probe.join().expect("probe");
+    assert_no_infra_failures(&report);
+    assert_eq!(report["failed"], 0, "{report}");
+    assert_eq!(pids(&stack, "v1"), warm_pids, "no v1 process was started");
+    stack.stop_and_check_no_orphans();
+}

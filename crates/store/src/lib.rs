@@ -146,6 +146,32 @@ impl Store {
         Ok(())
     }
 
+    /// The previous release kept warm for a rollback by flip, and until when (Unix seconds).
+    pub fn warm(&self) -> Result<Option<(String, u64)>> {
+        let v: Option<String> = self
+            .conn()
+            .query_row("SELECT value FROM meta WHERE key = 'warm'", [], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        Ok(v.and_then(|v| {
+            let (version, until) = v.rsplit_once(' ')?;
+            Some((version.to_owned(), until.parse().ok()?))
+        }))
+    }
+
+    pub fn set_warm(&self, warm: Option<(&str, u64)>) -> Result<()> {
+        let conn = self.conn();
+        match warm {
+            Some((version, until)) => conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('warm', ?1) ON CONFLICT(key) DO UPDATE SET value = ?1",
+                params![format!("{version} {until}")],
+            )?,
+            None => conn.execute("DELETE FROM meta WHERE key = 'warm'", [])?,
+        };
+        Ok(())
+    }
+
     /// The desired size last set by autoscaling or `cutover scale`, if any.
     pub fn desired(&self) -> Result<Option<u32>> {
         let v: Option<String> = self
@@ -426,6 +452,11 @@ mod tests {
         assert_eq!(live.len(), 1);
         assert_eq!(live[0].id, "i-v1-2");
         assert_eq!(s.desired().expect("desired"), Some(2));
+        assert_eq!(s.warm().expect("warm"), None);
+        s.set_warm(Some(("v1", 1_800_000_000))).expect("warm");
+        assert_eq!(s.warm().expect("warm"), Some(("v1".into(), 1_800_000_000)));
+        s.set_warm(None).expect("no warm");
+        assert_eq!(s.warm().expect("warm"), None);
         let scaling = s.scaling().expect("scaling");
         assert_eq!((scaling[0].from, scaling[0].to), (1, 2));
         assert_eq!(scaling[0].metrics[0]["values"][0], 95.0);
