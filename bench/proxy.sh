@@ -17,16 +17,13 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
-log() { echo "$*" >&2; }
+. bench/lib.sh
 
 need=()
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
 command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
 command -v wrk >/dev/null || need+=(wrk)
-if ((${#need[@]})); then
-  log "installing ${need[*]}"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+need_packages "${need[@]}"
 PATH=$PATH:/usr/sbin
 
 cargo build --release --bins -q
@@ -35,8 +32,6 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; log "port $1 never opened"; exit 1; }
 
 backend=$(free_port); p_cutover=$(free_port); p_nginx=$(free_port); p_haproxy=$(free_port)
 

@@ -212,12 +212,14 @@ fn progress_line(d: &Value, status: &Value) -> String {
 pub fn history(args: HistoryArgs) -> ExitCode {
     finish(block_on(async {
         let admin = Admin::for_stack(&args.stack)?;
+        let h = admin
+            .get(if args.scaling { "/scaling" } else { "/history" })
+            .await?;
+        if args.json {
+            println!("{h}");
+            return Ok(());
+        }
         if args.scaling {
-            let h = admin.get("/scaling").await?;
-            if args.json {
-                println!("{h}");
-                return Ok(());
-            }
             for a in h["scaling"].as_array().into_iter().flatten() {
                 println!(
                     "{} {} -> {}  {}",
@@ -227,11 +229,6 @@ pub fn history(args: HistoryArgs) -> ExitCode {
                     a["reason"].as_str().unwrap_or("")
                 );
             }
-            return Ok(());
-        }
-        let h = admin.get("/history").await?;
-        if args.json {
-            println!("{h}");
             return Ok(());
         }
         for d in h["deployments"].as_array().into_iter().flatten() {
