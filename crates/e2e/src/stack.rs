@@ -10,27 +10,29 @@ use crate::{cutover, wait_for, Up};
 /// A managed stack: `cutover up` running demo-app instances.
 pub struct Stack(pub Up);
 
-pub const BASE: &str = r#"
-[service]
-name = "web"
-[release]
-version = "v1"
-command = "demo-app --port {port} --version {version}"
-stop_timeout = "5s"
-[group]
-desired = 3
-[health]
-interval = "200ms"
-timeout = "150ms"
-[listener]
-bind = "127.0.0.1:0"
-[admin]
-bind = "127.0.0.1:0"
-"#;
+/// The demo-app release every deploy test starts from.
+pub const RELEASE: &str = "command = \"demo-app --port {port} --version {version}\"";
+
+/// A stack file for tests: v1 of `release` (its `command`, and any more `[release]` keys),
+/// `group`, health checks fast enough for tests, listeners on port 0 (plus `listener` keys),
+/// then `rest` (`[deploy]`, `[autoscale]`, ...).
+pub fn stack_file(release: &str, group: &str, listener: &str, rest: &str) -> String {
+    format!(
+        "[service]\nname = \"web\"\n\
+         [release]\nversion = \"v1\"\nstop_timeout = \"5s\"\n{release}\n\
+         [group]\n{group}\n\
+         [health]\ninterval = \"200ms\"\ntimeout = \"150ms\"\n\
+         [listener]\nbind = \"127.0.0.1:0\"\n{listener}\n\
+         [admin]\nbind = \"127.0.0.1:0\"\n\
+         {rest}\n"
+    )
+}
 
 impl Stack {
+    /// Three demo-app v1 instances with these `[deploy]` settings.
     pub fn start(deploy: &str) -> Self {
-        Self::start_from(&format!("{BASE}[deploy]\n{deploy}\n"), 3)
+        let file = stack_file(RELEASE, "desired = 3", "", &format!("[deploy]\n{deploy}"));
+        Self::start_from(&file, 3)
     }
 
     /// A stack from a whole stack file, once `healthy` v1 instances are up.

@@ -1,7 +1,7 @@
 //! Autoscaling end to end: the probe drives load, the stack scales out step by step after its
 //! evaluation periods and cooldowns, and back in when the load stops, dropping nothing.
 
-use cutover_e2e::stack::Stack;
+use cutover_e2e::stack::{stack_file, Stack};
 use cutover_e2e::wait_for;
 use serde_json::Value;
 
@@ -9,37 +9,17 @@ const COOLDOWN_S: f64 = 2.0;
 const PERIODS: f64 = 2.0;
 
 fn stack(command: &str, max: u32, policy: &str) -> Stack {
-    Stack::start_from(
+    let file = stack_file(
+        &format!("command = \"{command}\""),
+        &format!("min = 1\ndesired = 1\nmax = {max}"),
+        "",
         &format!(
-            r#"
-[service]
-name = "web"
-[release]
-version = "v1"
-command = "{command}"
-stop_timeout = "5s"
-[group]
-min = 1
-desired = 1
-max = {max}
-[health]
-interval = "200ms"
-timeout = "150ms"
-[listener]
-bind = "127.0.0.1:0"
-[admin]
-bind = "127.0.0.1:0"
-[deploy]
-drain_timeout = "5s"
-[autoscale]
-scale_out_cooldown = "{COOLDOWN_S}s"
-scale_in_cooldown = "{COOLDOWN_S}s"
-[[autoscale.policies]]
-{policy}
-"#
+            "[deploy]\ndrain_timeout = \"5s\"\n\
+             [autoscale]\nscale_out_cooldown = \"{COOLDOWN_S}s\"\nscale_in_cooldown = \"{COOLDOWN_S}s\"\n\
+             [[autoscale.policies]]\n{policy}"
         ),
-        1,
-    )
+    );
+    Stack::start_from(&file, 1)
 }
 
 /// 25 requests/s is 1,500 a minute: above 600 per target on one or two instances, not on three.

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use cutover_e2e::stack::{assert_no_infra_failures, Stack};
+use cutover_e2e::stack::{assert_no_infra_failures, stack_file, Stack};
 
 /// A tarball `app-VERSION.tar.gz` in `dir` whose VERSION file says `says`.
 fn tarball(dir: &Path, version: &str, says: &str) {
@@ -44,28 +44,16 @@ fn a_missing_or_corrupt_artifact_fails_before_any_instance_changes() {
         format!("{}  app-v4.tar.gz\n", "0".repeat(64)),
     )
     .expect("checksum file");
-    let file = format!(
-        r#"
-[service]
-name = "web"
-[release]
-version = "v1"
-command = "sh -c 'exec demo-app --port {{port}} --version $(cat VERSION)'"
-artifact = "file://{}/app-{{version}}.tar.gz"
-stop_timeout = "5s"
-[group]
-desired = 3
-[health]
-interval = "200ms"
-timeout = "150ms"
-[listener]
-bind = "127.0.0.1:0"
-[admin]
-bind = "127.0.0.1:0"
-[deploy]
-drain_timeout = "5s"
-"#,
+    let release = format!(
+        "command = \"sh -c 'exec demo-app --port {{port}} --version $(cat VERSION)'\"\n\
+         artifact = \"file://{}/app-{{version}}.tar.gz\"",
         src.path().display()
+    );
+    let file = stack_file(
+        &release,
+        "desired = 3",
+        "",
+        "[deploy]\ndrain_timeout = \"5s\"",
     );
     let stack = Stack::start_from(&file, 3);
     let before = pids(&stack);

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cutover_e2e::stack::{assert_no_infra_failures, Stack};
+use cutover_e2e::stack::{assert_no_infra_failures, stack_file, Stack, RELEASE};
 use cutover_e2e::{client, wait_for};
 use serde_json::Value;
 
@@ -332,12 +332,11 @@ fn taste_one_node_takes_its_natural_share_and_backs_out_on_abort() {
 #[test]
 fn blue_green_checks_the_new_set_through_the_preview_listener_before_the_flip() {
     let stack = Stack::start_from(
-        &format!(
-            "{}[deploy]\nstrategy = \"blue-green\"\ndrain_timeout = \"5s\"\n",
-            cutover_e2e::stack::BASE.replace(
-                "[listener]\nbind = \"127.0.0.1:0\"",
-                "[listener]\nbind = \"127.0.0.1:0\"\npreview = \"127.0.0.1:0\""
-            )
+        &stack_file(
+            RELEASE,
+            "desired = 3",
+            "preview = \"127.0.0.1:0\"",
+            "[deploy]\nstrategy = \"blue-green\"\ndrain_timeout = \"5s\"",
         ),
         3,
     );
