@@ -20,6 +20,8 @@ pub struct Spec {
     pub autoscale: Option<Autoscale>,
     /// Static targets cutover fronts but does not run.
     pub targets: Vec<String>,
+    /// Run the stack on AWS instead of this host.
+    pub aws: Option<Aws>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -332,4 +334,37 @@ pub enum Threshold {
 pub struct ScaleStep {
     pub threshold: Threshold,
     pub change: i32,
+}
+
+/// Where and how the stack runs on AWS: EC2 instances behind an Application Load Balancer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Aws {
+    /// `None`: from the environment or profile, as every AWS tool does.
+    pub region: Option<String>,
+    /// `None`: the account's default VPC.
+    pub vpc: Option<String>,
+    /// Empty: every subnet of the VPC; instances spread across them.
+    pub subnets: Vec<String>,
+    pub instance_type: String,
+    pub security_groups: Vec<String>,
+    pub key_name: Option<String>,
+    /// Name or ARN of the IAM instance profile: a role, rather than keys on the instance.
+    pub instance_profile: Option<String>,
+    pub user_data: Option<String>,
+    pub port: u16,
+    pub listener_port: u16,
+    pub auto_scaling: bool,
+    pub tags: BTreeMap<String, String>,
+    pub images: BTreeMap<String, String>,
+    pub adopt: AwsAdopt,
+}
+
+/// Existing resources `cutover aws init` uses instead of creating its own.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct AwsAdopt {
+    pub listener_arn: Option<String>,
+    /// Two target groups: blue and green.
+    pub target_group_arns: Vec<String>,
+    /// A launch template ID (`lt-…`) or name.
+    pub launch_template: Option<String>,
 }

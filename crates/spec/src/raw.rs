@@ -25,6 +25,8 @@ pub struct RawSpec {
     pub autoscale: Option<RawAutoscale>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub targets: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws: Option<RawAws>,
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]
@@ -160,4 +162,36 @@ pub struct RawScaleStep {
     pub above: Option<f64>,
     pub below: Option<f64>,
     pub change: Option<i32>,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAws {
+    pub region: Option<String>,
+    pub vpc: Option<String>,
+    pub subnets: Option<Vec<String>>,
+    pub instance_type: Option<String>,
+    pub security_groups: Option<Vec<String>>,
+    pub key_name: Option<String>,
+    pub instance_profile: Option<String>,
+    pub user_data: Option<String>,
+    /// The port the service listens on inside each instance.
+    pub port: Option<u16>,
+    /// The load balancer listener's port.
+    pub listener_port: Option<u16>,
+    /// Run the instances in an Auto Scaling group.
+    pub auto_scaling: Option<bool>,
+    pub tags: Option<BTreeMap<String, String>>,
+    /// Release version → image ID.
+    pub images: Option<BTreeMap<String, String>>,
+    /// Existing resources to use instead of creating them.
+    pub adopt: Option<RawAwsAdopt>,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAwsAdopt {
+    pub listener_arn: Option<String>,
+    pub target_group_arns: Option<Vec<String>>,
+    pub launch_template: Option<String>,
 }

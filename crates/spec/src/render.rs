@@ -81,6 +81,7 @@ impl Spec {
                 policies: Some(a.policies.iter().map(raw_policy).collect()),
             }),
             targets: (!self.targets.is_empty()).then(|| self.targets.clone()),
+            aws: self.aws.as_ref().map(raw_aws),
         }
     }
 
@@ -144,4 +145,27 @@ fn raw_policy(p: &Policy) -> RawPolicy {
         }
     }
     raw
+}
+
+fn raw_aws(a: &Aws) -> RawAws {
+    RawAws {
+        region: a.region.clone(),
+        vpc: a.vpc.clone(),
+        subnets: Some(a.subnets.clone()),
+        instance_type: Some(a.instance_type.clone()),
+        security_groups: Some(a.security_groups.clone()),
+        key_name: a.key_name.clone(),
+        instance_profile: a.instance_profile.clone(),
+        user_data: a.user_data.clone(),
+        port: Some(a.port),
+        listener_port: Some(a.listener_port),
+        auto_scaling: Some(a.auto_scaling),
+        tags: Some(a.tags.clone()),
+        images: Some(a.images.clone()),
+        adopt: Some(RawAwsAdopt {
+            listener_arn: a.adopt.listener_arn.clone(),
+            target_group_arns: Some(a.adopt.target_group_arns.clone()),
+            launch_template: a.adopt.launch_template.clone(),
+        }),
+    }
 }

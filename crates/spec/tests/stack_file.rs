@@ -90,6 +90,35 @@ scale_in_below = 70
 periods = 5
 "#;
 
+const AWS: &str = r##"
+[service]
+name = "web"
+[release]
+version = "v1"
+[health]
+interval = "10s"
+timeout = "5s"
+[deploy]
+drain_timeout = "20s"
+[aws]
+region = "us-west-2"
+vpc = "vpc-0abc"
+subnets = ["subnet-01", "subnet-02"]
+instance_type = "c7g.large"
+security_groups = ["sg-0f"]
+key_name = "ops"
+instance_profile = "web-role"
+user_data = "#!/bin/sh\nstart web\n"
+port = 9000
+listener_port = 8080
+auto_scaling = true
+tags = { team = "storefront" }
+images = { v1 = "ami-0001", "2.0" = "ami-0002" }
+[aws.adopt]
+listener_arn = "arn:aws:elasticloadbalancing:us-west-2:1:listener/app/web/1/2"
+target_group_arns = ["arn:aws:tg/blue", "arn:aws:tg/green"]
+"##;
+
 #[test]
 fn minimal_file_gets_one_host_defaults() {
     let spec = ok(MINIMAL);
@@ -160,7 +189,7 @@ fn every_field_is_read() {
 
 #[test]
 fn every_field_round_trips() {
-    for text in [MINIMAL, FULL] {
+    for text in [MINIMAL, FULL, AWS] {
         let spec = ok(text);
         let rendered = spec.to_toml();
         let again = ok(&rendered);
@@ -169,6 +198,60 @@ fn every_field_round_trips() {
             "round trip changed the spec; rendered:\n{rendered}"
         );
     }
+}
+
+#[test]
+fn an_aws_stack_needs_no_command_and_reads_every_field() {
+    let spec = ok(AWS);
+    assert!(spec.release.command.is_empty());
+    let aws = spec.aws.expect("aws");
+    assert_eq!(aws.region.as_deref(), Some("us-west-2"));
+    assert_eq!(aws.subnets, ["subnet-01", "subnet-02"]);
+    assert_eq!(aws.instance_type, "c7g.large");
+    assert_eq!((aws.port, aws.listener_port), (9000, 8080));
+    assert!(aws.auto_scaling);
+    assert_eq!(aws.images["2.0"], "ami-0002");
+    assert_eq!(aws.adopt.target_group_arns.len(), 2);
+    assert_eq!(aws.instance_profile.as_deref(), Some("web-role"));
+}
+
+#[test]
+fn aws_rules_name_the_key() {
+    let found = problems(
+        r#"
+[service]
+name = "web"
+[health]
+interval = "2s"
+[aws]
+subnets = ["net-1"]
+images = { v1 = "image-1" }
+[aws.adopt]
+target_group_arns = ["arn:aws:tg/blue"]
+"#,
+    );
+    let text = found.join("\n");
+    for needle in [
+        "health.interval: on AWS must be whole seconds from 5s to 300s",
+        "health.timeout: on AWS must be whole seconds from 2s to 120s",
+        "aws.subnets[0]: `net-1` is not an ID",
+        "aws.images.v1: `image-1` is not an ID",
+        "aws.adopt.target_group_arns: expected two target groups",
+        "aws.adopt.listener_arn: is required",
+    ] {
+        assert!(text.contains(needle), "missing `{needle}` in:\n{text}");
+    }
+    assert!(
+        !text.contains("release.command"),
+        "an AWS stack needs no command:\n{text}"
+    );
+}
+
+#[test]
+fn the_aws_example_is_valid() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/aws.toml");
+    let spec = cutover_spec::load(&path).expect("examples/aws.toml is valid");
+    assert_eq!(spec.aws.expect("aws").images.len(), 2);
 }
 
 #[test]
