@@ -811,34 +811,7 @@ impl Controller {
 
     /// Sets the two groups' weights for `traffic`, in one routing change, if they differ.
     fn apply_weights(&self, inner: &mut Inner, traffic: Traffic, views: &[InstanceView]) {
-        let weights = match traffic {
-            Traffic::Next(p) => (100 - p.min(100), p.min(100)),
-            Traffic::Natural => {
-                let healthy = |set| {
-                    views
-                        .iter()
-                        .filter(|v| v.set == set && v.state == State::Healthy)
-                        .count() as u32
-                };
-                let (live, next) = (healthy(Set::Live), healthy(Set::Next));
-                let most = live.max(next);
-                if most == 0 {
-                    (100, 0)
-                } else if most > 999 {
-                    // Weights top out at 999: scale, keeping any non-empty set above zero.
-                    let scale = |n: u32| {
-                        if n == 0 {
-                            0
-                        } else {
-                            ((u64::from(n) * 999) / u64::from(most)).max(1) as u32
-                        }
-                    };
-                    (scale(live), scale(next))
-                } else {
-                    (live, next)
-                }
-            }
-        };
+        let weights = traffic.weights(views);
         if weights == inner.weights {
             return;
         }

@@ -148,6 +148,42 @@ pub enum Traffic {
     Next(u32),
 }
 
+impl Traffic {
+    /// The live and the next set's weights (0–999, as ELBv2's weighted forwarding) for this
+    /// split. `Natural` gives each healthy instance an equal share; with nothing healthy anywhere
+    /// the live set keeps the traffic.
+    pub fn weights(self, instances: &[InstanceView]) -> (u32, u32) {
+        match self {
+            Traffic::Next(p) => (100 - p.min(100), p.min(100)),
+            Traffic::Natural => {
+                let healthy = |set| {
+                    instances
+                        .iter()
+                        .filter(|v| v.set == set && v.state == State::Healthy)
+                        .count() as u32
+                };
+                let (live, next) = (healthy(Set::Live), healthy(Set::Next));
+                let most = live.max(next);
+                if most == 0 {
+                    (100, 0)
+                } else if most > 999 {
+                    // Weights top out at 999: scale, keeping any non-empty set above zero.
+                    let scale = |n: u32| {
+                        if n == 0 {
+                            0
+                        } else {
+                            ((u64::from(n) * 999) / u64::from(most)).max(1) as u32
+                        }
+                    };
+                    (scale(live), scale(next))
+                } else {
+                    (live, next)
+                }
+            }
+        }
+    }
+}
+
 impl Plan {
     /// A plan for a strategy without steps.
     pub fn simple(progress: Progress, actions: Vec<Action>, traffic: Traffic) -> Self {

@@ -43,6 +43,18 @@ pub struct ScalingRow {
     pub metrics: serde_json::Value,
 }
 
+/// A cloud resource the stack uses: one cutover created (and will delete on `destroy`), or an
+/// existing one it adopted (and leaves alone).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceRow {
+    /// Such as `load-balancer`, `target-group:blue`, `auto-scaling-group`.
+    pub kind: String,
+    /// ARN or ID.
+    pub id: String,
+    pub name: String,
+    pub created: bool,
+}
+
 /// An instance this daemon started and has not yet seen stopped.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InstanceRow {
@@ -101,6 +113,15 @@ CREATE TABLE IF NOT EXISTS instances (
     launched_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
     stopped_at TEXT
 );
+CREATE TABLE IF NOT EXISTS resources (
+    kind TEXT NOT NULL,
+    id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    created INTEGER NOT NULL,
+    recorded_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+    deleted_at TEXT,
+    PRIMARY KEY (kind, id)
+);
 ";
 
 impl Store {
@@ -142,6 +163,60 @@ impl Store {
         self.conn().execute(
             "INSERT INTO meta (key, value) VALUES ('current', ?1) ON CONFLICT(key) DO UPDATE SET value = ?1",
             params![version],
+        )?;
+        Ok(())
+    }
+
+    /// A value kept between runs under `key`.
+    pub fn meta(&self, key: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn()
+            .query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| {
+                r.get(0)
+            })
+            .optional()?)
+    }
+
+    pub fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = ?2",
+            params![key, value],
+        )?;
+        Ok(())
+    }
+
+    /// Records a resource before anything depends on it, so a failure later still finds it.
+    pub fn record_resource(&self, r: &ResourceRow) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO resources (kind, id, name, created) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(kind, id) DO UPDATE SET name = ?3, created = ?4, deleted_at = NULL",
+            params![r.kind, r.id, r.name, r.created],
+        )?;
+        Ok(())
+    }
+
+    /// Resources recorded and not deleted, oldest first.
+    pub fn resources(&self) -> Result<Vec<ResourceRow>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT kind, id, name, created FROM resources WHERE deleted_at IS NULL ORDER BY rowid",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(ResourceRow {
+                kind: r.get(0)?,
+                id: r.get(1)?,
+                name: r.get(2)?,
+                created: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    pub fn resource_deleted(&self, kind: &str, id: &str) -> Result<()> {
+        self.conn().execute(
+            "UPDATE resources SET deleted_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+             WHERE kind = ?1 AND id = ?2",
+            params![kind, id],
         )?;
         Ok(())
     }
@@ -385,6 +460,35 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resources_are_recorded_until_deleted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.db");
+        let row = |kind: &str, id: &str, created| ResourceRow {
+            kind: kind.into(),
+            id: id.into(),
+            name: format!("{kind} name"),
+            created,
+        };
+        {
+            let s = Store::open(&path).expect("open");
+            s.record_resource(&row("load-balancer", "arn:lb", true))
+                .expect("record");
+            s.record_resource(&row("listener", "arn:l", false))
+                .expect("record");
+            s.resource_deleted("load-balancer", "arn:lb")
+                .expect("delete");
+            s.set_meta("aws.live", "green").expect("meta");
+        }
+        let s = Store::open(&path).expect("reopen");
+        assert_eq!(
+            s.resources().expect("read"),
+            [row("listener", "arn:l", false)]
+        );
+        assert_eq!(s.meta("aws.live").expect("meta").as_deref(), Some("green"));
+        assert_eq!(s.meta("absent").expect("meta"), None);
+    }
 
     #[test]
     fn everything_survives_reopening() {
