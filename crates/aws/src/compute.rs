@@ -40,6 +40,8 @@ pub struct Machine {
     pub zone: Option<String>,
     /// RFC 3339; orders instances oldest first.
     pub launched_at: String,
+    /// The Auto Scaling group that owns it, if one does.
+    pub auto_scaling_group: Option<String>,
 }
 
 /// What a deploy needs from the compute service. EC2 in production, a fake in tests.
@@ -237,6 +239,8 @@ impl Compute for Ec2 {
                         .and_then(|p| p.availability_zone())
                         .map(str::to_owned),
                     launched_at: i.launch_time().map(|t| t.to_string()).unwrap_or_default(),
+                    auto_scaling_group: Some(tag("aws:autoscaling:groupName"))
+                        .filter(|g| !g.is_empty()),
                 });
             }
             token = out.next_token().map(str::to_owned);

@@ -1,1 +1,323 @@
+//! Replace-group with Auto Scaling: a new group per release, from a new launch template version,
+//! attached to the live target group; once all its instances are healthy there, the old group
+//! (or the plain instances it replaces) is detached, drained and deleted. A new group that never
+//! turns healthy is deleted, and the old one was never touched.
 
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use aws_sdk_autoscaling::types::{LaunchTemplateSpecification, Tag};
+use aws_sdk_ec2::types::RequestLaunchTemplateData;
+use cutover_deploy::Progress;
+use cutover_spec::Spec;
+use cutover_store::{ResourceRow, Store};
+use tokio::time::Instant;
+
+use crate::clients::Clients;
+use crate::compute::{Compute, MachineState};
+use crate::error::{api, field, AwsError};
+use crate::journal::{Event, Journal, Outcome};
+use crate::stack::{kind, section, Stack};
+use crate::tags;
+use crate::traffic::TrafficPlane;
+
+const SERVICE: &str = "autoscaling";
+
+#[derive(Debug, Clone)]
+pub struct GroupSettings {
+    pub min: u32,
+    pub desired: u32,
+    pub max: u32,
+    pub progress_deadline: Duration,
+    pub drain_timeout: Duration,
+    pub poll: Duration,
+}
+
+/// The Auto Scaling groups recorded for the stack, oldest first.
+pub fn recorded(store: &Store) -> Result<Vec<ResourceRow>, AwsError> {
+    Ok(store
+        .resources()?
+        .into_iter()
+        .filter(|r| r.kind == kind::AUTO_SCALING_GROUP)
+        .collect())
+}
+
+/// Deletes a group and its instances; a group already gone is fine.
+pub async fn delete_group(clients: &Clients, name: &str) -> Result<(), AwsError> {
+    match clients
+        .asg
+        .delete_auto_scaling_group()
+        .auto_scaling_group_name(name)
+        .force_delete(true)
+        .send()
+        .await
+        .map_err(api(SERVICE, "DeleteAutoScalingGroup"))
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.to_string().contains("not found") => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// The instance IDs of a group that are in service or on their way.
+async fn members(clients: &Clients, name: &str) -> Result<Vec<(String, String)>, AwsError> {
+    let out = clients
+        .asg
+        .describe_auto_scaling_groups()
+        .auto_scaling_group_names(name)
+        .send()
+        .await
+        .map_err(api(SERVICE, "DescribeAutoScalingGroups"))?;
+    Ok(out
+        .auto_scaling_groups()
+        .iter()
+        .flat_map(|g| g.instances())
+        .filter_map(|i| {
+            Some((
+                i.instance_id()?.to_owned(),
+                i.lifecycle_state()
+                    .map(|s| s.as_str().to_owned())
+                    .unwrap_or_default(),
+            ))
+        })
+        .collect())
+}
+
+/// Replaces the stack's group (or plain instances) with a new group running `version`.
+#[allow(clippy::too_many_arguments)]
+pub async fn replace(
+    clients: &Clients,
+    spec: &Spec,
+    stack: &Stack,
+    store: &Store,
+    version: &str,
+    extra_images: &[(String, String)],
+    settings: GroupSettings,
+    on_event: impl FnMut(&Event),
+) -> Result<Outcome, AwsError> {
+    let aws = section(spec)?;
+    let lt = stack.launch_template.clone().ok_or_else(|| {
+        AwsError::NotInitialized(
+            "an Auto Scaling group needs the stack's launch template: run `cutover aws init`"
+                .into(),
+        )
+    })?;
+    let ec2 = stack.ec2(clients, spec, extra_images)?;
+    let image = ec2.image(version)?.map(str::to_owned);
+    let elb = stack.elb(clients, spec);
+    let mut journal = Journal::begin(store, version, "replace-group", on_event)?;
+    let live = journal.live()?;
+    let tg = elb.arn(live).to_owned();
+    let old_groups = recorded(store)?;
+    let old_plain: Vec<String> = ec2
+        .machines()
+        .await?
+        .into_iter()
+        .filter(|m| m.auto_scaling_group.is_none() && !matches!(m.state, MachineState::Gone { .. }))
+        .map(|m| m.id)
+        .collect();
+
+    // A launch template version per release: the group launches exactly this image.
+    let lt_version = match &image {
+        Some(image) => {
+            let out = clients
+                .ec2
+                .create_launch_template_version()
+                .launch_template_id(&lt)
+                .source_version("$Latest")
+                .version_description(format!("{} {version}", spec.service))
+                .launch_template_data(RequestLaunchTemplateData::builder().image_id(image).build())
+                .send()
+                .await
+                .map_err(api("ec2", "CreateLaunchTemplateVersion"))?;
+            field(
+                out.launch_template_version()
+                    .and_then(|v| v.version_number()),
+                "ec2",
+                "CreateLaunchTemplateVersion",
+                "version number",
+            )?
+            .to_string()
+        }
+        None => "$Default".to_owned(),
+    };
+    let name = format!("{}-{version}-{}", spec.service, journal.id());
+    let tag = |k: &str, v: &str| {
+        Tag::builder()
+            .key(k)
+            .value(v)
+            .propagate_at_launch(true)
+            .build()
+    };
+    let mut req = clients
+        .asg
+        .create_auto_scaling_group()
+        .auto_scaling_group_name(&name)
+        .launch_template(
+            LaunchTemplateSpecification::builder()
+                .launch_template_id(&lt)
+                .version(&lt_version)
+                .build(),
+        )
+        .min_size(settings.min.min(settings.desired) as i32)
+        .max_size(settings.max.max(settings.desired) as i32)
+        .desired_capacity(settings.desired as i32)
+        .vpc_zone_identifier(stack.subnets.join(","))
+        .target_group_arns(&tg)
+        // The load balancer's checks decide: an instance it finds unhealthy is replaced.
+        .health_check_type("ELB")
+        .health_check_grace_period(300)
+        .tags(tag(tags::STACK, &spec.service))
+        .tags(tag(tags::VERSION, version))
+        .tags(tag(tags::GROUP, live.name()))
+        .tags(tag(tags::DEPLOYMENT, &journal.id().to_string()));
+    for (k, v) in &aws.tags {
+        req = req.tags(tag(k, v));
+    }
+    journal.event(
+        "group",
+        format!(
+            "creating {name}: {} instances of {version} (launch template version {lt_version}) in {}",
+            settings.desired,
+            live.name()
+        ),
+    );
+    req.send()
+        .await
+        .map_err(api(SERVICE, "CreateAutoScalingGroup"))?;
+    store.record_resource(&ResourceRow {
+        kind: kind::AUTO_SCALING_GROUP.into(),
+        id: name.clone(),
+        name: name.clone(),
+        created: true,
+    })?;
+
+    // Wait until every instance of the new group is healthy in the target group.
+    let mut last = usize::MAX;
+    let failure = loop {
+        let ids = members(clients, &name).await?;
+        let health = elb.health(live).await?;
+        let of = |id: &str| health.iter().find(|t| t.id == id);
+        let healthy = ids
+            .iter()
+            .filter(|(id, _)| of(id).is_some_and(|t| t.state == "healthy"))
+            .count();
+        if healthy != last {
+            journal.event(
+                "healthy",
+                format!("{healthy} of {} in {name}", settings.desired),
+            );
+            last = healthy;
+        }
+        if healthy >= settings.desired as usize {
+            break None;
+        }
+        if let Some((id, t)) = ids
+            .iter()
+            .find_map(|(id, _)| of(id).filter(|t| t.state == "unhealthy").map(|t| (id, t)))
+        {
+            break Some(format!(
+                "instance {id} of {version} failed: unhealthy: {}",
+                t.reason.as_deref().unwrap_or("failed health checks")
+            ));
+        }
+        if journal.started.elapsed() > settings.progress_deadline {
+            let waiting: Vec<String> = ids
+                .iter()
+                .filter(|(id, _)| !of(id).is_some_and(|t| t.state == "healthy"))
+                .map(|(id, state)| match of(id) {
+                    Some(t) => format!(
+                        "{id} waiting to turn healthy ({})",
+                        t.reason.as_deref().unwrap_or(&t.state)
+                    ),
+                    None => format!("{id} waiting for {state}"),
+                })
+                .collect();
+            break Some(format!(
+                "{name} did not turn healthy within the progress deadline ({}): {}",
+                humantime::format_duration(settings.progress_deadline),
+                if waiting.is_empty() {
+                    format!("{} of {} instances launched", ids.len(), settings.desired)
+                } else {
+                    waiting.join("; ")
+                }
+            ));
+        }
+        tokio::time::sleep(settings.poll).await;
+    };
+
+    if let Some(reason) = failure {
+        // The new group goes; the old one was never touched.
+        journal.event("group", format!("deleting {name}: {reason}"));
+        let ids: Vec<String> = members(clients, &name)
+            .await?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        if let Err(e) = elb.deregister(live, &ids).await {
+            tracing::debug!("deregistering {name}'s instances: {e}");
+        }
+        delete_group(clients, &name).await?;
+        ec2.terminate(&ids).await?;
+        store.resource_deleted(kind::AUTO_SCALING_GROUP, &name)?;
+        return journal.finish(Progress::RolledBack { reason }, live);
+    }
+
+    // The old group and any plain instances: out of the target group, drained, deleted.
+    let mut old_ids: BTreeSet<String> = old_plain.into_iter().collect();
+    for g in &old_groups {
+        old_ids.extend(members(clients, &g.id).await?.into_iter().map(|(id, _)| id));
+        clients
+            .asg
+            .detach_load_balancer_target_groups()
+            .auto_scaling_group_name(&g.id)
+            .target_group_arns(&tg)
+            .send()
+            .await
+            .map_err(api(SERVICE, "DetachLoadBalancerTargetGroups"))?;
+        journal.event("group", format!("detached {} from {}", g.id, live.name()));
+    }
+    let old_ids: Vec<String> = old_ids.into_iter().collect();
+    // Detaching deregisters the group's instances; plain ones, and emulators, need it said.
+    elb.deregister(live, &old_ids).await?;
+    journal.event("drain", format!("{} old instances", old_ids.len()));
+    let drain_until = Instant::now() + settings.drain_timeout + Duration::from_secs(60);
+    loop {
+        let health = elb.health(live).await?;
+        let still = old_ids
+            .iter()
+            .filter(|id| health.iter().any(|t| &t.id == *id && t.state == "draining"))
+            .count();
+        if still == 0 {
+            break;
+        }
+        if Instant::now() > drain_until {
+            journal.event(
+                "drain",
+                format!("{still} still draining at the deadline: cut"),
+            );
+            break;
+        }
+        tokio::time::sleep(settings.poll).await;
+    }
+    for g in &old_groups {
+        delete_group(clients, &g.id).await?;
+        store.resource_deleted(kind::AUTO_SCALING_GROUP, &g.id)?;
+        journal.event("group", format!("deleted {}", g.id));
+    }
+    ec2.terminate(&old_ids).await?;
+    journal.finish(Progress::Done, live)
+}
+
+/// Whether a deploy with `strategy` can run on this stack as it stands.
+pub fn check_strategy(store: &Store, auto_scaling: bool, strategy: &str) -> Result<(), AwsError> {
+    let has_group = !recorded(store)?.is_empty();
+    if (auto_scaling || has_group) && strategy != "replace-group" {
+        return Err(AwsError::Invalid(format!(
+            "{strategy} is not available on a stack run by an Auto Scaling group: its instances \
+             are the group's to replace, so deploys replace the whole group \
+             (`--strategy replace-group`)"
+        )));
+    }
+    Ok(())
+}

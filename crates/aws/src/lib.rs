@@ -5,15 +5,16 @@ pub mod clients;
 pub mod compute;
 pub mod error;
 pub mod groups;
+pub mod journal;
 pub mod rollout;
-// stack
+pub mod stack;
 pub mod traffic;
 
 pub use clients::Clients;
 pub use compute::{Compute, Ec2, Machine, MachineState};
 pub use error::AwsError;
 pub use rollout::{Outcome, Rollout, Settings};
-// stack
+pub use stack::Stack;
 pub use traffic::{Color, Elb, TargetHealth, TrafficPlane};
 
 /// Tags on everything cutover launches or creates: which stack, which release, which group.

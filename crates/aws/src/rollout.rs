@@ -5,17 +5,18 @@
 //! waiting for.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use cutover_deploy::{
     Action, InstanceView, Observed, Plan, Progress, Promotion, Set, State, StepObserved, Strategy,
 };
-use cutover_store::{DeploymentRow, Store};
-use serde::Serialize;
+use cutover_store::Store;
 use tokio::time::Instant;
 
 use crate::compute::{Compute, Machine, MachineState};
 use crate::error::AwsError;
+use crate::journal::Journal;
+pub use crate::journal::{Event, Outcome};
 use crate::traffic::{Color, TargetHealth, TrafficPlane};
 
 /// Store key of the group that takes the traffic between deploys.
@@ -32,41 +33,13 @@ pub struct Settings {
     pub poll: Duration,
 }
 
-/// How a deploy ended.
-#[derive(Debug, Clone, Serialize)]
-pub struct Outcome {
-    pub deployment: u64,
-    pub from: String,
-    pub to: String,
-    pub strategy: &'static str,
-    pub progress: Progress,
-    pub duration_ms: u64,
-    /// The group taking the traffic now.
-    pub live: Color,
-}
-
-impl Outcome {
-    pub fn succeeded(&self) -> bool {
-        self.progress == Progress::Done
-    }
-}
-
-/// One line of what happened, for the CLI's timeline.
-#[derive(Debug, Clone, Serialize)]
-pub struct Event {
-    pub kind: &'static str,
-    pub detail: String,
-}
-
 /// One deployment in progress, with what the executor remembers between observations.
 pub struct Rollout<'a, C, T> {
     compute: &'a C,
     traffic: &'a T,
-    store: &'a Store,
     settings: Settings,
-    row: DeploymentRow,
+    journal: Journal<'a>,
     live: Color,
-    started: Instant,
     /// Instances alive when the deploy began or launched by it: one of them gone means someone
     /// or something else took it away.
     known: HashSet<String>,
@@ -78,7 +51,6 @@ pub struct Rollout<'a, C, T> {
     terminated: HashSet<String>,
     weights: Option<(u32, u32)>,
     aborted: Option<(String, Instant)>,
-    on_event: Box<dyn FnMut(&Event) + 'a>,
 }
 
 impl<'a, C: Compute, T: TrafficPlane> Rollout<'a, C, T> {
@@ -91,32 +63,14 @@ impl<'a, C: Compute, T: TrafficPlane> Rollout<'a, C, T> {
         target: &str,
         on_event: impl FnMut(&Event) + 'a,
     ) -> Result<Self, AwsError> {
-        let previous = store.current_release()?.unwrap_or_default();
-        let live = store
-            .meta(LIVE_KEY)?
-            .and_then(|c| Color::parse(&c))
-            .unwrap_or(Color::Blue);
-        let id = store.deployments()?.last().map_or(1, |d| d.id + 1);
-        let row = DeploymentRow {
-            id,
-            from_version: previous,
-            to_version: target.to_owned(),
-            strategy: settings.strategy.name().to_owned(),
-            started_at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
-            finished_at: None,
-            duration_ms: None,
-            progress: serde_json::to_value(Progress::Rolling).unwrap_or_default(),
-            steps: serde_json::json!([]),
-        };
-        store.save_deployment(&row)?;
+        let journal = Journal::begin(store, target, settings.strategy.name(), on_event)?;
+        let live = journal.live()?;
         Ok(Self {
             compute,
             traffic,
-            store,
             settings,
-            row,
+            journal,
             live,
-            started: Instant::now(),
             known: HashSet::new(),
             unseen: HashMap::new(),
             draining: HashMap::new(),
@@ -124,16 +78,11 @@ impl<'a, C: Compute, T: TrafficPlane> Rollout<'a, C, T> {
             terminated: HashSet::new(),
             weights: None,
             aborted: None,
-            on_event: Box::new(on_event),
         })
     }
 
     fn event(&mut self, kind: &'static str, detail: String) {
-        let detail_json = serde_json::json!({ "detail": detail });
-        if let Err(e) = self.store.event(Some(self.row.id), kind, &detail_json) {
-            tracing::warn!("recording event: {e}");
-        }
-        (self.on_event)(&Event { kind, detail });
+        self.journal.event(kind, detail);
     }
 
     fn color(&self, set: Set) -> Color {
@@ -145,29 +94,26 @@ impl<'a, C: Compute, T: TrafficPlane> Rollout<'a, C, T> {
 
     /// Runs the deployment to its end: done, or rolled back with the reason.
     pub async fn run(mut self) -> Result<Outcome, AwsError> {
-        let first = self.row.from_version.is_empty();
+        let first = self.journal.from().is_empty();
         self.weights = Some(self.traffic.weights().await?);
         for m in self.compute.machines().await? {
             if !matches!(m.state, MachineState::Gone { .. }) {
                 self.known.insert(m.id);
             }
         }
-        self.event(
-            "start",
-            format!(
-                "{} → {} ({}, {} instances, live group {})",
-                if first {
-                    "nothing"
-                } else {
-                    &self.row.from_version
-                },
-                self.row.to_version,
-                self.settings.strategy.name(),
-                self.settings.desired,
-                self.live.name()
-            ),
+        let start = format!(
+            "{} → {} ({}, {} instances, live group {})",
+            if first {
+                "nothing"
+            } else {
+                self.journal.from()
+            },
+            self.journal.to(),
+            self.settings.strategy.name(),
+            self.settings.desired,
+            self.live.name()
         );
-        let mut last_progress = None;
+        self.event("start", start);
         loop {
             let plan = match self.tick(first).await {
                 Ok(plan) => plan,
@@ -178,11 +124,7 @@ impl<'a, C: Compute, T: TrafficPlane> Rollout<'a, C, T> {
                 }
                 Err(e) => return Err(e),
             };
-            if last_progress.as_ref() != Some(&plan.progress) {
-                self.row.progress = serde_json::to_value(&plan.progress).unwrap_or_default();
-                self.store.save_deployment(&self.row)?;
-                last_progress = Some(plan.progress.clone());
-            }
+            self.journal.progress(&plan.progress)?;
             match &plan.progress {
                 Progress::Done => return self.finish(plan.progress).await,
                 Progress::RolledBack { .. } => return self.finish(plan.progress).await,
@@ -210,35 +152,13 @@ impl<'a, C: Compute, T: TrafficPlane> Rollout<'a, C, T> {
         }
     }
 
-    async fn finish(mut self, progress: Progress) -> Result<Outcome, AwsError> {
-        if progress == Progress::Done {
-            if self.settings.strategy.uses_next_set() {
-                self.live = self.live.other();
-                self.store.set_meta(LIVE_KEY, self.live.name())?;
-            }
-            self.store.set_current_release(&self.row.to_version)?;
-        }
-        let elapsed = self.started.elapsed();
-        self.row.finished_at =
-            Some(humantime::format_rfc3339_millis(SystemTime::now()).to_string());
-        self.row.duration_ms = Some(elapsed.as_millis() as u64);
-        self.row.progress = serde_json::to_value(&progress).unwrap_or_default();
-        self.store.save_deployment(&self.row)?;
-        let what = match &progress {
-            Progress::Done => format!("done: every instance runs {}", self.row.to_version),
-            Progress::RolledBack { reason } => format!("rolled back: {reason}"),
-            other => format!("{other:?}"),
+    async fn finish(self, progress: Progress) -> Result<Outcome, AwsError> {
+        let live = if progress == Progress::Done && self.settings.strategy.uses_next_set() {
+            self.live.other()
+        } else {
+            self.live
         };
-        self.event("end", what);
-        Ok(Outcome {
-            deployment: self.row.id,
-            from: self.row.from_version.clone(),
-            to: self.row.to_version.clone(),
-            strategy: self.settings.strategy.name(),
-            progress,
-            duration_ms: elapsed.as_millis() as u64,
-            live: self.live,
-        })
+        self.journal.finish(progress, live)
     }
 
     /// One observation, one plan, its actions carried out.
@@ -261,8 +181,8 @@ impl<'a, C: Compute, T: TrafficPlane> Rollout<'a, C, T> {
                 !warm || v.state == State::Draining
             });
         }
-        let target = self.row.to_version.clone();
-        let deadline_passed = self.started.elapsed() > self.settings.progress_deadline;
+        let target = self.journal.to().to_owned();
+        let deadline_passed = self.journal.started.elapsed() > self.settings.progress_deadline;
         if deadline_passed && self.aborted.is_none() {
             let waiting = waiting_for(&views, &machines, &health, &target);
             let reason = format!(
@@ -278,7 +198,7 @@ impl<'a, C: Compute, T: TrafficPlane> Rollout<'a, C, T> {
         }
         let observed = Observed {
             target: target.clone(),
-            previous: self.row.from_version.clone(),
+            previous: self.journal.from().to_owned(),
             desired: self.settings.desired,
             launches_in_flight: self.unseen.values().cloned().collect(),
             instances: views.clone(),
@@ -351,7 +271,8 @@ impl<'a, C: Compute, T: TrafficPlane> Rollout<'a, C, T> {
         let mut views = Vec::new();
         let mut register: BTreeMap<Color, Vec<String>> = BTreeMap::new();
         let mut drained = Vec::new();
-        for m in machines {
+        // An Auto Scaling group's instances are the group's to replace, not this executor's.
+        for m in machines.iter().filter(|m| m.auto_scaling_group.is_none()) {
             self.unseen.remove(&m.id);
             self.groups.insert(m.id.clone(), m.group);
             if self.terminated.contains(&m.id) {
@@ -490,7 +411,10 @@ impl<'a, C: Compute, T: TrafficPlane> Rollout<'a, C, T> {
         match action {
             Action::Launch { version, set } => {
                 let color = self.color(*set);
-                let id = self.compute.launch(version, color, self.row.id).await?;
+                let id = self
+                    .compute
+                    .launch(version, color, self.journal.id())
+                    .await?;
                 self.event("launch", format!("{id}: {version} in {}", color.name()));
                 self.known.insert(id.clone());
                 self.unseen.insert(id, (version.clone(), *set));

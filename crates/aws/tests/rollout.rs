@@ -84,6 +84,7 @@ impl Compute for Fake {
             image: format!("ami-{version}"),
             zone: None,
             launched_at,
+            auto_scaling_group: None,
         });
         let running = c
             .machines

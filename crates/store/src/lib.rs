@@ -185,6 +185,17 @@ impl Store {
         Ok(())
     }
 
+    pub fn clear_meta(&self, key: &str) -> Result<()> {
+        self.conn()
+            .execute("DELETE FROM meta WHERE key = ?1", params![key])?;
+        Ok(())
+    }
+
+    /// Forgets the current release: the stack runs nothing (its resources were destroyed).
+    pub fn clear_current_release(&self) -> Result<()> {
+        self.clear_meta("current")
+    }
+
     /// Records a resource before anything depends on it, so a failure later still finds it.
     pub fn record_resource(&self, r: &ResourceRow) -> Result<()> {
         self.conn().execute(
