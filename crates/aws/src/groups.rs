@@ -109,12 +109,13 @@ pub async fn replace(
     let live = journal.live()?;
     let tg = elb.arn(live).to_owned();
     let old_groups = recorded(store)?;
-    let old_plain: Vec<String> = ec2
+    // Plain instances (from deploys before the stack had a group) go too, from either group.
+    let old_plain: Vec<(String, crate::traffic::Color)> = ec2
         .machines()
         .await?
         .into_iter()
         .filter(|m| m.auto_scaling_group.is_none() && !matches!(m.state, MachineState::Gone { .. }))
-        .map(|m| m.id)
+        .map(|m| (m.id, m.group))
         .collect();
 
     // A launch template version per release: the group launches exactly this image.
@@ -263,23 +264,34 @@ pub async fn replace(
         return journal.finish(Progress::RolledBack { reason }, live);
     }
 
-    // The old group and any plain instances: out of the target group, drained, deleted.
-    let mut old_ids: BTreeSet<String> = old_plain.into_iter().collect();
+    // The old group and any plain instances: out of the target groups, drained, deleted.
+    let mut old_ids: BTreeSet<String> = BTreeSet::new();
+    for (id, group) in &old_plain {
+        old_ids.insert(id.clone());
+        deregister_one(&elb, *group, id).await?;
+    }
     for g in &old_groups {
-        old_ids.extend(members(clients, &g.id).await?.into_iter().map(|(id, _)| id));
-        clients
+        let detached = clients
             .asg
             .detach_load_balancer_target_groups()
             .auto_scaling_group_name(&g.id)
             .target_group_arns(&tg)
             .send()
             .await
-            .map_err(api(SERVICE, "DetachLoadBalancerTargetGroups"))?;
+            .map_err(api(SERVICE, "DetachLoadBalancerTargetGroups"));
+        match detached {
+            // Its instances were out of the target group already: detached all the same.
+            Err(e) if e.code() != Some("InvalidTarget") => return Err(e),
+            _ => {}
+        }
         journal.event("group", format!("detached {} from {}", g.id, live.name()));
+        // Detaching deregisters the group's instances; said again for emulators that do not.
+        for (id, _) in members(clients, &g.id).await? {
+            deregister_one(&elb, live, &id).await?;
+            old_ids.insert(id);
+        }
     }
     let old_ids: Vec<String> = old_ids.into_iter().collect();
-    // Detaching deregisters the group's instances; plain ones, and emulators, need it said.
-    elb.deregister(live, &old_ids).await?;
     journal.event("drain", format!("{} old instances", old_ids.len()));
     let drain_until = Instant::now() + settings.drain_timeout + Duration::from_secs(60);
     loop {
@@ -307,6 +319,18 @@ pub async fn replace(
     }
     ec2.terminate(&old_ids).await?;
     journal.finish(Progress::Done, live)
+}
+
+/// Deregisters one target; one that is not registered (any more) is what was wanted.
+async fn deregister_one(
+    elb: &crate::traffic::Elb,
+    group: crate::traffic::Color,
+    id: &str,
+) -> Result<(), AwsError> {
+    match elb.deregister(group, &[id.to_owned()]).await {
+        Err(e) if e.code() == Some("InvalidTarget") => Ok(()),
+        other => other,
+    }
 }
 
 /// Whether a deploy with `strategy` can run on this stack as it stands.

@@ -67,6 +67,10 @@ enum Command {
     /// Add a target to, or drain and remove one from, a running stack.
     #[command(subcommand)]
     Target(commands::status::TargetCommand),
+    /// Run the stack on AWS: EC2 instances behind an Application Load Balancer.
+    #[cfg(feature = "aws")]
+    #[command(subcommand)]
+    Aws(commands::aws::Command),
 }
 
 fn main() -> ExitCode {
@@ -110,6 +114,8 @@ fn main() -> ExitCode {
         Command::History(args) => commands::deploy::history(args),
         Command::Scale(args) => commands::deploy::scale(args),
         Command::Stop(stack) => commands::deploy::stop(stack),
+        #[cfg(feature = "aws")]
+        Command::Aws(cmd) => commands::aws::run(cmd),
     }
 }
 

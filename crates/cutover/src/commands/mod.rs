@@ -1,5 +1,7 @@
 //! One module per subcommand; each returns the process exit code.
 
+#[cfg(feature = "aws")]
+pub mod aws;
 pub mod check;
 pub mod demo;
 pub mod deploy;

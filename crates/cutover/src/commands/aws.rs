@@ -1,0 +1,332 @@
+//! `cutover aws init|status|deploy|destroy`: the stack file's `[aws]` section run on EC2, ELBv2
+//! and Auto Scaling. The state (what was created, releases, deployments) is in the data dir's
+//! store, as on one host.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use cutover_aws::groups::{self, GroupSettings};
+use cutover_aws::journal::Event;
+use cutover_aws::{stack, AwsError, Clients, Rollout, Settings, Stack};
+use cutover_deploy::{Progress, Rolling, Strategy};
+use cutover_spec::Spec;
+use cutover_store::Store;
+use serde_json::json;
+
+use super::up::data_dir;
+use super::{parse_duration, EXIT_INVALID};
+
+#[derive(clap::Subcommand, Debug)]
+pub enum Command {
+    /// Create the stack's load balancer, listener, target groups and launch template (or adopt
+    /// existing ones named in [aws.adopt]); prints the load balancer's URL.
+    Init(Common),
+    /// The load balancer, both target groups with each target's health and reason, instances.
+    Status(Common),
+    /// Deploy VERSION on AWS with the stack file's strategy (or --strategy); exits 0 only when
+    /// every instance runs it and is healthy, 1 with the reason when it rolled back.
+    Deploy(DeployArgs),
+    /// Delete everything `init` and deploys created, and nothing adopted.
+    Destroy(Common),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Common {
+    /// The stack file.
+    #[arg(short = 'f', long = "file", default_value = "cutover.toml")]
+    pub file: PathBuf,
+    /// Where the stack's state is kept (default: `.cutover/` beside the stack file).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Talk to this endpoint instead of AWS's (an emulator); also `AWS_ENDPOINT_URL`.
+    #[arg(long)]
+    pub endpoint_url: Option<String>,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct DeployArgs {
+    pub version: String,
+    #[command(flatten)]
+    pub common: Common,
+    /// rolling, replace-group or blue-green (default: the stack file's).
+    #[arg(long)]
+    pub strategy: Option<String>,
+    /// The image for VERSION, over the stack file's [aws.images].
+    #[arg(long)]
+    pub image: Option<String>,
+    /// How often to ask AWS how the deploy stands.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub poll: Duration,
+}
+
+/// A failure: the message, and whether it was the input's fault (exit 2) or not (exit 1).
+struct Failure(String, bool);
+
+impl From<AwsError> for Failure {
+    fn from(e: AwsError) -> Self {
+        let invalid = matches!(e, AwsError::Invalid(_) | AwsError::NotInitialized(_));
+        Failure(e.to_string(), invalid)
+    }
+}
+
+impl From<cutover_store::StoreError> for Failure {
+    fn from(e: cutover_store::StoreError) -> Self {
+        Failure(e.to_string(), false)
+    }
+}
+
+pub fn run(cmd: Command) -> ExitCode {
+    let json = match &cmd {
+        Command::Init(c) | Command::Status(c) | Command::Destroy(c) => c.json,
+        Command::Deploy(d) => d.common.json,
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cmd)) {
+        Ok(code) => code,
+        Err(Failure(message, invalid)) => {
+            if json {
+                println!("{}", json!({ "ok": false, "error": message }));
+            } else {
+                eprintln!("error: {message}");
+            }
+            if invalid {
+                ExitCode::from(EXIT_INVALID)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+/// The stack file (which must have `[aws]`), its store, and clients for its region.
+async fn open(c: &Common) -> Result<(Spec, Store, Clients), Failure> {
+    let spec = cutover_spec::load(&c.file).map_err(|e| Failure(e.to_string(), true))?;
+    let aws = stack::section(&spec)?;
+    let dir = data_dir(&c.file, c.data_dir.clone());
+    std::fs::create_dir_all(&dir).map_err(|e| Failure(format!("{}: {e}", dir.display()), false))?;
+    let store = Store::open(&dir.join("state.db"))?;
+    let clients = Clients::connect(aws.region.as_deref(), c.endpoint_url.as_deref()).await;
+    Ok((spec, store, clients))
+}
+
+async fn dispatch(cmd: Command) -> Result<ExitCode, Failure> {
+    match cmd {
+        Command::Init(c) => {
+            let (spec, store, clients) = open(&c).await?;
+            let quiet = c.json;
+            let stack = stack::init(&clients, &spec, &store, |line| {
+                if !quiet {
+                    eprintln!("  {line}");
+                }
+            })
+            .await?;
+            if c.json {
+                println!(
+                    "{}",
+                    json!({ "ok": true, "url": stack.url, "listener": stack.listener_arn,
+                            "target_groups": { "blue": stack.blue_arn, "green": stack.green_arn },
+                            "resources": stack.resources })
+                );
+            } else {
+                println!(
+                    "stack `{}` is ready{}",
+                    spec.service,
+                    stack
+                        .url
+                        .as_deref()
+                        .map(|u| format!(" at {u}"))
+                        .unwrap_or_default()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status(c) => {
+            let (spec, store, clients) = open(&c).await?;
+            let status = stack::status(&clients, &spec, &store).await?;
+            if c.json {
+                println!("{}", json!(status));
+            } else {
+                print_status(&status);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Destroy(c) => {
+            let (spec, store, clients) = open(&c).await?;
+            let quiet = c.json;
+            stack::destroy(&clients, &spec, &store, |line| {
+                if !quiet {
+                    eprintln!("  {line}");
+                }
+            })
+            .await?;
+            if c.json {
+                println!("{}", json!({ "ok": true }));
+            } else {
+                println!("stack `{}` destroyed", spec.service);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Deploy(d) => deploy(d).await,
+    }
+}
+
+fn strategy(spec: &Spec, name: Option<&str>) -> Result<Strategy, Failure> {
+    use cutover_spec::Strategy as Named;
+    let named = match name {
+        None => spec.deploy.strategy,
+        Some(n) => Named::parse(n).ok_or_else(|| {
+            Failure(
+                format!("unknown strategy `{n}`: expected rolling, replace-group or blue-green"),
+                true,
+            )
+        })?,
+    };
+    Ok(match named {
+        Named::Rolling => Strategy::Rolling(Rolling {
+            max_surge: spec.deploy.max_surge,
+            max_unavailable: spec.deploy.max_unavailable,
+        }),
+        Named::ReplaceGroup => Strategy::ReplaceGroup,
+        Named::BlueGreen => Strategy::BlueGreen,
+        Named::Canary => {
+            return Err(Failure(
+                "canary is not available on AWS yet: its analysis needs per-group request \
+                 metrics (CloudWatch), which cutover does not read; use blue-green or rolling"
+                    .into(),
+                true,
+            ))
+        }
+    })
+}
+
+async fn deploy(d: DeployArgs) -> Result<ExitCode, Failure> {
+    let (spec, store, clients) = open(&d.common).await?;
+    let aws = stack::section(&spec)?;
+    let strategy = strategy(&spec, d.strategy.as_deref())?;
+    groups::check_strategy(&store, aws.auto_scaling, strategy.name())?;
+    let stack = Stack::load(&spec, &store)?;
+    let extra: Vec<(String, String)> = d
+        .image
+        .iter()
+        .map(|i| (d.version.clone(), i.clone()))
+        .collect();
+    let json = d.common.json;
+    let print = |e: &Event| {
+        if !json {
+            eprintln!("  {:<9} {}", e.kind, e.detail);
+        }
+    };
+    let outcome = if aws.auto_scaling {
+        let settings = GroupSettings {
+            min: spec.group.min,
+            desired: spec.group.desired,
+            max: spec.group.max,
+            progress_deadline: spec.deploy.progress_deadline,
+            drain_timeout: spec.deploy.drain_timeout,
+            poll: d.poll,
+        };
+        groups::replace(
+            &clients, &spec, &stack, &store, &d.version, &extra, settings, print,
+        )
+        .await?
+    } else {
+        let ec2 = stack.ec2(&clients, &spec, &extra)?;
+        // Refused before anything changes: a version with no image to run.
+        ec2.image(&d.version)?;
+        let elb = stack.elb(&clients, &spec);
+        let settings = Settings {
+            strategy,
+            desired: store.desired()?.unwrap_or(spec.group.desired),
+            progress_deadline: spec.deploy.progress_deadline,
+            drain_timeout: spec.deploy.drain_timeout,
+            poll: d.poll,
+        };
+        let rollout = Rollout::begin(&ec2, &elb, &store, settings, &d.version, print)?;
+        let outcome = rollout.run().await?;
+        outcome
+    };
+    if json {
+        println!(
+            "{}",
+            json!({ "ok": outcome.succeeded(), "outcome": outcome })
+        );
+    } else {
+        match &outcome.progress {
+            Progress::Done => println!(
+                "deployed {} ({}, {:.1}s); live group {}",
+                outcome.to,
+                outcome.strategy,
+                outcome.duration_ms as f64 / 1000.0,
+                outcome.live.name()
+            ),
+            Progress::RolledBack { reason } => {
+                eprintln!(
+                    "deploy of {} failed and was rolled back: {reason}",
+                    outcome.to
+                )
+            }
+            other => eprintln!("deploy of {} ended {other:?}", outcome.to),
+        }
+    }
+    Ok(if outcome.succeeded() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn print_status(s: &stack::Status) {
+    println!(
+        "stack {}  release {}  live {}  weights blue {} / green {}",
+        s.service,
+        s.current.as_deref().unwrap_or("(none)"),
+        s.live.name(),
+        s.weights.0,
+        s.weights.1
+    );
+    if let Some(url) = &s.url {
+        println!("url   {url}");
+    }
+    for g in &s.groups {
+        println!(
+            "{} target group ({} targets)",
+            g.color.name(),
+            g.targets.len()
+        );
+        for t in &g.targets {
+            println!(
+                "  {:<20} {:<10} {}",
+                t.id,
+                t.state,
+                t.reason.as_deref().unwrap_or("")
+            );
+        }
+    }
+    println!("instances");
+    for m in &s.instances {
+        let state = match &m.state {
+            cutover_aws::MachineState::Ready => "running".to_owned(),
+            cutover_aws::MachineState::Booting { detail } => detail.clone(),
+            cutover_aws::MachineState::Gone { detail } => detail.clone(),
+        };
+        println!(
+            "  {:<20} {:<10} {:<6} {:<22} {:<12} {}",
+            m.id,
+            m.version,
+            m.group.name(),
+            m.image,
+            m.zone.as_deref().unwrap_or("-"),
+            state
+        );
+    }
+}
