@@ -225,7 +225,7 @@ pub async fn replace(
         if journal.started.elapsed() > settings.progress_deadline {
             let waiting: Vec<String> = ids
                 .iter()
-                .filter(|(id, _)| !of(id).is_some_and(|t| t.state == "healthy"))
+                .filter(|(id, _)| of(id).is_none_or(|t| t.state != "healthy"))
                 .map(|(id, state)| match of(id) {
                     Some(t) => format!(
                         "{id} waiting to turn healthy ({})",

@@ -383,17 +383,16 @@ pub async fn init(
     ));
 
     match &aws.adopt.launch_template {
-        Some(lt) => {
-            if has(kind::LAUNCH_TEMPLATE).is_none() {
-                record(
-                    store,
-                    kind::LAUNCH_TEMPLATE,
-                    lt,
-                    "adopted launch template",
-                    false,
-                )?;
-            }
+        Some(lt) if has(kind::LAUNCH_TEMPLATE).is_none() => {
+            record(
+                store,
+                kind::LAUNCH_TEMPLATE,
+                lt,
+                "adopted launch template",
+                false,
+            )?;
         }
+        Some(_) => {}
         None if has(kind::LAUNCH_TEMPLATE).is_none() => {
             let name = format!("cutover-{}", spec.service);
             let mut data = RequestLaunchTemplateData::builder()

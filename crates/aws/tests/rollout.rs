@@ -391,10 +391,11 @@ async fn blue_green_flips_in_one_listener_change_and_keeps_the_old_set_warm() {
         store.meta(LIVE_KEY).expect("meta").as_deref(),
         Some("green")
     );
-    let c = fake.cloud();
-    assert_eq!(c.weight_changes, [(0, 1)], "one flip, all at once");
-    assert_eq!(c.min_serving, Some(3));
-    drop(c);
+    {
+        let c = fake.cloud();
+        assert_eq!(c.weight_changes, [(0, 1)], "one flip, all at once");
+        assert_eq!(c.min_serving, Some(3));
+    }
     // The old set stays running, registered, at weight 0: a rollback is a flip.
     assert_eq!(fake.versions(), ["v1", "v1", "v1", "v2", "v2", "v2"]);
 

@@ -1,5 +1,6 @@
 //! Helpers for end-to-end tests: find the built binaries, run them on port 0, wait on conditions with deadlines.
 
+pub mod moto;
 pub mod stack;
 
 use std::io::{BufRead, BufReader};

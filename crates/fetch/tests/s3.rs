@@ -2,58 +2,18 @@
 //! are made by the test through the SDK, then fetched by the same code that talks to AWS.
 #![cfg(feature = "s3")]
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use aws_sdk_s3::primitives::ByteStream;
 use cutover_fetch::{fetch_all, Options, Quiet, Status};
 use sha2::{Digest, Sha256};
 
-struct Moto(Child);
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// moto server on a free port; its path comes from `CUTOVER_MOTO_SERVER`, which scripts/test sets.
-fn moto() -> (Moto, String) {
-    let bin = std::env::var("CUTOVER_MOTO_SERVER").expect(
-        "CUTOVER_MOTO_SERVER names the moto_server binary; scripts/test installs it into .venv",
-    );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    let child = Command::new(bin)
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start moto_server");
-    let server = Moto(child);
-    let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "moto_server did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    (server, format!("http://127.0.0.1:{port}"))
-}
-
 #[tokio::test]
 async fn s3_objects_stream_to_disk_verified_and_a_missing_key_fails_alone() {
-    let (_moto, endpoint) = moto();
+    let moto = cutover_e2e::moto::Moto::start();
     // The standard chain reads these, as it would on a developer's machine.
-    std::env::set_var("AWS_ENDPOINT_URL", &endpoint);
-    std::env::set_var("AWS_ACCESS_KEY_ID", "test");
-    std::env::set_var("AWS_SECRET_ACCESS_KEY", "test");
-    std::env::set_var("AWS_REGION", "us-east-1");
+    moto.export_env("us-east-1");
+    let endpoint = moto.endpoint.clone();
     let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .endpoint_url(&endpoint)
         .load()

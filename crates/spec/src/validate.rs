@@ -762,19 +762,6 @@ fn policy(c: &mut Checker, i: usize, p: &RawPolicy) -> Policy {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn finds_placeholders() {
-        assert_eq!(
-            placeholders("app --port {port} -v {version} {x"),
-            vec!["port", "version"]
-        );
-    }
-}
-
 /// The `[aws]` section, and the rules an Application Load Balancer puts on the health check and
 /// draining that the rest of the file sets.
 fn aws(
@@ -919,5 +906,18 @@ fn aws(
             target_group_arns,
             launch_template: adopt.launch_template,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_placeholders() {
+        assert_eq!(
+            placeholders("app --port {port} -v {version} {x"),
+            vec!["port", "version"]
+        );
     }
 }

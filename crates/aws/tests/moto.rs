@@ -1,0 +1,470 @@
+//! The AWS provider against the emulator (moto server): the same SDK calls that run against AWS.
+//! The emulator runs no health checks (a registered running instance is healthy at once), so
+//! unhealthy targets are covered by the fake cloud in `rollout.rs`; here the failure path is an
+//! instance terminated from outside mid-deploy.
+
+use std::path::Path;
+use std::time::Duration;
+
+use aws_sdk_ec2::types::{Filter, InstanceStateName};
+use cutover_aws::groups::{self, GroupSettings};
+use cutover_aws::{stack, Clients, Color, Rollout, Settings, Stack, TrafficPlane};
+use cutover_deploy::{Progress, Rolling, Strategy};
+use cutover_e2e::moto::Moto;
+use cutover_spec::Spec;
+use cutover_store::Store;
+
+const REGION: &str = "us-west-2";
+
+fn spec(auto_scaling: bool) -> Spec {
+    let text = format!(
+        r#"
+[service]
+name = "shop"
+[release]
+version = "v1"
+[health]
+interval = "5s"
+timeout = "2s"
+[group]
+min = 1
+desired = 3
+max = 6
+[deploy]
+drain_timeout = "5s"
+progress_deadline = "2m"
+[aws]
+region = "{REGION}"
+auto_scaling = {auto_scaling}
+tags = {{ team = "storefront" }}
+[aws.images]
+v1 = "ami-0000000000000001"
+v2 = "ami-0000000000000002"
+v3 = "ami-0000000000000003"
+v4 = "ami-0000000000000004"
+"#
+    );
+    cutover_spec::parse(&text, Path::new("cutover.toml"), Path::new("."))
+        .unwrap_or_else(|e| panic!("test stack file: {e}"))
+}
+
+fn settings(strategy: Strategy) -> Settings {
+    Settings {
+        strategy,
+        desired: 3,
+        progress_deadline: Duration::from_secs(120),
+        drain_timeout: Duration::from_secs(5),
+        poll: Duration::from_millis(100),
+    }
+}
+
+const ROLLING: Strategy = Strategy::Rolling(Rolling {
+    max_surge: 1,
+    max_unavailable: 0,
+});
+
+struct World {
+    _moto: Moto,
+    _dir: tempfile::TempDir,
+    clients: Clients,
+    store: Store,
+}
+
+async fn world() -> World {
+    let moto = Moto::start();
+    moto.export_env(REGION);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(&dir.path().join("state.db")).expect("store");
+    let clients = Clients::connect(Some(REGION), Some(&moto.endpoint)).await;
+    World {
+        _moto: moto,
+        _dir: dir,
+        clients,
+        store,
+    }
+}
+
+/// Running instances as (id, image, cutover:version tag).
+async fn running(clients: &Clients) -> Vec<(String, String, String)> {
+    let out = clients
+        .ec2
+        .describe_instances()
+        .filters(
+            Filter::builder()
+                .name("instance-state-name")
+                .values("pending")
+                .values("running")
+                .build(),
+        )
+        .send()
+        .await
+        .expect("describe instances");
+    let mut v: Vec<_> = out
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .map(|i| {
+            let version = i
+                .tags()
+                .iter()
+                .find(|t| t.key() == Some("cutover:version"))
+                .and_then(|t| t.value())
+                .unwrap_or_default();
+            (
+                i.instance_id().unwrap_or_default().to_owned(),
+                i.image_id().unwrap_or_default().to_owned(),
+                version.to_owned(),
+            )
+        })
+        .collect();
+    v.sort_by(|a, b| a.2.cmp(&b.2).then(a.0.cmp(&b.0)));
+    v
+}
+
+async fn registered(w: &World, spec: &Spec, color: Color) -> Vec<String> {
+    let stack = Stack::load(spec, &w.store).expect("stack");
+    let mut ids: Vec<String> = stack
+        .elb(&w.clients, spec)
+        .health(color)
+        .await
+        .expect("health")
+        .into_iter()
+        .filter(|t| t.state == "healthy")
+        .map(|t| t.id)
+        .collect();
+    ids.sort();
+    ids
+}
+
+async fn deploy(w: &World, spec: &Spec, strategy: Strategy, version: &str) -> cutover_aws::Outcome {
+    let stack = Stack::load(spec, &w.store).expect("stack");
+    let ec2 = stack.ec2(&w.clients, spec, &[]).expect("ec2");
+    let elb = stack.elb(&w.clients, spec);
+    let rollout = Rollout::begin(&ec2, &elb, &w.store, settings(strategy), version, |e| {
+        eprintln!("  {:<9} {}", e.kind, e.detail)
+    })
+    .expect("begin");
+    rollout.run().await.expect("deploy runs to an outcome")
+}
+
+fn ids_of(instances: &[(String, String, String)]) -> Vec<String> {
+    let mut ids: Vec<String> = instances.iter().map(|i| i.0.clone()).collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_rolling_blue_green_replace_group_then_destroy_leaves_nothing() {
+    let w = world().await;
+    let spec = spec(false);
+    let stack = stack::init(&w.clients, &spec, &w.store, |l| eprintln!("{l}"))
+        .await
+        .expect("init");
+    assert!(stack
+        .url
+        .as_deref()
+        .is_some_and(|u| u.starts_with("http://")));
+    assert_eq!(stack.subnets.len(), 4, "the default VPC's four subnets");
+
+    // v1 onto an empty stack.
+    let out = deploy(&w, &spec, ROLLING, "v1").await;
+    assert!(out.succeeded(), "{out:?}");
+    let v1 = running(&w.clients).await;
+    assert_eq!(v1.len(), 3);
+    assert!(v1
+        .iter()
+        .all(|i| i.1 == "ami-0000000000000001" && i.2 == "v1"));
+    assert_eq!(registered(&w, &spec, Color::Blue).await, ids_of(&v1));
+
+    // Rolling to v2: every instance replaced, the old ones terminated, the target group holds
+    // only the new ones.
+    let out = deploy(&w, &spec, ROLLING, "v2").await;
+    assert!(out.succeeded(), "{out:?}");
+    let v2 = running(&w.clients).await;
+    assert_eq!(v2.len(), 3, "old instances terminated: {v2:?}");
+    assert!(v2
+        .iter()
+        .all(|i| i.1 == "ami-0000000000000002" && i.2 == "v2"));
+    assert_eq!(registered(&w, &spec, Color::Blue).await, ids_of(&v2));
+    let zones: std::collections::BTreeSet<_> = stack::status(&w.clients, &spec, &w.store)
+        .await
+        .expect("status")
+        .instances
+        .into_iter()
+        .filter_map(|m| m.zone)
+        .collect();
+    assert!(zones.len() >= 2, "spread across zones: {zones:?}");
+
+    // Blue-green to v3 through the listener's weights: green takes everything, blue stays warm.
+    let out = deploy(&w, &spec, Strategy::BlueGreen, "v3").await;
+    assert!(out.succeeded(), "{out:?}");
+    assert_eq!(out.live, Color::Green);
+    let status = stack::status(&w.clients, &spec, &w.store)
+        .await
+        .expect("status");
+    assert_eq!(status.weights, (0, 1));
+    assert_eq!(status.current.as_deref(), Some("v3"));
+    let v3: Vec<_> = running(&w.clients)
+        .await
+        .into_iter()
+        .filter(|i| i.2 == "v3")
+        .collect();
+    assert_eq!(registered(&w, &spec, Color::Green).await, ids_of(&v3));
+    assert_eq!(
+        registered(&w, &spec, Color::Blue).await,
+        ids_of(&v2),
+        "warm"
+    );
+
+    // The stack moves into an Auto Scaling group: replace-group to v4.
+    let spec = spec_with_group();
+    let stack = Stack::load(&spec, &w.store).expect("stack");
+    let out = groups::replace(
+        &w.clients,
+        &spec,
+        &stack,
+        &w.store,
+        "v4",
+        &[],
+        GroupSettings {
+            min: 1,
+            desired: 3,
+            max: 6,
+            progress_deadline: Duration::from_secs(120),
+            drain_timeout: Duration::from_secs(5),
+            poll: Duration::from_millis(100),
+        },
+        |e| eprintln!("  {:<9} {}", e.kind, e.detail),
+    )
+    .await
+    .expect("replace-group");
+    assert!(out.succeeded(), "{out:?}");
+    let v4 = running(&w.clients).await;
+    assert_eq!(
+        v4.len(),
+        3,
+        "everything before the group terminated: {v4:?}"
+    );
+    assert!(v4
+        .iter()
+        .all(|i| i.1 == "ami-0000000000000004" && i.2 == "v4"));
+    assert_eq!(registered(&w, &spec, Color::Green).await, ids_of(&v4));
+    let asgs = w
+        .clients
+        .asg
+        .describe_auto_scaling_groups()
+        .send()
+        .await
+        .expect("groups");
+    assert_eq!(asgs.auto_scaling_groups().len(), 1);
+    // Only replace-group from now on: the group owns the instances.
+    assert!(groups::check_strategy(&w.store, true, "rolling").is_err());
+
+    stack::destroy(&w.clients, &spec, &w.store, |l| eprintln!("{l}"))
+        .await
+        .expect("destroy");
+    assert!(running(&w.clients).await.is_empty());
+    let elb = &w.clients.elb;
+    let lbs = elb.describe_load_balancers().send().await.expect("lbs");
+    assert!(lbs.load_balancers().is_empty());
+    let tgs = elb.describe_target_groups().send().await.expect("tgs");
+    assert!(tgs.target_groups().is_empty());
+    let asgs = w
+        .clients
+        .asg
+        .describe_auto_scaling_groups()
+        .send()
+        .await
+        .expect("groups");
+    assert!(asgs.auto_scaling_groups().is_empty());
+    let lts = w
+        .clients
+        .ec2
+        .describe_launch_templates()
+        .send()
+        .await
+        .expect("launch templates");
+    assert!(lts.launch_templates().is_empty());
+    assert!(w.store.resources().expect("resources").is_empty());
+}
+
+fn spec_with_group() -> Spec {
+    spec(true)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destroy_leaves_adopted_resources_alone() {
+    let w = world().await;
+    // Someone else's load balancer, listener and target groups.
+    let elb = &w.clients.elb;
+    let vpc = w
+        .clients
+        .ec2
+        .describe_vpcs()
+        .send()
+        .await
+        .expect("vpcs")
+        .vpcs()[0]
+        .vpc_id()
+        .unwrap_or_default()
+        .to_owned();
+    let subnets: Vec<String> = w
+        .clients
+        .ec2
+        .describe_subnets()
+        .send()
+        .await
+        .expect("subnets")
+        .subnets()
+        .iter()
+        .filter_map(|s| s.subnet_id().map(str::to_owned))
+        .collect();
+    let lb = elb
+        .create_load_balancer()
+        .name("theirs")
+        .set_subnets(Some(subnets))
+        .send()
+        .await
+        .expect("lb");
+    let lb_arn = lb.load_balancers()[0]
+        .load_balancer_arn()
+        .unwrap_or_default()
+        .to_owned();
+    let mut tgs = Vec::new();
+    for name in ["theirs-a", "theirs-b"] {
+        let tg = elb
+            .create_target_group()
+            .name(name)
+            .protocol(aws_sdk_elasticloadbalancingv2::types::ProtocolEnum::Http)
+            .port(8080)
+            .vpc_id(&vpc)
+            .send()
+            .await
+            .expect("tg");
+        tgs.push(
+            tg.target_groups()[0]
+                .target_group_arn()
+                .unwrap_or_default()
+                .to_owned(),
+        );
+    }
+    let listener = elb
+        .create_listener()
+        .load_balancer_arn(&lb_arn)
+        .protocol(aws_sdk_elasticloadbalancingv2::types::ProtocolEnum::Http)
+        .port(80)
+        .default_actions(
+            aws_sdk_elasticloadbalancingv2::types::Action::builder()
+                .r#type(aws_sdk_elasticloadbalancingv2::types::ActionTypeEnum::Forward)
+                .target_group_arn(&tgs[0])
+                .build(),
+        )
+        .send()
+        .await
+        .expect("listener");
+    let listener_arn = listener.listeners()[0]
+        .listener_arn()
+        .unwrap_or_default()
+        .to_owned();
+
+    let mut spec = spec(false);
+    if let Some(aws) = spec.aws.as_mut() {
+        aws.adopt.listener_arn = Some(listener_arn.clone());
+        aws.adopt.target_group_arns = tgs.clone();
+    }
+    stack::init(&w.clients, &spec, &w.store, |l| eprintln!("{l}"))
+        .await
+        .expect("init");
+    let out = deploy(&w, &spec, ROLLING, "v1").await;
+    assert!(out.succeeded(), "{out:?}");
+    let status = stack::status(&w.clients, &spec, &w.store)
+        .await
+        .expect("status");
+    assert_eq!(status.weights, (1, 0), "forwarding to both, blue weighted");
+    assert_eq!(status.groups[0].targets.len(), 3);
+
+    stack::destroy(&w.clients, &spec, &w.store, |l| eprintln!("{l}"))
+        .await
+        .expect("destroy");
+    assert!(running(&w.clients).await.is_empty(), "our instances go");
+    let lbs = elb.describe_load_balancers().send().await.expect("lbs");
+    assert_eq!(lbs.load_balancers().len(), 1, "their load balancer stays");
+    let left = elb.describe_target_groups().send().await.expect("tgs");
+    assert_eq!(left.target_groups().len(), 2, "their target groups stay");
+    let l = elb
+        .describe_listeners()
+        .listener_arns(&listener_arn)
+        .send()
+        .await
+        .expect("their listener stays");
+    assert_eq!(l.listeners().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_terminated_from_outside_mid_deploy_rolls_back() {
+    let w = world().await;
+    let spec = spec(false);
+    stack::init(&w.clients, &spec, &w.store, |_| {})
+        .await
+        .expect("init");
+    assert!(deploy(&w, &spec, ROLLING, "v1").await.succeeded());
+    let v1 = ids_of(&running(&w.clients).await);
+
+    // Someone terminates the first v2 instance as soon as it runs.
+    let ec2 = w.clients.ec2.clone();
+    let saboteur = tokio::spawn(async move {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while tokio::time::Instant::now() < deadline {
+            let out = ec2
+                .describe_instances()
+                .filters(
+                    Filter::builder()
+                        .name("tag:cutover:version")
+                        .values("v2")
+                        .build(),
+                )
+                .send()
+                .await
+                .expect("describe");
+            let victim = out
+                .reservations()
+                .iter()
+                .flat_map(|r| r.instances())
+                .find(|i| i.state().and_then(|s| s.name()) == Some(&InstanceStateName::Running))
+                .and_then(|i| i.instance_id().map(str::to_owned));
+            if let Some(id) = victim {
+                ec2.terminate_instances()
+                    .instance_ids(&id)
+                    .send()
+                    .await
+                    .expect("terminate");
+                return Some(id);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        None
+    });
+    let out = deploy(&w, &spec, ROLLING, "v2").await;
+    let victim = saboteur
+        .await
+        .expect("saboteur")
+        .expect("a v2 instance ran");
+    let Progress::RolledBack { reason } = &out.progress else {
+        panic!("expected a rollback, got {out:?}");
+    };
+    assert!(
+        reason.contains(&victim) && reason.contains("terminated outside cutover"),
+        "{reason}"
+    );
+    let after = running(&w.clients).await;
+    assert!(after.iter().all(|i| i.2 == "v1"), "only v1 left: {after:?}");
+    assert_eq!(after.len(), 3);
+    assert_eq!(registered(&w, &spec, Color::Blue).await, ids_of(&after));
+    assert_eq!(
+        w.store.current_release().expect("current").as_deref(),
+        Some("v1")
+    );
+    // The v1 instances that served throughout are the ones serving now, unless one was
+    // drained for a v2 that later went: then it was replaced by a fresh v1.
+    assert!(ids_of(&after).iter().filter(|id| v1.contains(id)).count() >= 2);
+}
