@@ -490,3 +490,58 @@ fn waiting_for(
         })
         .collect()
 }
+
+/// Rolls back by flipping the listener to the other group, when it holds a healthy set of the
+/// previous release (kept warm by blue-green): one ModifyListener, nothing launched. `None` when
+/// there is no such set; the caller then deploys the previous release instead.
+pub async fn flip_back<C: Compute, T: TrafficPlane>(
+    compute: &C,
+    traffic: &T,
+    store: &Store,
+    desired: u32,
+    on_event: impl FnMut(&Event),
+) -> Result<Option<Outcome>, AwsError> {
+    let Some(current) = store.current_release()? else {
+        return Ok(None);
+    };
+    let live = store
+        .meta(LIVE_KEY)?
+        .and_then(|c| Color::parse(&c))
+        .unwrap_or(Color::Blue);
+    let warm_group = live.other();
+    let healthy: HashSet<String> = traffic
+        .health(warm_group)
+        .await?
+        .into_iter()
+        .filter(|t| t.state == "healthy")
+        .map(|t| t.id)
+        .collect();
+    let warm: Vec<Machine> = compute
+        .machines()
+        .await?
+        .into_iter()
+        .filter(|m| {
+            m.group == warm_group && m.state == MachineState::Ready && healthy.contains(&m.id)
+        })
+        .collect();
+    let versions: HashSet<&str> = warm.iter().map(|m| m.version.as_str()).collect();
+    let previous = match versions.into_iter().collect::<Vec<_>>().as_slice() {
+        [v] if *v != current && warm.len() as u32 >= desired => (*v).to_owned(),
+        _ => return Ok(None),
+    };
+    let mut journal = Journal::begin(store, &previous, "rollback", on_event)?;
+    journal.event(
+        "traffic",
+        format!(
+            "flip to {} ({} healthy instances of {previous})",
+            warm_group.name(),
+            warm.len()
+        ),
+    );
+    let (blue, green) = match warm_group {
+        Color::Blue => (1, 0),
+        Color::Green => (0, 1),
+    };
+    traffic.set_weights(blue, green).await?;
+    journal.finish(Progress::Done, warm_group).map(Some)
+}

@@ -476,3 +476,30 @@ async fn an_instance_terminated_from_outside_mid_deploy_rolls_back() {
     assert!(reason.contains("terminated outside cutover"), "{reason}");
     assert_eq!(fake.versions(), ["v1", "v1", "v1"]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn rollback_after_blue_green_is_one_flip_onto_the_warm_set() {
+    let (_dir, store) = store();
+    let fake = Fake::new();
+    with_v1(&fake, &store).await;
+    let flip = cutover_aws::rollout::flip_back(&fake, &fake, &store, 3, |_| {})
+        .await
+        .expect("flip");
+    assert!(flip.is_none(), "after a rolling deploy nothing is warm");
+    assert!(deploy(&fake, &store, Strategy::BlueGreen, "v2")
+        .await
+        .succeeded());
+    fake.cloud().weight_changes.clear();
+    let out = cutover_aws::rollout::flip_back(&fake, &fake, &store, 3, |_| {})
+        .await
+        .expect("flip")
+        .expect("a warm set to flip to");
+    assert_eq!((out.to.as_str(), out.live), ("v1", Color::Blue));
+    assert_eq!(fake.cloud().weight_changes, [(1, 0)]);
+    assert_eq!(
+        store.current_release().expect("current").as_deref(),
+        Some("v1")
+    );
+    assert_eq!(store.meta(LIVE_KEY).expect("meta").as_deref(), Some("blue"));
+    assert_eq!(fake.versions().len(), 6, "nothing launched or stopped");
+}

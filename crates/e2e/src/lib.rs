@@ -23,6 +23,9 @@ pub fn bin(name: &str) -> PathBuf {
         BUILT.get_or_init(|| {
             let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
             cmd.args(["build", "--bins", "-p", "cutover", "-p", "demo-app"]);
+            if cfg!(feature = "aws") {
+                cmd.args(["--features", "cutover/aws"]);
+            }
             if dir.ends_with("release") {
                 cmd.arg("--release");
             }

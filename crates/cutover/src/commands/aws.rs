@@ -27,6 +27,9 @@ pub enum Command {
     /// Deploy VERSION on AWS with the stack file's strategy (or --strategy); exits 0 only when
     /// every instance runs it and is healthy, 1 with the reason when it rolled back.
     Deploy(DeployArgs),
+    /// Back to the previous release: a listener flip while blue-green keeps it warm, else a
+    /// rolling deploy of it.
+    Rollback(Common),
     /// Delete everything `init` and deploys created, and nothing adopted.
     Destroy(Common),
 }
@@ -81,7 +84,9 @@ impl From<cutover_store::StoreError> for Failure {
 
 pub fn run(cmd: Command) -> ExitCode {
     let json = match &cmd {
-        Command::Init(c) | Command::Status(c) | Command::Destroy(c) => c.json,
+        Command::Init(c) | Command::Status(c) | Command::Destroy(c) | Command::Rollback(c) => {
+            c.json
+        }
         Command::Deploy(d) => d.common.json,
     };
     let runtime = match tokio::runtime::Runtime::new() {
@@ -177,6 +182,7 @@ async fn dispatch(cmd: Command) -> Result<ExitCode, Failure> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Deploy(d) => deploy(d).await,
+        Command::Rollback(c) => rollback(c).await,
     }
 }
 
@@ -255,6 +261,11 @@ async fn deploy(d: DeployArgs) -> Result<ExitCode, Failure> {
         let outcome = rollout.run().await?;
         outcome
     };
+    Ok(report(&outcome, json))
+}
+
+/// Prints how a deploy ended; exit 0 only if it succeeded.
+fn report(outcome: &cutover_aws::Outcome, json: bool) -> ExitCode {
     if json {
         println!(
             "{}",
@@ -278,11 +289,58 @@ async fn deploy(d: DeployArgs) -> Result<ExitCode, Failure> {
             other => eprintln!("deploy of {} ended {other:?}", outcome.to),
         }
     }
-    Ok(if outcome.succeeded() {
+    if outcome.succeeded() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+async fn rollback(c: Common) -> Result<ExitCode, Failure> {
+    let (spec, store, clients) = open(&c).await?;
+    let aws = stack::section(&spec)?;
+    let stack = Stack::load(&spec, &store)?;
+    if !aws.auto_scaling && groups::recorded(&store)?.is_empty() {
+        let ec2 = stack.ec2(&clients, &spec, &[])?;
+        let elb = stack.elb(&clients, &spec);
+        let desired = store.desired()?.unwrap_or(spec.group.desired);
+        let json = c.json;
+        let flipped = cutover_aws::rollout::flip_back(&ec2, &elb, &store, desired, |e| {
+            if !json {
+                eprintln!("  {:<9} {}", e.kind, e.detail);
+            }
+        })
+        .await?;
+        if let Some(outcome) = flipped {
+            return Ok(report(&outcome, json));
+        }
+    }
+    // No warm set: deploy the release the current one replaced.
+    let current = store.current_release()?;
+    let previous = store
+        .deployments()?
+        .into_iter()
+        .rev()
+        .find(|d| {
+            Some(&d.to_version) == current.as_ref()
+                && d.progress["progress"] == "done"
+                && !d.from_version.is_empty()
+        })
+        .map(|d| d.from_version)
+        .ok_or_else(|| Failure("no earlier release to roll back to".into(), true))?;
+    let strategy = if aws.auto_scaling {
+        "replace-group"
+    } else {
+        "rolling"
+    };
+    deploy(DeployArgs {
+        version: previous,
+        common: c,
+        strategy: Some(strategy.into()),
+        image: None,
+        poll: Duration::from_secs(5),
     })
+    .await
 }
 
 fn print_status(s: &stack::Status) {
