@@ -325,6 +325,7 @@ pub async fn init(
                     .protocol(ProtocolEnum::Http)
                     .port(i32::from(aws.listener_port))
                     .default_actions(forward((&blue, 1), (&green, 0)))
+                    .set_tags(Some(stack_tags(&[])))
                     .send()
                     .await
                     .map_err(api("elbv2", "CreateListener"))?;
@@ -433,6 +434,18 @@ pub async fn init(
                 .create_launch_template()
                 .launch_template_name(&name)
                 .launch_template_data(data.build())
+                // Tagged like the rest, so a policy can scope its deletion to the stack.
+                .tag_specifications(
+                    aws_sdk_ec2::types::TagSpecification::builder()
+                        .resource_type(ResourceType::LaunchTemplate)
+                        .tags(
+                            aws_sdk_ec2::types::Tag::builder()
+                                .key(tags::STACK)
+                                .value(&spec.service)
+                                .build(),
+                        )
+                        .build(),
+                )
                 .send()
                 .await
                 .map_err(api("ec2", "CreateLaunchTemplate"))?;
