@@ -84,8 +84,13 @@ fn init_deploy_blue_green_rollback_and_destroy_through_the_cli() {
         Some(2)
     );
 
+    // `cutover status` and `cutover rollback` are the same commands on AWS.
+    let (code, same, _) = cutover(&["status", "-f", f, "--json"]);
+    assert_eq!(code, 0);
+    assert_eq!(json(&same)["live"], "green");
+
     // The v1 set is warm in blue: rollback is one listener change.
-    let (code, out, err) = run(&["rollback", "--json"]);
+    let (code, out, err) = cutover(&["rollback", "-f", f, "--json"]);
     assert_eq!(code, 0, "{out}{err}");
     let (_, out, _) = run(&["status", "--json"]);
     let status = json(&out);

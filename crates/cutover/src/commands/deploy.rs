@@ -72,12 +72,34 @@ pub struct RollbackArgs {
 }
 
 pub fn run(args: Args) -> ExitCode {
+    #[cfg(feature = "aws")]
+    if let Some(common) = super::aws_stack(&args.stack, args.json) {
+        return super::aws::run(super::aws::Command::Deploy(super::aws::DeployArgs {
+            version: args.version,
+            common,
+            strategy: args.strategy,
+            image: None,
+            poll: std::time::Duration::from_secs(5),
+        }));
+    }
+    #[cfg(not(feature = "aws"))]
+    if let Some(code) = super::needs_aws(&args.stack) {
+        return code;
+    }
     let body =
         json!({ "version": args.version, "strategy": args.strategy, "command": args.command });
     drive(&args.stack, "/deploy", body, args.json, args.no_wait)
 }
 
 pub fn rollback(args: RollbackArgs) -> ExitCode {
+    #[cfg(feature = "aws")]
+    if let Some(common) = super::aws_stack(&args.stack, args.json) {
+        return super::aws::run(super::aws::Command::Rollback(common));
+    }
+    #[cfg(not(feature = "aws"))]
+    if let Some(code) = super::needs_aws(&args.stack) {
+        return code;
+    }
     drive(
         &args.stack,
         "/rollback",

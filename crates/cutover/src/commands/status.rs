@@ -144,6 +144,14 @@ pub fn finish(result: Result<(), String>) -> ExitCode {
 }
 
 pub fn run(args: Args) -> ExitCode {
+    #[cfg(feature = "aws")]
+    if let Some(common) = super::aws_stack(&args.stack, args.json) {
+        return super::aws::run(super::aws::Command::Status(common));
+    }
+    #[cfg(not(feature = "aws"))]
+    if let Some(code) = super::needs_aws(&args.stack) {
+        return code;
+    }
     finish(block_on(async {
         let admin = Admin::connect(&args.stack)?;
         let status = admin.get("/status").await?;
