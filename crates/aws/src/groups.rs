@@ -333,15 +333,195 @@ async fn deregister_one(
     }
 }
 
-/// Whether a deploy with `strategy` can run on this stack as it stands.
+/// Whether a deploy with `strategy` can run on this stack as it stands: a stack run by an Auto
+/// Scaling group replaces the group, or rolls inside it; its instances are the group's, so
+/// strategies that stand a second set beside them are not offered.
 pub fn check_strategy(store: &Store, auto_scaling: bool, strategy: &str) -> Result<(), AwsError> {
-    let has_group = !recorded(store)?.is_empty();
-    if (auto_scaling || has_group) && strategy != "replace-group" {
+    let groups = recorded(store)?;
+    if (auto_scaling || !groups.is_empty()) && !matches!(strategy, "replace-group" | "rolling") {
         return Err(AwsError::Invalid(format!(
-            "{strategy} is not available on a stack run by an Auto Scaling group: its instances \
-             are the group's to replace, so deploys replace the whole group \
-             (`--strategy replace-group`)"
+            "{strategy} is not available on a stack run by an Auto Scaling group: deploys \
+             replace the group (`--strategy replace-group`) or roll inside it (`rolling`)"
+        )));
+    }
+    if groups.len() > 1 && strategy == "rolling" {
+        return Err(AwsError::Invalid(format!(
+            "the stack has {} Auto Scaling groups (an interrupted replace-group?): \
+             `--strategy replace-group` leaves one",
+            groups.len()
         )));
     }
     Ok(())
+}
+
+/// Rolling inside an Auto Scaling group: each new instance is launched beside the group and, once
+/// running, attached to it (the group's desired capacity grows by one); each old one is
+/// terminated through the group with its desired capacity decremented, so the group never
+/// launches a replacement behind the deploy's back. The group's launch template moves to the new
+/// release only when the deploy is done.
+pub struct InGroup<'a> {
+    pub ec2: &'a crate::compute::Ec2,
+    pub clients: &'a Clients,
+    pub name: String,
+    /// Launched, not yet attached.
+    pending: std::sync::Mutex<BTreeSet<String>>,
+}
+
+impl<'a> InGroup<'a> {
+    pub fn new(ec2: &'a crate::compute::Ec2, clients: &'a Clients, name: &str) -> Self {
+        Self {
+            ec2,
+            clients,
+            name: name.to_owned(),
+            pending: std::sync::Mutex::new(BTreeSet::new()),
+        }
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes room for the surge, before the deploy starts.
+    pub async fn allow(&self, max: u32) -> Result<(), AwsError> {
+        self.clients
+            .asg
+            .update_auto_scaling_group()
+            .auto_scaling_group_name(&self.name)
+            .max_size(max as i32)
+            .send()
+            .await
+            .map_err(api(SERVICE, "UpdateAutoScalingGroup"))?;
+        Ok(())
+    }
+
+    /// Points the group at `version`'s image (a new launch template version) once the deploy is
+    /// done, so instances it launches later run the new release too.
+    pub async fn adopt_release(
+        &self,
+        launch_template: &str,
+        image: Option<&str>,
+        version: &str,
+        max: u32,
+    ) -> Result<(), AwsError> {
+        let lt_version = match image {
+            Some(image) => {
+                let out = self
+                    .clients
+                    .ec2
+                    .create_launch_template_version()
+                    .launch_template_id(launch_template)
+                    .source_version("$Latest")
+                    .version_description(version)
+                    .launch_template_data(
+                        RequestLaunchTemplateData::builder().image_id(image).build(),
+                    )
+                    .send()
+                    .await
+                    .map_err(api("ec2", "CreateLaunchTemplateVersion"))?;
+                field(
+                    out.launch_template_version()
+                        .and_then(|v| v.version_number()),
+                    "ec2",
+                    "CreateLaunchTemplateVersion",
+                    "version number",
+                )?
+                .to_string()
+            }
+            None => "$Default".to_owned(),
+        };
+        self.clients
+            .asg
+            .update_auto_scaling_group()
+            .auto_scaling_group_name(&self.name)
+            .launch_template(
+                LaunchTemplateSpecification::builder()
+                    .launch_template_id(launch_template)
+                    .version(lt_version)
+                    .build(),
+            )
+            .max_size(max as i32)
+            .send()
+            .await
+            .map_err(api(SERVICE, "UpdateAutoScalingGroup"))?;
+        Ok(())
+    }
+}
+
+impl Compute for InGroup<'_> {
+    async fn launch(
+        &self,
+        version: &str,
+        group: crate::traffic::Color,
+        deployment: u64,
+    ) -> Result<String, AwsError> {
+        let id = self.ec2.launch(version, group, deployment).await?;
+        self.pending().insert(id.clone());
+        Ok(id)
+    }
+
+    async fn machines(&self) -> Result<Vec<crate::compute::Machine>, AwsError> {
+        let mut machines = self.ec2.machines().await?;
+        let ready: Vec<String> = {
+            let pending = self.pending();
+            machines
+                .iter()
+                .filter(|m| pending.contains(&m.id) && m.state == MachineState::Ready)
+                .map(|m| m.id.clone())
+                .collect()
+        };
+        if !ready.is_empty() {
+            // Only a running instance can join a group.
+            self.clients
+                .asg
+                .attach_instances()
+                .auto_scaling_group_name(&self.name)
+                .set_instance_ids(Some(ready.clone()))
+                .send()
+                .await
+                .map_err(api(SERVICE, "AttachInstances"))?;
+            let mut pending = self.pending();
+            for id in &ready {
+                pending.remove(id);
+            }
+        }
+        let pending = self.pending();
+        for m in &mut machines {
+            if ready.contains(&m.id) {
+                m.auto_scaling_group = Some(self.name.clone());
+            }
+            // Until it joins, it counts as starting: it must not be registered before the group
+            // holds it, or the group could be asked to replace what it does not know.
+            if pending.contains(&m.id) && m.state == MachineState::Ready {
+                m.state = MachineState::Booting {
+                    detail: format!("joining {}", self.name),
+                };
+            }
+        }
+        Ok(machines)
+    }
+
+    async fn terminate(&self, ids: &[String]) -> Result<(), AwsError> {
+        let members: BTreeSet<String> = members(self.clients, &self.name)
+            .await?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        let mut plain = Vec::new();
+        for id in ids {
+            if members.contains(id) {
+                self.clients
+                    .asg
+                    .terminate_instance_in_auto_scaling_group()
+                    .instance_id(id)
+                    .should_decrement_desired_capacity(true)
+                    .send()
+                    .await
+                    .map_err(api(SERVICE, "TerminateInstanceInAutoScalingGroup"))?;
+            } else {
+                plain.push(id.clone());
+            }
+        }
+        self.pending().retain(|id| !ids.contains(id));
+        self.ec2.terminate(&plain).await
+    }
 }

@@ -31,6 +31,9 @@ pub struct Settings {
     pub drain_timeout: Duration,
     /// How often AWS is asked how things stand.
     pub poll: Duration,
+    /// The Auto Scaling group the deploy rolls inside, if any; other groups' instances are
+    /// theirs to replace and left alone.
+    pub group: Option<String>,
 }
 
 /// One deployment in progress, with what the executor remembers between observations.
@@ -272,7 +275,9 @@ impl<'a, C: Compute, T: TrafficPlane> Rollout<'a, C, T> {
         let mut register: BTreeMap<Color, Vec<String>> = BTreeMap::new();
         let mut drained = Vec::new();
         // An Auto Scaling group's instances are the group's to replace, not this executor's.
-        for m in machines.iter().filter(|m| m.auto_scaling_group.is_none()) {
+        for m in machines.iter().filter(|m| {
+            m.auto_scaling_group.is_none() || m.auto_scaling_group == self.settings.group
+        }) {
             self.unseen.remove(&m.id);
             self.groups.insert(m.id.clone(), m.group);
             if self.terminated.contains(&m.id) {

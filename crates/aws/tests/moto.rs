@@ -42,6 +42,7 @@ v1 = "ami-0000000000000001"
 v2 = "ami-0000000000000002"
 v3 = "ami-0000000000000003"
 v4 = "ami-0000000000000004"
+v5 = "ami-0000000000000005"
 "#
     );
     cutover_spec::parse(&text, Path::new("cutover.toml"), Path::new("."))
@@ -55,6 +56,7 @@ fn settings(strategy: Strategy) -> Settings {
         progress_deadline: Duration::from_secs(120),
         drain_timeout: Duration::from_secs(5),
         poll: Duration::from_millis(100),
+        group: None,
     }
 }
 
@@ -239,6 +241,7 @@ async fn init_rolling_blue_green_replace_group_then_destroy_leaves_nothing() {
     .await
     .expect("replace-group");
     assert!(out.succeeded(), "{out:?}");
+    let stack = Stack::load(&spec, &w.store).expect("stack");
     let v4 = running(&w.clients).await;
     assert_eq!(
         v4.len(),
@@ -257,8 +260,77 @@ async fn init_rolling_blue_green_replace_group_then_destroy_leaves_nothing() {
         .await
         .expect("groups");
     assert_eq!(asgs.auto_scaling_groups().len(), 1);
-    // Only replace-group from now on: the group owns the instances.
-    assert!(groups::check_strategy(&w.store, true, "rolling").is_err());
+    // The group owns the instances: no second set beside them.
+    assert!(groups::check_strategy(&w.store, true, "blue-green").is_err());
+
+    // Rolling inside the group to v5: each new instance joins the group, each old one leaves
+    // it with the desired capacity decremented; at the end the group launches v5 too.
+    groups::check_strategy(&w.store, true, "rolling").expect("rolling inside a group");
+    let name = groups::recorded(&w.store).expect("groups")[0].id.clone();
+    let ec2 = stack.ec2(&w.clients, &spec, &[]).expect("ec2");
+    let in_group = groups::InGroup::new(&ec2, &w.clients, &name);
+    in_group.allow(7).await.expect("room for the surge");
+    let mut s = settings(ROLLING);
+    s.group = Some(name.clone());
+    let elb = stack.elb(&w.clients, &spec);
+    let rollout = Rollout::begin(&in_group, &elb, &w.store, s, "v5", |e| {
+        eprintln!("  {:<9} {}", e.kind, e.detail)
+    })
+    .expect("begin");
+    let out = rollout.run().await.expect("rolling in the group");
+    assert!(out.succeeded(), "{out:?}");
+    let lt = stack.launch_template.clone().expect("launch template");
+    in_group
+        .adopt_release(&lt, Some("ami-0000000000000005"), "v5", 6)
+        .await
+        .expect("the group moves to v5");
+    let v5 = running(&w.clients).await;
+    assert_eq!(v5.len(), 3, "{v5:?}");
+    assert!(v5
+        .iter()
+        .all(|i| i.1 == "ami-0000000000000005" && i.2 == "v5"));
+    assert_eq!(registered(&w, &spec, Color::Green).await, ids_of(&v5));
+    let asgs = w
+        .clients
+        .asg
+        .describe_auto_scaling_groups()
+        .auto_scaling_group_names(&name)
+        .send()
+        .await
+        .expect("group");
+    let g = &asgs.auto_scaling_groups()[0];
+    let mut members: Vec<String> = g
+        .instances()
+        .iter()
+        .filter_map(|i| i.instance_id().map(str::to_owned))
+        .collect();
+    members.sort();
+    assert_eq!(
+        members,
+        ids_of(&v5),
+        "the group holds exactly the new instances"
+    );
+    assert_eq!(g.desired_capacity(), Some(3));
+    let lt_version = g
+        .launch_template()
+        .and_then(|t| t.version())
+        .unwrap_or_default()
+        .to_owned();
+    let versions = w
+        .clients
+        .ec2
+        .describe_launch_template_versions()
+        .launch_template_id(&lt)
+        .versions(&lt_version)
+        .send()
+        .await
+        .expect("launch template versions");
+    let image = versions.launch_template_versions()[0]
+        .launch_template_data()
+        .and_then(|d| d.image_id())
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(image, "ami-0000000000000005");
 
     stack::destroy(&w.clients, &spec, &w.store, |l| eprintln!("{l}"))
         .await

@@ -266,6 +266,7 @@ fn settings(strategy: Strategy) -> Settings {
         progress_deadline: Duration::from_secs(600),
         drain_timeout: Duration::from_secs(30),
         poll: Duration::from_secs(5),
+        group: None,
     }
 }
 

@@ -232,34 +232,56 @@ async fn deploy(d: DeployArgs) -> Result<ExitCode, Failure> {
             eprintln!("  {:<9} {}", e.kind, e.detail);
         }
     };
-    let outcome = if aws.auto_scaling {
-        let settings = GroupSettings {
-            min: spec.group.min,
-            desired: spec.group.desired,
-            max: spec.group.max,
-            progress_deadline: spec.deploy.progress_deadline,
-            drain_timeout: spec.deploy.drain_timeout,
-            poll: d.poll,
-        };
-        groups::replace(
-            &clients, &spec, &stack, &store, &d.version, &extra, settings, print,
-        )
-        .await?
-    } else {
-        let ec2 = stack.ec2(&clients, &spec, &extra)?;
-        // Refused before anything changes: a version with no image to run.
-        ec2.image(&d.version)?;
-        let elb = stack.elb(&clients, &spec);
-        let settings = Settings {
-            strategy,
-            desired: store.desired()?.unwrap_or(spec.group.desired),
-            progress_deadline: spec.deploy.progress_deadline,
-            drain_timeout: spec.deploy.drain_timeout,
-            poll: d.poll,
-        };
-        let rollout = Rollout::begin(&ec2, &elb, &store, settings, &d.version, print)?;
-        let outcome = rollout.run().await?;
-        outcome
+    let ec2 = stack.ec2(&clients, &spec, &extra)?;
+    // Refused before anything changes: a version with no image to run.
+    let image = ec2.image(&d.version)?.map(str::to_owned);
+    let elb = stack.elb(&clients, &spec);
+    let group = groups::recorded(&store)?.pop();
+    let settings = Settings {
+        strategy: strategy.clone(),
+        desired: store.desired()?.unwrap_or(spec.group.desired),
+        progress_deadline: spec.deploy.progress_deadline,
+        drain_timeout: spec.deploy.drain_timeout,
+        poll: d.poll,
+        group: group.as_ref().map(|g| g.id.clone()),
+    };
+    let outcome = match (&group, strategy) {
+        // A group stack's first deploy creates its group; so does every replace-group.
+        (_, Strategy::ReplaceGroup) | (None, _) if aws.auto_scaling => {
+            let settings = GroupSettings {
+                min: spec.group.min,
+                desired: spec.group.desired,
+                max: spec.group.max,
+                progress_deadline: spec.deploy.progress_deadline,
+                drain_timeout: spec.deploy.drain_timeout,
+                poll: d.poll,
+            };
+            groups::replace(
+                &clients, &spec, &stack, &store, &d.version, &extra, settings, print,
+            )
+            .await?
+        }
+        (Some(g), Strategy::Rolling(r)) => {
+            let in_group = groups::InGroup::new(&ec2, &clients, &g.id);
+            let max = spec.group.max.max(settings.desired);
+            in_group.allow(max + r.max_surge).await?;
+            let rollout = Rollout::begin(&in_group, &elb, &store, settings, &d.version, print)?;
+            let outcome = rollout.run().await?;
+            let lt = stack.launch_template.as_deref().unwrap_or_default();
+            if outcome.succeeded() {
+                in_group
+                    .adopt_release(lt, image.as_deref(), &d.version, max)
+                    .await?;
+            } else {
+                in_group.allow(max).await?;
+            }
+            outcome
+        }
+        _ => {
+            let rollout = Rollout::begin(&ec2, &elb, &store, settings, &d.version, print)?;
+            let outcome = rollout.run().await?;
+            outcome
+        }
     };
     Ok(report(&outcome, json))
 }
