@@ -83,6 +83,15 @@ async fn members(clients: &Clients, name: &str) -> Result<Vec<(String, String)>,
         .collect())
 }
 
+/// The instance IDs of a group.
+pub async fn member_ids(clients: &Clients, name: &str) -> Result<Vec<String>, AwsError> {
+    Ok(members(clients, name)
+        .await?
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect())
+}
+
 /// Replaces the stack's group (or plain instances) with a new group running `version`.
 #[allow(clippy::too_many_arguments)]
 pub async fn replace(

@@ -460,10 +460,84 @@ pub async fn init(
         }
         None => {}
     }
+    if let Some(name) = &aws.adopt.auto_scaling_group {
+        if !store
+            .resources()?
+            .iter()
+            .any(|r| r.kind == kind::AUTO_SCALING_GROUP)
+        {
+            adopt_group(clients, spec, store, name, &tg_arns).await?;
+            record(store, kind::AUTO_SCALING_GROUP, name, name, false)?;
+            say(format!(
+                "adopted auto scaling group {name}: its instances run {}",
+                spec.release.version
+            ));
+        }
+    }
     if store.meta(LIVE_KEY)?.is_none() {
         store.set_meta(LIVE_KEY, Color::Blue.name())?;
     }
     Stack::load(spec, store)
+}
+
+/// Brings an existing group under the stack: the group and its instances are tagged as the
+/// stack's, running the stack file's release in the live group, and the group is attached to the
+/// live target group (which registers its instances).
+async fn adopt_group(
+    clients: &Clients,
+    spec: &Spec,
+    store: &Store,
+    name: &str,
+    tg_arns: &[String; 2],
+) -> Result<(), AwsError> {
+    let live = store
+        .meta(LIVE_KEY)?
+        .and_then(|c| Color::parse(&c))
+        .unwrap_or(Color::Blue);
+    let tags = [
+        (tags::STACK, spec.service.as_str()),
+        (tags::VERSION, spec.release.version.as_str()),
+        (tags::GROUP, live.name()),
+    ];
+    let mut req = clients.asg.create_or_update_tags();
+    for (k, v) in tags {
+        req = req.tags(
+            aws_sdk_autoscaling::types::Tag::builder()
+                .resource_id(name)
+                .resource_type("auto-scaling-group")
+                .key(k)
+                .value(v)
+                .propagate_at_launch(true)
+                .build(),
+        );
+    }
+    req.send()
+        .await
+        .map_err(api("autoscaling", "CreateOrUpdateTags"))?;
+    let members = crate::groups::member_ids(clients, name).await?;
+    if !members.is_empty() {
+        let mut req = clients.ec2.create_tags().set_resources(Some(members));
+        for (k, v) in tags {
+            req = req.tags(aws_sdk_ec2::types::Tag::builder().key(k).value(v).build());
+        }
+        req.send().await.map_err(api("ec2", "CreateTags"))?;
+    }
+    let tg = match live {
+        Color::Blue => &tg_arns[0],
+        Color::Green => &tg_arns[1],
+    };
+    clients
+        .asg
+        .attach_load_balancer_target_groups()
+        .auto_scaling_group_name(name)
+        .target_group_arns(tg)
+        .send()
+        .await
+        .map_err(api("autoscaling", "AttachLoadBalancerTargetGroups"))?;
+    if store.current_release()?.is_none() {
+        store.set_current_release(&spec.release.version)?;
+    }
+    Ok(())
 }
 
 /// How the stack stands on AWS.
@@ -532,17 +606,32 @@ pub async fn destroy(
         .iter()
         .filter(|r| r.kind == kind::AUTO_SCALING_GROUP)
     {
-        crate::groups::delete_group(clients, &r.id).await?;
+        if r.created {
+            crate::groups::delete_group(clients, &r.id).await?;
+            say(format!("deleted auto scaling group {}", r.name));
+        } else {
+            say(format!("left adopted auto scaling group {}", r.name));
+        }
         store.resource_deleted(&r.kind, &r.id)?;
-        say(format!("deleted auto scaling group {}", r.name));
     }
     if let Ok(stack) = Stack::load(spec, store) {
         let ec2 = stack.ec2(clients, spec, &[])?;
+        // An adopted group keeps its instances: it would only launch new ones.
+        let adopted: Vec<&str> = recorded
+            .iter()
+            .filter(|r| r.kind == kind::AUTO_SCALING_GROUP && !r.created)
+            .map(|r| r.id.as_str())
+            .collect();
         let ids: Vec<String> = ec2
             .machines()
             .await?
             .into_iter()
             .filter(|m| !matches!(m.state, crate::compute::MachineState::Gone { .. }))
+            .filter(|m| {
+                m.auto_scaling_group
+                    .as_deref()
+                    .is_none_or(|g| !adopted.contains(&g))
+            })
             .map(|m| m.id)
             .collect();
         if !ids.is_empty() {

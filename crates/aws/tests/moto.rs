@@ -540,3 +540,102 @@ async fn an_instance_terminated_from_outside_mid_deploy_rolls_back() {
     // drained for a v2 that later went: then it was replaced by a fresh v1.
     assert!(ids_of(&after).iter().filter(|id| v1.contains(id)).count() >= 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_adopted_group_is_rolled_inside_and_kept_by_destroy() {
+    let w = world().await;
+    // Someone's group of two, from their own launch template.
+    let lt = w
+        .clients
+        .ec2
+        .create_launch_template()
+        .launch_template_name("legacy")
+        .launch_template_data(
+            aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
+                .image_id("ami-0000000000000001")
+                .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("launch template");
+    let lt_id = lt
+        .launch_template()
+        .and_then(|t| t.launch_template_id())
+        .unwrap_or_default()
+        .to_owned();
+    w.clients
+        .asg
+        .create_auto_scaling_group()
+        .auto_scaling_group_name("legacy")
+        .launch_template(
+            aws_sdk_autoscaling::types::LaunchTemplateSpecification::builder()
+                .launch_template_id(&lt_id)
+                .version("$Latest")
+                .build(),
+        )
+        .min_size(1)
+        .max_size(4)
+        .desired_capacity(2)
+        .availability_zones("us-west-2a")
+        .send()
+        .await
+        .expect("their group");
+    let theirs = groups::member_ids(&w.clients, "legacy")
+        .await
+        .expect("members");
+    assert_eq!(theirs.len(), 2);
+
+    let mut spec = spec(false);
+    if let Some(aws) = spec.aws.as_mut() {
+        aws.adopt.auto_scaling_group = Some("legacy".into());
+        aws.auto_scaling = true;
+    }
+    spec.group.desired = 2;
+    stack::init(&w.clients, &spec, &w.store, |l| eprintln!("{l}"))
+        .await
+        .expect("init");
+    let mut ids = theirs.clone();
+    ids.sort();
+    assert_eq!(
+        registered(&w, &spec, Color::Blue).await,
+        ids,
+        "attached to blue"
+    );
+    assert_eq!(
+        w.store.current_release().expect("current").as_deref(),
+        Some("v1")
+    );
+
+    let stack = Stack::load(&spec, &w.store).expect("stack");
+    let ec2 = stack.ec2(&w.clients, &spec, &[]).expect("ec2");
+    let in_group = groups::InGroup::new(&ec2, &w.clients, "legacy");
+    in_group.allow(5).await.expect("room");
+    let mut s = settings(ROLLING);
+    s.desired = 2;
+    s.group = Some("legacy".into());
+    let elb = stack.elb(&w.clients, &spec);
+    let rollout = Rollout::begin(&in_group, &elb, &w.store, s, "v2", |e| {
+        eprintln!("  {:<9} {}", e.kind, e.detail)
+    })
+    .expect("begin");
+    let out = rollout.run().await.expect("rolling in their group");
+    assert!(out.succeeded(), "{out:?}");
+    let v2 = running(&w.clients).await;
+    assert_eq!(v2.len(), 2, "{v2:?}");
+    assert!(v2.iter().all(|i| i.2 == "v2"));
+    let mut members = groups::member_ids(&w.clients, "legacy")
+        .await
+        .expect("members");
+    members.sort();
+    assert_eq!(members, ids_of(&v2));
+
+    stack::destroy(&w.clients, &spec, &w.store, |l| eprintln!("{l}"))
+        .await
+        .expect("destroy");
+    let after = groups::member_ids(&w.clients, "legacy")
+        .await
+        .expect("members");
+    assert_eq!(after.len(), 2, "their group and its instances stay");
+    assert_eq!(running(&w.clients).await.len(), 2);
+}

@@ -367,4 +367,6 @@ pub struct AwsAdopt {
     pub target_group_arns: Vec<String>,
     /// A launch template ID (`lt-…`) or name.
     pub launch_template: Option<String>,
+    /// An Auto Scaling group by name: deploys roll inside it, or replace it.
+    pub auto_scaling_group: Option<String>,
 }

@@ -194,4 +194,5 @@ pub struct RawAwsAdopt {
     pub listener_arn: Option<String>,
     pub target_group_arns: Option<Vec<String>>,
     pub launch_template: Option<String>,
+    pub auto_scaling_group: Option<String>,
 }

@@ -166,6 +166,7 @@ fn raw_aws(a: &Aws) -> RawAws {
             listener_arn: a.adopt.listener_arn.clone(),
             target_group_arns: Some(a.adopt.target_group_arns.clone()),
             launch_template: a.adopt.launch_template.clone(),
+            auto_scaling_group: a.adopt.auto_scaling_group.clone(),
         }),
     }
 }

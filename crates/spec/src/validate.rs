@@ -830,6 +830,20 @@ fn aws(
             c.problem("aws.adopt.listener_arn", format!("`{arn}` is not an ARN"));
         }
     }
+    if let Some(name) = &adopt.auto_scaling_group {
+        if name.is_empty() || name.len() > 255 {
+            c.problem(
+                "aws.adopt.auto_scaling_group",
+                "expected the name of an Auto Scaling group (1 to 255 characters)",
+            );
+        }
+        if a.auto_scaling == Some(false) {
+            c.problem(
+                "aws.adopt.auto_scaling_group",
+                "adopting a group runs the stack in it: remove `auto_scaling = false`",
+            );
+        }
+    }
     let instance_type = a
         .instance_type
         .clone()
@@ -898,13 +912,14 @@ fn aws(
         user_data: a.user_data.clone(),
         port,
         listener_port,
-        auto_scaling: a.auto_scaling.unwrap_or(false),
+        auto_scaling: a.auto_scaling.unwrap_or(false) || adopt.auto_scaling_group.is_some(),
         tags: a.tags.clone().unwrap_or_default(),
         images,
         adopt: AwsAdopt {
             listener_arn: adopt.listener_arn,
             target_group_arns,
             launch_template: adopt.launch_template,
+            auto_scaling_group: adopt.auto_scaling_group,
         },
     }
 }

@@ -117,6 +117,7 @@ images = { v1 = "ami-0001", "2.0" = "ami-0002" }
 [aws.adopt]
 listener_arn = "arn:aws:elasticloadbalancing:us-west-2:1:listener/app/web/1/2"
 target_group_arns = ["arn:aws:tg/blue", "arn:aws:tg/green"]
+auto_scaling_group = "web-asg"
 "##;
 
 #[test]
@@ -213,6 +214,7 @@ fn an_aws_stack_needs_no_command_and_reads_every_field() {
     assert_eq!(aws.images["2.0"], "ami-0002");
     assert_eq!(aws.adopt.target_group_arns.len(), 2);
     assert_eq!(aws.instance_profile.as_deref(), Some("web-role"));
+    assert_eq!(aws.adopt.auto_scaling_group.as_deref(), Some("web-asg"));
 }
 
 #[test]
