@@ -557,6 +557,7 @@ pub struct Status {
 pub struct GroupStatus {
     pub color: Color,
     pub arn: String,
+    pub check: crate::traffic::CheckSettings,
     pub targets: Vec<TargetHealth>,
 }
 
@@ -569,6 +570,7 @@ pub async fn status(clients: &Clients, spec: &Spec, store: &Store) -> Result<Sta
         groups.push(GroupStatus {
             color,
             arn: elb.arn(color).to_owned(),
+            check: elb.check_settings(color).await?,
             targets: elb.health(color).await?,
         });
     }

@@ -79,7 +79,53 @@ pub struct Elb {
     pub port: u16,
 }
 
+/// A target group's health check and deregistration delay, as ELBv2 has them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct CheckSettings {
+    pub path: Option<String>,
+    pub interval_s: Option<i32>,
+    pub timeout_s: Option<i32>,
+    pub healthy_threshold: Option<i32>,
+    pub unhealthy_threshold: Option<i32>,
+    pub matcher: Option<String>,
+    pub deregistration_delay_s: Option<u64>,
+}
+
 impl Elb {
+    /// Reads back what `init` set (or what an adopted group has).
+    pub async fn check_settings(&self, group: Color) -> Result<CheckSettings, AwsError> {
+        let out = self
+            .client
+            .describe_target_groups()
+            .target_group_arns(self.arn(group))
+            .send()
+            .await
+            .map_err(api(SERVICE, "DescribeTargetGroups"))?;
+        let mut s = CheckSettings::default();
+        if let Some(tg) = out.target_groups().first() {
+            s.path = tg.health_check_path().map(str::to_owned);
+            s.interval_s = tg.health_check_interval_seconds();
+            s.timeout_s = tg.health_check_timeout_seconds();
+            s.healthy_threshold = tg.healthy_threshold_count();
+            s.unhealthy_threshold = tg.unhealthy_threshold_count();
+            s.matcher = tg.matcher().and_then(|m| m.http_code()).map(str::to_owned);
+        }
+        let attrs = self
+            .client
+            .describe_target_group_attributes()
+            .target_group_arn(self.arn(group))
+            .send()
+            .await
+            .map_err(api(SERVICE, "DescribeTargetGroupAttributes"))?;
+        s.deregistration_delay_s = attrs
+            .attributes()
+            .iter()
+            .find(|a| a.key() == Some("deregistration_delay.timeout_seconds"))
+            .and_then(|a| a.value())
+            .and_then(|v| v.parse().ok());
+        Ok(s)
+    }
+
     pub fn arn(&self, group: Color) -> &str {
         match group {
             Color::Blue => &self.blue_arn,

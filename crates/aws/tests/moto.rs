@@ -206,6 +206,14 @@ async fn init_rolling_blue_green_replace_group_then_destroy_leaves_nothing() {
         .expect("status");
     assert_eq!(status.weights, (0, 1));
     assert_eq!(status.current.as_deref(), Some("v3"));
+    let check = &status.groups[0].check;
+    assert_eq!(
+        (check.path.as_deref(), check.interval_s, check.timeout_s),
+        (Some("/health"), Some(5), Some(2)),
+        "the stack file's health check, read back"
+    );
+    assert_eq!(check.matcher.as_deref(), Some("200-299"));
+    assert_eq!(check.deregistration_delay_s, Some(5));
     let v3: Vec<_> = running(&w.clients)
         .await
         .into_iter()

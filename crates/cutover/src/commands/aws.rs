@@ -378,10 +378,19 @@ fn print_status(s: &stack::Status) {
         println!("url   {url}");
     }
     for g in &s.groups {
+        let c = &g.check;
         println!(
-            "{} target group ({} targets)",
+            "{} target group ({} targets): check {} every {}s, timeout {}s, {}/{} to turn, \
+             matcher {}, deregistration delay {}s",
             g.color.name(),
-            g.targets.len()
+            g.targets.len(),
+            c.path.as_deref().unwrap_or("?"),
+            c.interval_s.unwrap_or_default(),
+            c.timeout_s.unwrap_or_default(),
+            c.healthy_threshold.unwrap_or_default(),
+            c.unhealthy_threshold.unwrap_or_default(),
+            c.matcher.as_deref().unwrap_or("?"),
+            c.deregistration_delay_s.unwrap_or_default()
         );
         for t in &g.targets {
             println!(
