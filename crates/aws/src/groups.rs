@@ -83,6 +83,37 @@ async fn members(clients: &Clients, name: &str) -> Result<Vec<(String, String)>,
         .collect())
 }
 
+/// A launch template version that launches `image` (`$Default` when the release has none of
+/// its own): the group launches exactly this release.
+async fn release_version(
+    clients: &Clients,
+    launch_template: &str,
+    image: Option<&str>,
+    description: &str,
+) -> Result<String, AwsError> {
+    let Some(image) = image else {
+        return Ok("$Default".to_owned());
+    };
+    let out = clients
+        .ec2
+        .create_launch_template_version()
+        .launch_template_id(launch_template)
+        .source_version("$Latest")
+        .version_description(description)
+        .launch_template_data(RequestLaunchTemplateData::builder().image_id(image).build())
+        .send()
+        .await
+        .map_err(api("ec2", "CreateLaunchTemplateVersion"))?;
+    let number = field(
+        out.launch_template_version()
+            .and_then(|v| v.version_number()),
+        "ec2",
+        "CreateLaunchTemplateVersion",
+        "version number",
+    )?;
+    Ok(number.to_string())
+}
+
 /// The instance IDs of a group.
 pub async fn member_ids(clients: &Clients, name: &str) -> Result<Vec<String>, AwsError> {
     Ok(members(clients, name)
@@ -128,29 +159,13 @@ pub async fn replace(
         .collect();
 
     // A launch template version per release: the group launches exactly this image.
-    let lt_version = match &image {
-        Some(image) => {
-            let out = clients
-                .ec2
-                .create_launch_template_version()
-                .launch_template_id(&lt)
-                .source_version("$Latest")
-                .version_description(format!("{} {version}", spec.service))
-                .launch_template_data(RequestLaunchTemplateData::builder().image_id(image).build())
-                .send()
-                .await
-                .map_err(api("ec2", "CreateLaunchTemplateVersion"))?;
-            field(
-                out.launch_template_version()
-                    .and_then(|v| v.version_number()),
-                "ec2",
-                "CreateLaunchTemplateVersion",
-                "version number",
-            )?
-            .to_string()
-        }
-        None => "$Default".to_owned(),
-    };
+    let lt_version = release_version(
+        clients,
+        &lt,
+        image.as_deref(),
+        &format!("{} {version}", spec.service),
+    )
+    .await?;
     let name = format!("{}-{version}-{}", spec.service, journal.id());
     let tag = |k: &str, v: &str| {
         Tag::builder()
@@ -412,32 +427,7 @@ impl<'a> InGroup<'a> {
         version: &str,
         max: u32,
     ) -> Result<(), AwsError> {
-        let lt_version = match image {
-            Some(image) => {
-                let out = self
-                    .clients
-                    .ec2
-                    .create_launch_template_version()
-                    .launch_template_id(launch_template)
-                    .source_version("$Latest")
-                    .version_description(version)
-                    .launch_template_data(
-                        RequestLaunchTemplateData::builder().image_id(image).build(),
-                    )
-                    .send()
-                    .await
-                    .map_err(api("ec2", "CreateLaunchTemplateVersion"))?;
-                field(
-                    out.launch_template_version()
-                        .and_then(|v| v.version_number()),
-                    "ec2",
-                    "CreateLaunchTemplateVersion",
-                    "version number",
-                )?
-                .to_string()
-            }
-            None => "$Default".to_owned(),
-        };
+        let lt_version = release_version(self.clients, launch_template, image, version).await?;
         self.clients
             .asg
             .update_auto_scaling_group()

@@ -93,11 +93,7 @@ impl<'a> Journal<'a> {
 
     /// The group that takes the traffic between deploys.
     pub fn live(&self) -> Result<Color, AwsError> {
-        Ok(self
-            .store
-            .meta(LIVE_KEY)?
-            .and_then(|c| Color::parse(&c))
-            .unwrap_or(Color::Blue))
+        crate::rollout::live(self.store)
     }
 
     /// Recorded in the store before it is acted on, and shown.

@@ -22,6 +22,14 @@ use crate::traffic::{Color, TargetHealth, TrafficPlane};
 /// Store key of the group that takes the traffic between deploys.
 pub const LIVE_KEY: &str = "aws.live";
 
+/// The group that takes the traffic between deploys (blue until a deploy swaps them).
+pub fn live(store: &Store) -> Result<Color, AwsError> {
+    Ok(store
+        .meta(LIVE_KEY)?
+        .and_then(|c| Color::parse(&c))
+        .unwrap_or(Color::Blue))
+}
+
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub strategy: Strategy,
@@ -509,10 +517,7 @@ pub async fn flip_back<C: Compute, T: TrafficPlane>(
     let Some(current) = store.current_release()? else {
         return Ok(None);
     };
-    let live = store
-        .meta(LIVE_KEY)?
-        .and_then(|c| Color::parse(&c))
-        .unwrap_or(Color::Blue);
+    let live = live(store)?;
     let warm_group = live.other();
     let healthy: HashSet<String> = traffic
         .health(warm_group)

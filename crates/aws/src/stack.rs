@@ -490,10 +490,7 @@ async fn adopt_group(
     name: &str,
     tg_arns: &[String; 2],
 ) -> Result<(), AwsError> {
-    let live = store
-        .meta(LIVE_KEY)?
-        .and_then(|c| Color::parse(&c))
-        .unwrap_or(Color::Blue);
+    let live = crate::rollout::live(store)?;
     let tags = [
         (tags::STACK, spec.service.as_str()),
         (tags::VERSION, spec.release.version.as_str()),
@@ -584,10 +581,7 @@ pub async fn status(clients: &Clients, spec: &Spec, store: &Store) -> Result<Sta
         service: spec.service.clone(),
         url: stack.url.clone(),
         current: store.current_release()?,
-        live: store
-            .meta(LIVE_KEY)?
-            .and_then(|c| Color::parse(&c))
-            .unwrap_or(Color::Blue),
+        live: crate::rollout::live(store)?,
         weights: elb.weights().await?,
         groups,
         instances,
