@@ -9,15 +9,15 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use cutover_proxy::Registry;
 
 use crate::controller::{Controller, DeployError};
+use crate::plane::Plane;
 use serde::Deserialize;
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
 pub struct AdminState {
-    pub registry: Arc<Registry>,
+    pub plane: Plane,
     /// Present when cutover runs the instances itself (not static targets).
     pub controller: Option<Arc<Controller>>,
     /// Cancelled by `POST /stop`.
@@ -76,7 +76,10 @@ async fn authorize(State(state): State<Arc<AdminState>>, req: Request, next: Nex
 }
 
 async fn status(State(state): State<Arc<AdminState>>) -> Response {
-    let mut body = json!({ "groups": state.registry.status() });
+    let mut body = json!({ "groups": state.plane.status() });
+    if let Some(pid) = state.plane.process_id() {
+        body["dataplane"] = json!({ "pid": pid });
+    }
     if let Some(c) = &state.controller {
         body["release"] = json!(c.current());
         body["desired"] = json!(c.desired());
@@ -157,7 +160,7 @@ async fn rollback(
         Ok(ok) => ok,
         Err(resp) => return *resp,
     };
-    started(c.rollback(req.to.as_deref()))
+    started(c.rollback(req.to.as_deref()).await)
 }
 
 #[derive(Deserialize, Default)]
@@ -250,11 +253,10 @@ async fn stop(State(state): State<Arc<AdminState>>) -> Response {
 }
 
 async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.registry.metrics_text(),
-    )
-        .into_response()
+    match state.plane.metrics_text().await {
+        Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
+    }
 }
 
 #[derive(Deserialize)]
@@ -291,8 +293,8 @@ async fn add_target(
             ),
         );
     }
-    match state.registry.register(&group, &add.target).await {
-        Ok(_) => (
+    match state.plane.register(&group, &add.target).await {
+        Ok(()) => (
             StatusCode::CREATED,
             Json(json!({ "group": group, "target": add.target })),
         )
@@ -319,7 +321,7 @@ async fn remove_target(
         Some(Ok(t)) => t,
         Some(Err(e)) => return error(StatusCode::BAD_REQUEST, format!("timeout: {e}")),
     };
-    match state.registry.deregister(&group, &target, timeout) {
+    match state.plane.deregister(&group, &target, timeout).await {
         Some(handle) => {
             Json(json!({ "group": group, "drain": handle.wait().await })).into_response()
         }

@@ -13,11 +13,12 @@ use cutover_fleet::autoscale::Autoscaler;
 use cutover_fleet::{Backoff, Exit, Instance, InstanceId, LaunchSpec, LocalFleet};
 use cutover_proxy::metrics::MetricsSnapshot;
 use cutover_proxy::target::TargetState;
-use cutover_proxy::Registry;
 use cutover_spec::Spec;
 use cutover_store::{DeploymentRow, InstanceRow, ScalingRow, Store};
 use serde::Serialize;
 use tokio::sync::mpsc;
+
+use crate::plane::Plane;
 
 /// The two target groups managed instances join: the live one takes the traffic between
 /// deploys; the other holds a new version while a strategy shifts traffic to it, then the
@@ -35,6 +36,9 @@ fn other(group: &'static str) -> &'static str {
 const LOG_ROTATION_CHECK: Duration = Duration::from_secs(5);
 /// How often the controller looks again when nothing wakes it sooner.
 const TICK: Duration = Duration::from_millis(100);
+/// The store's key for which of [`GROUPS`] is live, so a controller that adopts a running data
+/// plane knows which group is which.
+const LIVE_KEY: &str = "live";
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Deployment {
@@ -201,14 +205,11 @@ struct Inner {
 
 pub struct Controller {
     spec: Spec,
-    /// Which of [`GROUPS`] is live, readable without the lock (the preview listener asks per
-    /// request).
-    live_index: std::sync::atomic::AtomicUsize,
     /// Where the preview listener listens, once it does.
     preview: std::sync::OnceLock<std::net::SocketAddr>,
     releases: Option<crate::release::Releases>,
     fleet: LocalFleet,
-    registry: Arc<Registry>,
+    plane: Plane,
     store: Store,
     backoff: Backoff,
     inner: Mutex<Inner>,
@@ -227,7 +228,7 @@ impl Controller {
         spec: Spec,
         data_dir: &std::path::Path,
         fleet: LocalFleet,
-        registry: Arc<Registry>,
+        plane: Plane,
         store: Store,
     ) -> anyhow::Result<Arc<Self>> {
         let current = match store.current_release()? {
@@ -295,6 +296,34 @@ impl Controller {
                 version,
                 until: Instant::now() + Duration::from_secs(until - now_unix),
             });
+        // A data plane that kept serving while no controller ran still has the targets where the
+        // last controller put them, and its weights: take them as they are. A fresh one has
+        // nothing: the live group is the first again.
+        let serving: BTreeMap<String, &'static str> = plane
+            .status()
+            .into_iter()
+            .filter_map(|g| Some((GROUPS.into_iter().find(|n| *n == g.name)?, g.targets)))
+            .flat_map(|(group, targets)| {
+                targets
+                    .into_iter()
+                    .filter(|t| t.state != TargetState::Draining)
+                    .map(move |t| (t.target, group))
+            })
+            .collect();
+        let live = match store.meta(LIVE_KEY)? {
+            Some(g) if !serving.is_empty() && g == GROUPS[1] => GROUPS[1],
+            _ => GROUPS[0],
+        };
+        let weight_of = |group: &str| {
+            plane
+                .status()
+                .iter()
+                .find(|g| g.name == group)
+                .map_or(0, |g| g.weight)
+        };
+        let weights = (weight_of(live), weight_of(other(live)));
+        store.set_meta(LIVE_KEY, live)?;
+        plane.set_preview(other(live));
         for row in store.live_instances()? {
             if row.pid == 0 {
                 // Launched, or about to be, when the last daemon died: find and stop what ran.
@@ -324,15 +353,22 @@ impl Controller {
                 signal_of(release.stop_signal),
                 release.stop_timeout,
             );
-            // The load balancer restarted with the daemon: survivors of the warm release go back
-            // to the other group at weight 0; the rest join the live group, where the steady
-            // state keeps the current release and drains any other.
-            let group = if warm.as_ref().is_some_and(|w| w.version == instance.version) {
-                GROUPS[1]
-            } else {
-                GROUPS[0]
+            // Where the data plane has it, it stays. Otherwise (the load balancer restarted with
+            // the daemon) survivors of the warm release go back to the other group at weight 0;
+            // the rest join the live group, where the steady state keeps the current release and
+            // drains any other.
+            let group = match serving.get(&instance.target()) {
+                Some(group) => group,
+                None => {
+                    let group = if warm.as_ref().is_some_and(|w| w.version == instance.version) {
+                        other(live)
+                    } else {
+                        live
+                    };
+                    plane.register(group, &instance.target()).await?;
+                    group
+                }
             };
-            registry.register(group, &instance.target()).await?;
             instances.insert(
                 instance.id.clone(),
                 Tracked {
@@ -345,6 +381,21 @@ impl Controller {
         }
         if !instances.is_empty() {
             tracing::info!(adopted = instances.len(), "re-adopted running instances");
+        }
+        // Targets of instances that are gone: out of rotation, drained by the data plane.
+        let known: BTreeSet<String> = instances
+            .values()
+            .map(|t: &Tracked| t.instance.target())
+            .collect();
+        for (target, group) in &serving {
+            if !known.contains(target) {
+                tracing::warn!(%target, %group, "deregistering a target no instance accounts for");
+                drop(
+                    plane
+                        .deregister(group, target, spec.deploy.drain_timeout)
+                        .await,
+                );
+            }
         }
         let group = &spec.group;
         let desired = store
@@ -366,12 +417,11 @@ impl Controller {
             })
             .collect();
         Ok(Arc::new(Self {
-            live_index: std::sync::atomic::AtomicUsize::new(0),
             preview: std::sync::OnceLock::new(),
             spec,
             releases,
             fleet,
-            registry,
+            plane,
             store,
             backoff: Backoff::default(),
             inner: Mutex::new(Inner {
@@ -380,8 +430,8 @@ impl Controller {
                 exited: BTreeMap::new(),
                 draining: BTreeSet::new(),
                 launching: Vec::new(),
-                live: GROUPS[0],
-                weights: (100, 0),
+                live,
+                weights,
                 warm,
                 run: None,
                 desired,
@@ -482,15 +532,18 @@ impl Controller {
     /// What the planners see: each tracked instance with its state.
     fn observe(&self, inner: &mut Inner) -> Vec<InstanceView> {
         let health: BTreeMap<(String, String), (TargetState, Option<&'static str>)> = self
-            .registry
+            .plane
             .status()
             .into_iter()
             .filter(|g| GROUPS.contains(&g.name.as_str()))
             .flat_map(|g| {
                 let name = g.name;
-                g.targets
-                    .into_iter()
-                    .map(move |t| ((name.clone(), t.target), (t.state, t.reason)))
+                g.targets.into_iter().map(move |t| {
+                    (
+                        (name.clone(), t.target),
+                        (t.state, t.reason.map(|r| r.as_str())),
+                    )
+                })
             })
             .collect();
         let live = inner.live;
@@ -631,8 +684,8 @@ impl Controller {
 
         // The analysis window: the new version's group against the live one since the step began.
         if let Some((_, live_then, next_then)) = &run.window {
-            let now_live = self.registry.group_metrics(live).unwrap_or_default();
-            let now_next = self.registry.group_metrics(other(live)).unwrap_or_default();
+            let now_live = self.plane.group_metrics(live).unwrap_or_default();
+            let now_next = self.plane.group_metrics(other(live)).unwrap_or_default();
             run.verdict = judge(
                 &self.spec.deploy.analysis,
                 &sample(&now_next.since(next_then)),
@@ -707,8 +760,8 @@ impl Controller {
         } else if plan.reached && run.window.is_none() {
             run.window = Some((
                 Instant::now(),
-                self.registry.group_metrics(live).unwrap_or_default(),
-                self.registry.group_metrics(other(live)).unwrap_or_default(),
+                self.plane.group_metrics(live).unwrap_or_default(),
+                self.plane.group_metrics(other(live)).unwrap_or_default(),
             ));
         }
         if let (Verdict::Fail { .. }, Progress::Aborting { .. }) = (&run.verdict, &plan.progress) {
@@ -767,9 +820,8 @@ impl Controller {
                     if uses_next {
                         // The new set's group is the live one now; weights stay as they are.
                         inner.live = other(inner.live);
-                        let index = usize::from(inner.live == GROUPS[1]);
-                        self.live_index
-                            .store(index, std::sync::atomic::Ordering::Relaxed);
+                        self.persist("live group", self.store.set_meta(LIVE_KEY, inner.live));
+                        self.plane.set_preview(other(inner.live));
                         inner.weights = (inner.weights.1, inner.weights.0);
                     }
                     if keeps_warm {
@@ -817,7 +869,7 @@ impl Controller {
         }
         let live = inner.live;
         match self
-            .registry
+            .plane
             .set_weights(&[(live, weights.0), (other(live), weights.1)])
         {
             Ok(()) => {
@@ -889,8 +941,8 @@ impl Controller {
         self.persist("instance", self.store.instance_intended(&id.0, &version));
         let launched = self.fleet.launch_as(id.clone(), &spec).await;
         let outcome: Result<Instance, (Option<Instance>, String)> = match launched {
-            Ok(instance) => match self.registry.register(group, &instance.target()).await {
-                Ok(_) => Ok(instance),
+            Ok(instance) => match self.plane.register(group, &instance.target()).await {
+                Ok(()) => Ok(instance),
                 Err(e) => Err((Some(instance), e.to_string())),
             },
             Err(e) => Err((None, e.to_string())),
@@ -965,7 +1017,7 @@ impl Controller {
         inner.draining.insert(id.clone());
         let this = self.clone();
         tokio::spawn(async move {
-            if let Some(handle) = this.registry.deregister(group, &target, timeout) {
+            if let Some(handle) = this.plane.deregister(group, &target, timeout).await {
                 let report = handle.wait().await;
                 tracing::info!(instance = %id, completed = report.completed, cut = report.cut, "drained");
             }
@@ -1142,14 +1194,6 @@ impl Controller {
         std::mem::replace(&mut inner.warm, warm)
     }
 
-    /// Which group the preview listener reaches: the one that is not live.
-    pub fn next_group(&self) -> &'static str {
-        GROUPS[1 - self
-            .live_index
-            .load(std::sync::atomic::Ordering::Relaxed)
-            .min(1)]
-    }
-
     pub fn preview(&self) -> Option<std::net::SocketAddr> {
         self.preview.get().copied()
     }
@@ -1217,7 +1261,7 @@ impl Controller {
     /// Rolls back. While the previous version is warm, this is one routing change back to it
     /// (then its set is the live one); otherwise a rolling deploy to the release before the
     /// current one, or to `to` (any release this daemon has run).
-    pub fn rollback(self: &Arc<Self>, to: Option<&str>) -> Result<Deployment, DeployError> {
+    pub async fn rollback(self: &Arc<Self>, to: Option<&str>) -> Result<Deployment, DeployError> {
         let began = Instant::now();
         let warm = {
             let inner = self.lock();
@@ -1229,8 +1273,10 @@ impl Controller {
         };
         if let Some((version, command)) = warm {
             let d = self.begin(&version, command, Strategy::BlueGreen, true)?;
-            // The flip happens now, not at the controller's next tick.
+            // The flip happens now, not at the controller's next tick, and counts once the
+            // traffic plane has it.
             self.step();
+            self.plane.flush().await;
             let flip_us = u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX);
             let mut inner = self.lock();
             let inner = &mut *inner;
@@ -1413,7 +1459,7 @@ impl Controller {
         let policies = scaler.spec().policies.clone();
         let requests: u64 = GROUPS
             .iter()
-            .filter_map(|g| self.registry.group_metrics(g))
+            .filter_map(|g| self.plane.group_metrics(g))
             .map(|m| m.requests)
             .sum();
         // Only groups that take traffic count: a warm set at weight 0 serves nothing.
@@ -1426,7 +1472,7 @@ impl Controller {
         .map(|(g, _)| g)
         .collect();
         let healthy = self
-            .registry
+            .plane
             .status()
             .iter()
             .filter(|g| serving.contains(&g.name.as_str()))
@@ -1508,7 +1554,7 @@ impl Controller {
         let mut inner = self.lock();
         let views = self.observe(&mut inner);
         let status: BTreeMap<String, cutover_proxy::TargetStatus> = self
-            .registry
+            .plane
             .status()
             .into_iter()
             .flat_map(|g| g.targets)
@@ -1527,7 +1573,7 @@ impl Controller {
                     port: t.instance.port,
                     state: v.state,
                     health: h.map(|h| h.state),
-                    reason: h.and_then(|h| h.reason),
+                    reason: h.and_then(|h| h.reason).map(|r| r.as_str()),
                     in_flight: h.map(|h| h.in_flight).unwrap_or(0),
                     rps: h.map(|h| h.rps).unwrap_or(0),
                 })

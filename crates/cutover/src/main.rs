@@ -3,6 +3,9 @@
 mod admin;
 mod commands;
 mod controller;
+mod dataplane;
+mod listeners;
+mod plane;
 mod release;
 mod token;
 
@@ -67,6 +70,10 @@ enum Command {
     /// Add a target to, or drain and remove one from, a running stack.
     #[command(subcommand)]
     Target(commands::status::TargetCommand),
+    /// The data plane of `cutover up` (started by it): listeners and target groups, steered over
+    /// a Unix socket in the data dir.
+    #[command(hide = true)]
+    Dataplane(dataplane::Args),
     /// Run the stack on AWS: EC2 instances behind an Application Load Balancer.
     #[cfg(feature = "aws")]
     #[command(subcommand)]
@@ -76,7 +83,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The daemon logs what it does; the demo tells its own story and logs only trouble.
-    let default_filter = if matches!(cli.command, Command::Up(_)) {
+    let default_filter = if matches!(cli.command, Command::Up(_) | Command::Dataplane(_)) {
         "info"
     } else {
         "warn"
@@ -97,6 +104,7 @@ fn main() -> ExitCode {
         Command::Check(args) => commands::check::run(args),
         Command::Fetch(args) => commands::fetch::run(args),
         Command::Up(args) => commands::up::run(args),
+        Command::Dataplane(args) => dataplane::run(args),
         Command::Status(args) => commands::status::run(args),
         Command::Target(cmd) => commands::status::run_target(cmd),
         Command::Deploy(args) => commands::deploy::run(args),

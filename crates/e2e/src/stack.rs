@@ -140,19 +140,29 @@ impl Stack {
         all
     }
 
+    /// The pid of the data-plane process that holds the listeners.
+    pub fn dataplane_pid(&self) -> i64 {
+        let status = self.status();
+        status["dataplane"]["pid"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("no data-plane pid in {status}"))
+    }
+
+    /// Stops the stack; every instance and the data plane must be gone with it.
     pub fn stop_and_check_no_orphans(mut self) {
-        let pids: Vec<i64> = self
+        let mut pids: Vec<i64> = self
             .instances()
             .iter()
             .filter_map(|i| i["pid"].as_i64())
             .collect();
+        pids.push(self.dataplane_pid());
         let (code, _, err) = cutover(&["stop", "-f", &self.file()]);
         assert_eq!(code, 0, "{err}");
         let child = &mut self.0.child;
         let status = wait_for("cutover up to exit", || child.try_wait().expect("try_wait"));
         assert_eq!(status.code(), Some(0));
         for pid in pids {
-            assert!(!running(pid), "instance pid {pid} outlived the stack");
+            assert!(!running(pid), "pid {pid} outlived the stack");
         }
     }
 }

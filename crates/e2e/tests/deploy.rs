@@ -163,6 +163,10 @@ fn rollback_redeploys_the_previous_release_and_logs_are_kept() {
 fn a_daemon_killed_mid_deploy_comes_back_to_one_version_with_no_orphans() {
     let mut stack = Stack::start("max_surge = 1\nprogress_deadline = \"30s\"");
     let file = stack.file();
+    let plane = stack.dataplane_pid();
+    // Clients never notice: the data plane keeps serving while no controller runs.
+    let probe = stack.probe(10);
+    std::thread::sleep(Duration::from_millis(500));
     let (code, out, err) = cutover(&["deploy", "v2", "--no-wait", "-f", &file]);
     assert_eq!(code, 0, "{out}{err}");
     wait_for("a v2 instance to exist mid-deploy", || {
@@ -186,6 +190,14 @@ fn a_daemon_killed_mid_deploy_comes_back_to_one_version_with_no_orphans() {
         let finished = stack.status()["deployment"]["finished_at"].is_string();
         (settled && finished).then_some(())
     });
+    assert_eq!(
+        stack.dataplane_pid(),
+        plane,
+        "the restarted daemon adopts the data plane instead of starting another"
+    );
+    let report = probe.join().expect("probe");
+    assert_no_infra_failures(&report);
+    assert_eq!(report["failed"], 0, "{report}");
     let now: Vec<i64> = stack
         .instances()
         .iter()

@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Bucket upper bounds in microseconds: 50 µs to about 60 s, each 25% above the last, so a
 /// quantile read back is within 25% of the truth.
@@ -36,13 +36,14 @@ pub struct TargetMetrics {
 }
 
 /// A point-in-time copy of [`TargetMetrics`], which can be added and subtracted.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct MetricsSnapshot {
     pub requests: u64,
     pub responses: [u64; 5],
     pub proxy_errors: u64,
     pub connect_errors: u64,
-    #[serde(skip)]
+    /// Counts per latency bucket (the bounds are fixed), for quantiles.
+    #[serde(default)]
     pub latency: Vec<u64>,
 }
 

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -16,7 +16,7 @@ use crate::drain::{self, DrainHandle};
 use crate::health::{self, HealthConfig};
 use crate::metrics::MetricsSnapshot;
 use crate::table::{Balance, GroupRoute, Snapshot};
-use crate::target::{Event, Health, TargetState};
+use crate::target::{Event, Health, Reason, TargetState};
 
 /// Something that happened to a target, sent to the observer by health checkers and the request path.
 #[derive(Debug)]
@@ -59,11 +59,11 @@ struct GroupState {
 }
 
 /// A target as `cutover status` shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TargetStatus {
     pub target: String,
     pub state: TargetState,
-    pub reason: Option<&'static str>,
+    pub reason: Option<Reason>,
     pub ejected: bool,
     pub in_flight: usize,
     pub upgraded: usize,
@@ -72,7 +72,7 @@ pub struct TargetStatus {
     pub rps: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GroupStatus {
     pub name: String,
     pub weight: u32,
@@ -362,7 +362,7 @@ impl Registry {
                     .map(|(key, e)| TargetStatus {
                         target: key.clone(),
                         state: e.health.state,
-                        reason: e.health.reason.map(|r| r.as_str()),
+                        reason: e.health.reason,
                         ejected: e.health.is_ejected(),
                         in_flight: e.backend.in_flight(),
                         upgraded: e.backend.upgraded(),

@@ -12,7 +12,7 @@ use cutover_probe::{Load, ProbeConfig, Report};
 use serde_json::{json, Value};
 
 use super::status::Admin;
-use super::up::{run_stack, Running};
+use super::up::{run_stack, Running, Serving};
 use crate::token;
 
 #[derive(clap::Args, Debug)]
@@ -142,7 +142,12 @@ async fn story(args: &Args) -> Result<bool, String> {
     let dir = tempfile::tempdir().map_err(|e| format!("cannot make a data dir: {e}"))?;
     let data_dir = dir.path().to_path_buf();
     let (tx, rx) = tokio::sync::oneshot::channel::<Running>();
-    let stack = tokio::spawn(run_stack(spec, data_dir.clone(), Some(tx)));
+    let stack = tokio::spawn(run_stack(
+        spec,
+        data_dir.clone(),
+        Serving::InProcess,
+        Some(tx),
+    ));
     let running = rx.await.map_err(|_| "the stack did not start".to_owned())?;
     let admin = Admin::new(
         running.admin,

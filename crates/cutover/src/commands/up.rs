@@ -1,13 +1,14 @@
 //! `cutover up`: run the stack in the foreground: listeners, target groups, health checks, the
 //! instances of the current release (or static targets), and the admin API.
 
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use cutover_fleet::LocalFleet;
-use cutover_proxy::{HealthConfig, ListenerOptions, Proxy, Registry};
+use cutover_proxy::{HealthConfig, Registry};
 use cutover_spec::Spec;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
@@ -15,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::EXIT_INVALID;
 use crate::admin::{self, AdminState};
 use crate::controller::{self, Controller};
+use crate::plane::{Plane, PreviewGroup};
 use crate::token;
 
 #[derive(clap::Args, Debug)]
@@ -59,7 +61,8 @@ pub fn run(args: Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run_stack(spec, data_dir, None)) {
+    let serving = Serving::Process { file: args.file };
+    match runtime.block_on(run_stack(spec, data_dir, serving, None)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("cutover up: {e:#}");
@@ -76,10 +79,27 @@ pub struct Running {
     pub stop: CancellationToken,
 }
 
+/// Where a stack's listeners run.
+#[derive(Debug, Clone)]
+pub enum Serving {
+    /// In this process: static targets, and callers that own the whole story (`cutover demo`).
+    InProcess,
+    /// In a `cutover dataplane` process started (or adopted) for this stack file, which outlives
+    /// a controller that crashes or restarts.
+    Process { file: PathBuf },
+}
+
+/// The listeners a stack runs, here or in a data-plane process, to be closed in order.
+enum Opened {
+    InProcess(crate::listeners::Listeners),
+    Process(crate::dataplane::Process),
+}
+
 /// Runs the stack until SIGTERM/SIGINT, `POST /stop`, or `stop` given in `started`.
 pub async fn run_stack(
     mut spec: Spec,
     data_dir: PathBuf,
+    serving: Serving,
     started: Option<tokio::sync::oneshot::Sender<Running>>,
 ) -> anyhow::Result<()> {
     // Handlers first: a signal that arrives once the addresses are printed must drain, not kill.
@@ -94,86 +114,74 @@ pub async fn run_stack(
         )
     })?;
 
-    let registry = Registry::new();
+    // One controller per data dir: two would fight over the same instances and data plane. The
+    // lock goes with the process, however it ends.
+    let _controller_lock = lock_data_dir(&data_dir)?;
     let health = HealthConfig::from(&spec.health);
     let stop = CancellationToken::new();
     let mut background = tokio::task::JoinSet::new();
-    let controller = if spec.targets.is_empty() {
-        let [live, next] = controller::GROUPS;
-        registry.ensure_group(live, 100, spec.listener.balance, health.clone())?;
-        registry.ensure_group(next, 0, spec.listener.balance, health)?;
-        prefer_sibling_binaries(&mut spec);
-        let (fleet, exits) = LocalFleet::new(data_dir.join("logs"));
+    let managed = spec.targets.is_empty();
+    let store = if managed {
         let db = data_dir.join("state.db");
-        let store = cutover_store::Store::open(&db)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", db.display()))?;
-        let controller =
-            Controller::start(spec.clone(), &data_dir, fleet, registry.clone(), store).await?;
-        background.spawn(controller.clone().run(exits, stop.clone()));
-        Some(controller)
+        Some(
+            cutover_store::Store::open(&db)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", db.display()))?,
+        )
     } else {
-        registry.ensure_group(STATIC_GROUP, 100, spec.listener.balance, health)?;
-        for target in &spec.targets {
-            registry.register(STATIC_GROUP, target).await?;
-        }
         None
     };
-
-    let rules = cutover_proxy::headers::HeaderRules::from_listener(&spec.listener)?;
-    let proxy = Arc::new(Proxy::new(registry.clone(), rules));
-    let tls = match &spec.listener.tls {
-        Some(t) => Some(cutover_proxy::tls::acceptor(&t.cert, &t.key)?),
+    let (plane, mut running, listener, preview) = match (&serving, &store) {
+        (Serving::Process { file }, Some(store)) => {
+            let process =
+                crate::dataplane::Process::start_or_adopt(file, &data_dir, &spec, store).await?;
+            let state = process.remote.state();
+            let listener = state
+                .listener
+                .ok_or_else(|| anyhow::anyhow!("the data plane reported no listener"))?;
+            let plane = Plane::Remote(process.remote.clone());
+            (plane, Opened::Process(process), listener, state.preview)
+        }
+        _ => {
+            let registry = Registry::new();
+            let preview_group = PreviewGroup::default();
+            if managed {
+                let [live, next] = controller::GROUPS;
+                registry.ensure_group(live, 100, spec.listener.balance, health.clone())?;
+                registry.ensure_group(next, 0, spec.listener.balance, health)?;
+            } else {
+                registry.ensure_group(STATIC_GROUP, 100, spec.listener.balance, health)?;
+                for target in &spec.targets {
+                    registry.register(STATIC_GROUP, target).await?;
+                }
+            }
+            let opened =
+                crate::listeners::open(&spec, &registry, managed.then(|| preview_group.clone()))
+                    .await?;
+            let (listener, preview) = (opened.listener, opened.preview);
+            let plane = Plane::local(registry, preview_group);
+            (plane, Opened::InProcess(opened), listener, preview)
+        }
+    };
+    let controller = match store {
+        Some(store) => {
+            prefer_sibling_binaries(&mut spec);
+            let (fleet, exits) = LocalFleet::new(data_dir.join("logs"));
+            let controller =
+                Controller::start(spec.clone(), &data_dir, fleet, plane.clone(), store).await?;
+            if let Some(addr) = preview {
+                controller.set_preview(addr);
+            }
+            background.spawn(controller.clone().run(exits, stop.clone()));
+            Some(controller)
+        }
         None => None,
     };
-    let listener = bind(spec.listener.bind).await?;
-    let admin_listener = bind(spec.admin.bind).await?;
-    let local = listener.local_addr()?;
+
+    let admin_listener = crate::listeners::bind(spec.admin.bind).await?;
     let admin_addr = admin_listener.local_addr()?;
     std::fs::write(data_dir.join(token::ADDR_FILE), admin_addr.to_string())?;
-
-    let listeners_stop = CancellationToken::new();
-    let mut listeners = tokio::task::JoinSet::new();
-    let options = ListenerOptions {
-        tls,
-        ..ListenerOptions::default()
-    };
-    listeners.spawn(cutover_proxy::serve(
-        listener,
-        proxy,
-        options,
-        listeners_stop.clone().cancelled_owned(),
-    ));
-    if let (Some(addr), Some(c)) = (spec.listener.preview, &controller) {
-        let preview = bind(addr).await?;
-        let local = preview.local_addr()?;
-        c.set_preview(local);
-        let follows = c.clone();
-        let mut proxy = Proxy::new(
-            registry.clone(),
-            cutover_proxy::headers::HeaderRules::from_listener(&spec.listener)?,
-        );
-        proxy.only = Some(Arc::new(move || follows.next_group()));
-        listeners.spawn(cutover_proxy::serve(
-            preview,
-            Arc::new(proxy),
-            ListenerOptions::default(),
-            listeners_stop.clone().cancelled_owned(),
-        ));
-    }
-    if let Some(redirect) = spec.listener.redirect_http {
-        let redirect_listener = bind(redirect).await?;
-        println!(
-            "redirecting http on {} to https",
-            redirect_listener.local_addr()?
-        );
-        listeners.spawn(cutover_proxy::serve_redirect(
-            redirect_listener,
-            local.port(),
-            listeners_stop.clone().cancelled_owned(),
-        ));
-    }
     let admin_state = Arc::new(AdminState {
-        registry: registry.clone(),
+        plane: plane.clone(),
         controller: controller.clone(),
         stop: stop.clone(),
         token,
@@ -185,43 +193,52 @@ pub async fn run_stack(
         .into(),
         drain_timeout: spec.deploy.drain_timeout,
     });
-    let admin_stop = listeners_stop.clone();
-    listeners.spawn(async move {
+    let admin_stop = CancellationToken::new();
+    let admin = tokio::spawn(
         axum::serve(admin_listener, admin::router(admin_state))
-            .with_graceful_shutdown(admin_stop.cancelled_owned())
-            .await
-    });
-    tracing::info!(%local, %admin_addr, "stack up");
+            .with_graceful_shutdown(admin_stop.clone().cancelled_owned())
+            .into_future(),
+    );
+    tracing::info!(%listener, %admin_addr, "stack up");
     match started {
         Some(tx) => {
             let _ = tx.send(Running {
-                listener: local,
+                listener,
                 admin: admin_addr,
                 stop: stop.clone(),
             });
         }
         None => {
-            // Tests and scripts read these lines to find ports chosen by the OS.
-            println!("listening on {local}");
-            println!("admin on {admin_addr}");
-            if let Some(preview) = controller.as_ref().and_then(|c| c.preview()) {
-                println!("preview on {preview}");
+            // Tests and scripts read these lines to find ports chosen by the OS. One write, and
+            // its failure ignored: a reader that closes the pipe must not take the daemon down.
+            let mut lines = format!("listening on {listener}\nadmin on {admin_addr}\n");
+            if let Some(preview) = preview {
+                lines.push_str(&format!("preview on {preview}\n"));
             }
+            let mut stdout = std::io::stdout().lock();
+            let _ = std::io::Write::write_all(&mut stdout, lines.as_bytes())
+                .and_then(|()| std::io::Write::flush(&mut stdout));
         }
     }
 
+    let listener_failed = async {
+        match &mut running {
+            Opened::InProcess(l) => Some(l.failed().await),
+            Opened::Process(_) => std::future::pending().await,
+        }
+    };
     let failure = tokio::select! {
         _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); None }
         _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); None }
         _ = stop.cancelled() => { tracing::info!("stop requested: shutting down"); None }
-        Some(ended) = listeners.join_next() => Some(format!("a listener stopped unexpectedly: {ended:?}")),
+        failed = listener_failed => failed,
     };
     // New connections stop first; in-flight requests finish; then the instances drain and stop.
-    listeners_stop.cancel();
-    while let Some(ended) = listeners.join_next().await {
-        if let Ok(Err(e)) = ended {
-            tracing::warn!(error = %e, "listener ended with an error");
-        }
+    admin_stop.cancel();
+    let _ = admin.await;
+    match running {
+        Opened::InProcess(l) => l.close().await,
+        Opened::Process(p) => p.stop().await,
     }
     stop.cancel();
     while background.join_next().await.is_some() {}
@@ -232,6 +249,26 @@ pub async fn run_stack(
     match failure {
         Some(f) => Err(anyhow::anyhow!(f)),
         None => Ok(()),
+    }
+}
+
+fn lock_data_dir(data_dir: &Path) -> anyhow::Result<std::fs::File> {
+    let path = data_dir.join("controller.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(anyhow::anyhow!(
+            "another `cutover up` is running on the data dir {}; stop it first (`cutover stop`)",
+            data_dir.display()
+        )),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(anyhow::anyhow!("cannot lock {}: {e}", path.display()))
+        }
     }
 }
 
@@ -248,10 +285,4 @@ fn prefer_sibling_binaries(spec: &mut Spec) {
         .env
         .entry("PATH".into())
         .or_insert_with(|| format!("{}:{path}", dir.display()));
-}
-
-async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))
 }

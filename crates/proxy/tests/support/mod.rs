@@ -90,7 +90,7 @@ impl Stack {
             .targets
             .into_iter()
             .find(|t| t.target == target)
-            .map(|t| (t.state, t.reason))
+            .map(|t| (t.state, t.reason.map(|r| r.as_str())))
     }
 
     pub async fn wait_state(&self, group: &str, target: &str, state: TargetState) {
