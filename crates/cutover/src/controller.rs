@@ -1581,6 +1581,31 @@ impl Controller {
             .collect()
     }
 
+    /// A new data plane took over from one that died: gives it every instance's target in the
+    /// group it was in, the preview group, and (at the next step) the weights.
+    pub async fn resync(self: &Arc<Self>) {
+        let (targets, live) = {
+            let mut inner = self.lock();
+            // Weights no plan computes, so the next step sends the real ones.
+            inner.weights = (u32::MAX, u32::MAX);
+            let targets: Vec<(&'static str, String)> = inner
+                .instances
+                .iter()
+                .filter(|(id, _)| !inner.draining.contains(*id))
+                .map(|(_, t)| (t.group, t.instance.target()))
+                .collect();
+            (targets, inner.live)
+        };
+        self.plane.set_preview(other(live));
+        for (group, target) in targets {
+            if let Err(e) = self.plane.register(group, &target).await {
+                tracing::error!(%group, %target, error = %e, "cannot give the new data plane a target");
+            }
+        }
+        tracing::info!("the new data plane has the fleet's targets");
+        self.wake.notify_one();
+    }
+
     /// Drains and stops every instance (for `cutover stop` and SIGTERM).
     pub async fn shutdown(self: &Arc<Self>) {
         let ids: Vec<InstanceId> = self.lock().instances.keys().cloned().collect();

@@ -35,6 +35,13 @@ pub struct Args {
     /// The data dir; the control socket is created there.
     #[arg(long)]
     pub data_dir: PathBuf,
+    /// Listen here instead of the stack file's `listener.bind`: a data plane that replaces one
+    /// that died keeps its address even where the stack file says port 0.
+    #[arg(long)]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Likewise for `listener.preview`.
+    #[arg(long)]
+    pub preview: Option<std::net::SocketAddr>,
 }
 
 /// The store's key for the data-plane process a controller started.
@@ -55,13 +62,21 @@ pub fn fingerprint(spec: &Spec) -> String {
 }
 
 pub fn run(args: Args) -> ExitCode {
-    let spec = match cutover_spec::load(&args.file) {
+    let mut spec = match cutover_spec::load(&args.file) {
         Ok(spec) => spec,
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::from(crate::commands::EXIT_INVALID);
         }
     };
+    // The fingerprint names the stack file's settings, so it is taken before the overrides.
+    let fingerprint = fingerprint(&spec);
+    if let Some(addr) = args.listen {
+        spec.listener.bind = addr;
+    }
+    if let (Some(addr), Some(_)) = (args.preview, spec.listener.preview) {
+        spec.listener.preview = Some(addr);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -72,7 +87,7 @@ pub fn run(args: Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(spec, args.data_dir)) {
+    match runtime.block_on(serve(spec, fingerprint, args.data_dir)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("cutover dataplane: {e:#}");
@@ -110,7 +125,7 @@ impl Server {
     }
 }
 
-async fn serve(spec: Spec, data_dir: PathBuf) -> anyhow::Result<()> {
+async fn serve(spec: Spec, fingerprint: String, data_dir: PathBuf) -> anyhow::Result<()> {
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let registry = Registry::new();
@@ -133,7 +148,7 @@ async fn serve(spec: Spec, data_dir: PathBuf) -> anyhow::Result<()> {
     let server = Arc::new(Server {
         registry,
         preview,
-        fingerprint: fingerprint(&spec),
+        fingerprint,
         listener: opened.listener,
         preview_addr: opened.preview,
         drains: Mutex::new(HashMap::new()),
@@ -291,12 +306,20 @@ pub struct Process {
     start_ticks: u64,
     /// Present when this controller started the process (it reaps it).
     child: Option<tokio::process::Child>,
-    /// The store that records it, opened again to forget it once it has stopped.
-    db: PathBuf,
+    /// What it was started with, to start another like it.
+    file: PathBuf,
+    data_dir: PathBuf,
 }
 
 #[derive(Serialize, Deserialize)]
 struct Record {
+    pid: u32,
+    start_ticks: u64,
+}
+
+/// A data-plane process that answers on its socket.
+struct Launched {
+    child: tokio::process::Child,
     pid: u32,
     start_ticks: u64,
 }
@@ -310,6 +333,8 @@ impl Process {
         spec: &Spec,
         store: &cutover_store::Store,
     ) -> anyhow::Result<Self> {
+        let file = std::fs::canonicalize(file).unwrap_or_else(|_| file.to_path_buf());
+        let data_dir = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
         let socket = data_dir.join(SOCKET);
         let wanted = fingerprint(spec);
         let recorded = store
@@ -326,7 +351,8 @@ impl Process {
                         pid: r.pid,
                         start_ticks: r.start_ticks,
                         child: None,
-                        db: data_dir.join("state.db"),
+                        file,
+                        data_dir,
                     });
                 }
                 Ok(_) => {
@@ -340,80 +366,34 @@ impl Process {
             }
             kill_group(r.pid, r.start_ticks);
         }
-        Self::spawn(file, data_dir, &socket, store).await
+        let launched = launch(&file, &data_dir, None, store).await?;
+        Ok(Self {
+            remote: Remote::connect(socket).await?,
+            pid: launched.pid,
+            start_ticks: launched.start_ticks,
+            child: Some(launched.child),
+            file,
+            data_dir,
+        })
     }
 
-    async fn spawn(
-        file: &Path,
-        data_dir: &Path,
-        socket: &Path,
-        store: &cutover_store::Store,
-    ) -> anyhow::Result<Self> {
-        let exe = std::env::current_exe()?;
-        let file = std::fs::canonicalize(file).unwrap_or_else(|_| file.to_path_buf());
-        let data_dir = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
-        let logs = data_dir.join("logs");
-        std::fs::create_dir_all(&logs)?;
-        let log_path = logs.join("dataplane.log");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)?;
-        let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
-        let mut child = tokio::process::Command::new(exe)
-            .arg("dataplane")
-            .arg("-f")
-            .arg(&file)
-            .arg("--data-dir")
-            .arg(&data_dir)
-            .stdin(std::process::Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            // Its own process group: a terminal's Ctrl-C reaches the controller, which stops the
-            // data plane in order, and a controller that dies leaves it serving.
-            .process_group(0)
-            .spawn()
-            .map_err(|e| anyhow::anyhow!("cannot start the data plane: {e}"))?;
-        let pid = child
-            .id()
-            .ok_or_else(|| anyhow::anyhow!("the data plane exited at once"))?;
-        let started = Instant::now();
-        let start_ticks = loop {
-            if let Some(t) = cutover_fleet::instance::start_ticks(pid) {
-                break t;
-            }
-            if started.elapsed() > START_DEADLINE {
-                anyhow::bail!("cannot read the data plane's start time from /proc/{pid}");
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+    /// Starts another data plane if this one has exited; `true` if it did, and the caller must
+    /// give the new one its targets and weights.
+    pub async fn revive(&mut self) -> anyhow::Result<bool> {
+        let alive = match self.child.as_mut() {
+            Some(child) => child.try_wait()?.is_none(),
+            None => cutover_fleet::instance::is_same_process(self.pid, self.start_ticks),
         };
-        store.set_meta(META_KEY, &json!(Record { pid, start_ticks }).to_string())?;
-        let remote = loop {
-            if let Some(status) = child.try_wait()? {
-                let tail = std::fs::read(&log_path)
-                    .map(|b| String::from_utf8_lossy(&b[log_start as usize..]).into_owned())
-                    .unwrap_or_default();
-                anyhow::bail!("the data plane exited ({status}): {}", tail.trim());
-            }
-            match Remote::connect(socket.to_path_buf()).await {
-                Ok(remote) if remote.state().pid == pid => break remote,
-                _ if started.elapsed() > START_DEADLINE => {
-                    let _ = child.start_kill();
-                    anyhow::bail!(
-                        "the data plane did not answer on {} within {START_DEADLINE:?}",
-                        socket.display()
-                    );
-                }
-                _ => tokio::time::sleep(Duration::from_millis(10)).await,
-            }
-        };
-        Ok(Self {
-            remote,
-            pid,
-            start_ticks,
-            child: Some(child),
-            db: data_dir.join("state.db"),
-        })
+        if alive {
+            return Ok(false);
+        }
+        tracing::error!(pid = self.pid, "the data plane exited: starting another");
+        let store = cutover_store::Store::open(&self.data_dir.join("state.db"))?;
+        let last = self.remote.state();
+        let launched = launch(&self.file, &self.data_dir, Some(&last), &store).await?;
+        (self.pid, self.start_ticks) = (launched.pid, launched.start_ticks);
+        self.child = Some(launched.child);
+        Ok(true)
     }
 
     /// Asks the data plane to close its listeners and finish what is in flight, and waits for it
@@ -441,9 +421,93 @@ impl Process {
                 }
             }
         }
-        let forgotten = cutover_store::Store::open(&self.db).and_then(|s| s.clear_meta(META_KEY));
+        let forgotten = cutover_store::Store::open(&self.data_dir.join("state.db"))
+            .and_then(|s| s.clear_meta(META_KEY));
         if let Err(e) = forgotten {
             tracing::warn!(error = %e, "cannot record that the data plane stopped");
+        }
+    }
+}
+
+/// Starts a data-plane process on the stack file, records it, and waits until it answers.
+async fn launch(
+    file: &Path,
+    data_dir: &Path,
+    replacing: Option<&PlaneState>,
+    store: &cutover_store::Store,
+) -> anyhow::Result<Launched> {
+    let socket = data_dir.join(SOCKET);
+    let logs = data_dir.join("logs");
+    std::fs::create_dir_all(&logs)?;
+    let log_path = logs.join("dataplane.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)?;
+    let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut command = tokio::process::Command::new(std::env::current_exe()?);
+    command
+        .arg("dataplane")
+        .arg("-f")
+        .arg(file)
+        .arg("--data-dir")
+        .arg(data_dir);
+    if let Some(last) = replacing {
+        if let Some(addr) = last.listener {
+            command.arg("--listen").arg(addr.to_string());
+        }
+        if let Some(addr) = last.preview {
+            command.arg("--preview").arg(addr.to_string());
+        }
+    }
+    let mut child = command
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        // Its own process group: a terminal's Ctrl-C reaches the controller, which stops the
+        // data plane in order, and a controller that dies leaves it serving.
+        .process_group(0)
+        .spawn()
+        .map_err(|e| anyhow::anyhow!("cannot start the data plane: {e}"))?;
+    let pid = child
+        .id()
+        .ok_or_else(|| anyhow::anyhow!("the data plane exited at once"))?;
+    let started = Instant::now();
+    let start_ticks = loop {
+        if let Some(t) = cutover_fleet::instance::start_ticks(pid) {
+            break t;
+        }
+        if started.elapsed() > START_DEADLINE {
+            anyhow::bail!("cannot read the data plane's start time from /proc/{pid}");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    store.set_meta(META_KEY, &json!(Record { pid, start_ticks }).to_string())?;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            let tail = std::fs::read(&log_path)
+                .ok()
+                .and_then(|b| b.get(log_start as usize..).map(<[u8]>::to_vec))
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default();
+            anyhow::bail!("the data plane exited ({status}): {}", tail.trim());
+        }
+        match plane::fetch_state(&socket).await {
+            Ok(state) if state.pid == pid => {
+                return Ok(Launched {
+                    child,
+                    pid,
+                    start_ticks,
+                })
+            }
+            _ if started.elapsed() > START_DEADLINE => {
+                let _ = child.start_kill();
+                anyhow::bail!(
+                    "the data plane did not answer on {} within {START_DEADLINE:?}",
+                    socket.display()
+                );
+            }
+            _ => tokio::time::sleep(Duration::from_millis(10)).await,
         }
     }
 }

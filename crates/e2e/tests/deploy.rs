@@ -223,3 +223,46 @@ fn a_daemon_killed_mid_deploy_comes_back_to_one_version_with_no_orphans() {
     assert!(first["finished_at"].is_string(), "{h}");
     stack.stop_and_check_no_orphans();
 }
+
+#[test]
+fn a_killed_data_plane_is_replaced_on_the_same_address_with_every_target() {
+    let stack = Stack::start("");
+    let plane = stack.dataplane_pid();
+    // SAFETY: killing a process this test's stack started.
+    assert_eq!(
+        unsafe { libc::kill(i32::try_from(plane).expect("pid"), libc::SIGKILL) },
+        0
+    );
+    // The stack file says port 0; the replacement must listen where the dead one did.
+    let url = format!("http://{}/", stack.0.addr);
+    let client = cutover_e2e::client();
+    wait_for("the load balancer's address to answer again", || {
+        client
+            .get(&url)
+            .send()
+            .ok()
+            .filter(|r| r.status().is_success())
+            .map(|_| ())
+    });
+    let replaced = stack.dataplane_pid();
+    assert_ne!(replaced, plane, "a new data plane");
+    assert!(!running(plane));
+    wait_for("all three targets healthy in the new data plane", || {
+        let groups = stack.status()["groups"].clone();
+        let healthy = groups
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|g| g["targets"].as_array().cloned().unwrap_or_default())
+            .filter(|t| t["state"] == "healthy")
+            .count();
+        (healthy == 3).then_some(())
+    });
+    // And it is steered as before: a deploy under load goes through it without a failure.
+    let probe = stack.probe(4);
+    let (code, out) = stack.deploy("v2", None);
+    assert_eq!(code, 0, "{out}");
+    let report = probe.join().expect("probe");
+    assert_no_infra_failures(&report);
+    stack.stop_and_check_no_orphans();
+}

@@ -29,6 +29,9 @@ pub struct Args {
     pub data_dir: Option<PathBuf>,
 }
 
+/// How often the controller checks that its data-plane process still runs.
+const REVIVE_CHECK: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// The group static targets join.
 pub const STATIC_GROUP: &str = "static";
 
@@ -221,10 +224,23 @@ pub async fn run_stack(
         }
     }
 
+    // Listeners in this process end the stack if they fail; a data-plane process that dies is
+    // replaced and given the fleet's targets again.
     let listener_failed = async {
         match &mut running {
             Opened::InProcess(l) => Some(l.failed().await),
-            Opened::Process(_) => std::future::pending().await,
+            Opened::Process(p) => loop {
+                tokio::time::sleep(REVIVE_CHECK).await;
+                match p.revive().await {
+                    Ok(false) => {}
+                    Ok(true) => {
+                        if let Some(c) = &controller {
+                            c.resync().await;
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "cannot start another data plane"),
+                }
+            },
         }
     };
     let failure = tokio::select! {
