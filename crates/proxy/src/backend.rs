@@ -13,27 +13,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::body::ProxyBody;
 use crate::metrics::TargetMetrics;
+use crate::worker::{shard, Counter, SHARDS};
 
 /// Idle connections older than this are dropped before reuse: below the keep-alive timeout of
 /// common servers (Node 5 s, nginx 75 s), so the target never closes one just as we reuse it.
 pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 /// Most idle connections kept per target.
 const POOL_MAX_IDLE: usize = 256;
-/// Pools per target; worker threads map onto them by index.
-const POOL_SHARDS: usize = 16;
-
-thread_local! {
-    static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-}
-
-/// Marks the current thread as worker `index`, so it uses its own connection pools.
-pub fn set_worker(index: usize) {
-    WORKER.with(|w| w.set(index));
-}
-
-fn shard() -> usize {
-    WORKER.with(|w| w.get()) % POOL_SHARDS
-}
 
 /// Upper bound on opening a connection to a target.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -49,6 +35,8 @@ pub struct Backend {
     pub addr: SocketAddr,
     /// `host:port` as registered.
     pub key: String,
+    /// The group it was registered in (a target in two groups is two backends).
+    pub group: Arc<str>,
     pub metrics: TargetMetrics,
     /// Consecutive proxy-visible failures, for passive health.
     pub failures: AtomicU32,
@@ -57,7 +45,10 @@ pub struct Backend {
     rate: AtomicU64,
     in_flight: AtomicUsize,
     upgraded: AtomicUsize,
-    finished: AtomicU64,
+    finished: Counter,
+    /// Drains waiting on [`Backend::changed`]; without one, finishing a request notifies nobody
+    /// (a notification takes a lock that both workers would share).
+    watchers: AtomicUsize,
     /// Idle connections, one pool per worker thread: a connection's driver task runs on the
     /// worker that opened it, so reusing it from another worker would cost a cross-thread wake.
     idle: Vec<Mutex<Vec<Pooled>>>,
@@ -87,18 +78,20 @@ pub enum ConnectError {
 }
 
 impl Backend {
-    pub fn new(key: String, addr: SocketAddr) -> Arc<Self> {
+    pub fn new(group: Arc<str>, key: String, addr: SocketAddr) -> Arc<Self> {
         Arc::new(Self {
             addr,
             key,
+            group,
             metrics: TargetMetrics::default(),
             failures: AtomicU32::new(0),
             sampled: AtomicU64::new(0),
             rate: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
             upgraded: AtomicUsize::new(0),
-            finished: AtomicU64::new(0),
-            idle: (0..POOL_SHARDS).map(|_| Mutex::new(Vec::new())).collect(),
+            finished: Counter::default(),
+            watchers: AtomicUsize::new(0),
+            idle: (0..SHARDS).map(|_| Mutex::new(Vec::new())).collect(),
             changed: Notify::new(),
             cut: CancellationToken::new(),
         })
@@ -106,7 +99,7 @@ impl Backend {
 
     /// Called once a second by the registry: the requests since the last call become the rate.
     pub fn sample_rate(&self) {
-        let now = self.metrics.snapshot().requests;
+        let now = self.metrics.requests();
         let before = self.sampled.swap(now, Ordering::Relaxed);
         self.rate
             .store(now.saturating_sub(before), Ordering::Relaxed);
@@ -126,21 +119,36 @@ impl Backend {
     }
 
     pub fn finished(&self) -> u64 {
-        self.finished.load(Ordering::Acquire)
+        self.finished.get()
     }
 
     /// Counts a request as in flight until the guard drops (after its response body is sent).
-    pub fn begin(self: &Arc<Self>) -> InFlight {
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
+    pub fn begin(self: Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
         InFlight {
-            backend: self.clone(),
+            backend: self,
             upgraded: false,
         }
     }
 
-    /// Resolves when in-flight or upgraded counts change; `enable` it before reading the counts.
+    /// Resolves when in-flight or upgraded counts change; `enable` it before reading the counts,
+    /// with a [`Watch`] held for as long as it waits.
     pub fn changed(&self) -> tokio::sync::futures::Notified<'_> {
         self.changed.notified()
+    }
+
+    /// Asks for [`Backend::changed`] to be notified until the watch drops.
+    pub fn watch(self: &Arc<Self>) -> Watch {
+        self.watchers.fetch_add(1, Ordering::SeqCst);
+        Watch(self.clone())
+    }
+
+    fn notify(&self) {
+        // SeqCst with the counts: a watcher that registered before reading them is told of any
+        // change made after its read.
+        if self.watchers.load(Ordering::SeqCst) > 0 {
+            self.changed.notify_waiters();
+        }
     }
 
     /// A live idle connection, most recently used first.
@@ -210,10 +218,10 @@ impl InFlight {
     /// The request became a tunnel: it stops counting as a request and counts as an upgraded connection.
     pub fn into_upgraded(mut self) -> InFlight {
         if !self.upgraded {
-            self.backend.upgraded.fetch_add(1, Ordering::AcqRel);
-            self.backend.in_flight.fetch_sub(1, Ordering::AcqRel);
+            self.backend.upgraded.fetch_add(1, Ordering::SeqCst);
+            self.backend.in_flight.fetch_sub(1, Ordering::SeqCst);
             self.upgraded = true;
-            self.backend.changed.notify_waiters();
+            self.backend.notify();
         }
         self
     }
@@ -225,12 +233,23 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
+        // Counted as finished before it leaves the in-flight count, so a drain that sees zero
+        // in flight also sees it finished.
+        self.backend.finished.add(1);
         if self.upgraded {
-            self.backend.upgraded.fetch_sub(1, Ordering::AcqRel);
+            self.backend.upgraded.fetch_sub(1, Ordering::SeqCst);
         } else {
-            self.backend.in_flight.fetch_sub(1, Ordering::AcqRel);
+            self.backend.in_flight.fetch_sub(1, Ordering::SeqCst);
         }
-        self.backend.finished.fetch_add(1, Ordering::AcqRel);
-        self.backend.changed.notify_waiters();
+        self.backend.notify();
+    }
+}
+
+/// Keeps a backend's count changes notified (see [`Backend::watch`]).
+pub struct Watch(Arc<Backend>);
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        self.0.watchers.fetch_sub(1, Ordering::SeqCst);
     }
 }

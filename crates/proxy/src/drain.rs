@@ -61,6 +61,7 @@ const CUT_GRACE: Duration = Duration::from_secs(1);
 /// Waits for in-flight requests and upgraded connections to reach zero; at `deadline`, cuts what remains.
 pub async fn drain(backend: Arc<Backend>, deadline: Instant) -> DrainReport {
     let start = Instant::now();
+    let _watch = backend.watch();
     let finished_before = backend.finished();
     let mut cut = 0;
     let mut finished_at_cut = None;

@@ -67,6 +67,7 @@ impl ProxyError {
 }
 
 /// The proxy's shared state for one listener.
+#[derive(Clone)]
 pub struct Proxy {
     pub registry: Arc<Registry>,
     pub rules: HeaderRules,
@@ -141,12 +142,13 @@ impl Proxy {
                 // single target, a keep-alive race must still be retried there.
                 pick(&tried)
                     .or_else(|| replayed.then(|| pick(&[])).flatten())
-                    .map(|(g, b)| (g.name.clone(), b))
+                    .map(|(_, b)| b)
             };
-            let Some((group, backend)) = picked else {
+            let Some(backend) = picked else {
                 break;
             };
             let guard = backend.begin();
+            let backend = guard.backend();
             backend.metrics.request();
             let started = Instant::now();
             let mut sender = match backend.checkout().await {
@@ -157,8 +159,8 @@ impl Proxy {
                         // Nothing reached the target: safe to try another whatever the method.
                         tracing::debug!(target = %backend.key, error = %e, "connect failed; trying another target");
                         backend.metrics.connect_error();
-                        self.registry.passive(&group, &backend, false);
-                        tried.push(backend);
+                        self.registry.passive(backend, false);
+                        tried.push(backend.clone());
                         continue;
                     }
                 },
@@ -186,15 +188,15 @@ impl Proxy {
                             // The target closed or died before answering; the request is
                             // idempotent and bodiless, so it is safe to send once more, to
                             // another target when there is one.
-                            self.registry.passive(&group, &backend, false);
+                            self.registry.passive(backend, false);
                             replayed = true;
                             req = rebuild(r);
-                            tried.push(backend);
+                            tried.push(backend.clone());
                             continue;
                         }
                         _ => {
                             backend.metrics.proxy_error(started.elapsed());
-                            self.registry.passive(&group, &backend, false);
+                            self.registry.passive(backend, false);
                             tracing::debug!(target = %backend.key, error = %err.error(), "target broke the exchange");
                             return ProxyError::TargetReset.response();
                         }
@@ -202,13 +204,13 @@ impl Proxy {
                 }
                 Err(_) => {
                     backend.metrics.proxy_error(started.elapsed());
-                    self.registry.passive(&group, &backend, false);
+                    self.registry.passive(backend, false);
                     return ProxyError::TargetTimeout.response();
                 }
             };
             let status = resp.status();
             backend.metrics.response(status.as_u16(), started.elapsed());
-            self.registry.passive(&group, &backend, true);
+            self.registry.passive(backend, true);
 
             if status == StatusCode::SWITCHING_PROTOCOLS {
                 if let Some(client_side) = client_upgrade.take() {

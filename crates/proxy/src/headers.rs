@@ -77,6 +77,17 @@ impl HeaderRules {
 
 /// Removes hop-by-hop headers, and any named in `Connection`; keeps `Upgrade` when the exchange upgrades.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrading: bool) {
+    // Most messages carry none: one pass over the names they have is cheaper than looking up
+    // (and parsing) every hop-by-hop name.
+    let any = headers
+        .keys()
+        .any(|k| k == UPGRADE || HOP_BY_HOP.contains(&k.as_str()));
+    if !any {
+        if upgrading {
+            headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        }
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(CONNECTION)
         .iter()
@@ -131,23 +142,26 @@ impl Client {
     }
 }
 
+// Parsed once, at compile time, rather than on every request.
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
 /// Adds X-Forwarded-For/Proto/Host and an `x-request-id` when the client sent none.
 pub fn add_forwarded(headers: &mut HeaderMap, client: &Client, host: Option<&HeaderValue>) {
-    let xff = HeaderName::from_static("x-forwarded-for");
+    let xff = X_FORWARDED_FOR;
     let appended = headers
         .get(&xff)
         .and_then(|v| v.to_str().ok())
         .and_then(|prior| HeaderValue::from_str(&format!("{prior}, {}", client.ip)).ok());
     headers.insert(xff, appended.unwrap_or_else(|| client.ip_header.clone()));
     let scheme = client.scheme;
-    headers.insert(
-        HeaderName::from_static("x-forwarded-proto"),
-        HeaderValue::from_static(scheme),
-    );
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(scheme));
     if let Some(host) = host.or_else(|| headers.get(HOST)).cloned() {
-        headers.insert(HeaderName::from_static("x-forwarded-host"), host);
+        headers.insert(X_FORWARDED_HOST, host);
     }
-    let request_id = HeaderName::from_static("x-request-id");
+    let request_id = X_REQUEST_ID;
     if !headers.contains_key(&request_id) {
         const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut id = [0u8; 32];

@@ -192,7 +192,7 @@ impl Registry {
                 return Ok(existing.backend.clone());
             }
         }
-        let backend = Backend::new(target.to_owned(), addr);
+        let backend = Backend::new(Arc::from(group), target.to_owned(), addr);
         let checker = CancellationToken::new();
         health::spawn(
             group.to_owned(),
@@ -263,7 +263,7 @@ impl Registry {
 
     /// The request path's view of one exchange with a target: failures in a row eject it.
     /// Lock-free: the count lives on the backend and an ejection goes to the observer.
-    pub fn passive(&self, group: &str, backend: &Arc<Backend>, ok: bool) {
+    pub fn passive(&self, backend: &Arc<Backend>, ok: bool) {
         if ok {
             if backend.failures.load(Ordering::Relaxed) != 0 {
                 backend.failures.store(0, Ordering::Relaxed);
@@ -274,7 +274,7 @@ impl Registry {
         if failures == PASSIVE_THRESHOLD {
             let until = std::time::Instant::now() + EJECT_BACK_OFF;
             let _ = self.reports.send(Report {
-                group: group.to_owned(),
+                group: backend.group.to_string(),
                 backend: backend.clone(),
                 event: Event::Eject { until },
             });

@@ -66,12 +66,15 @@ pub async fn serve(
     let mut done = Vec::with_capacity(workers);
     for index in 0..workers {
         let listener = listener.try_clone()?;
-        let (proxy, options, stop) = (proxy.clone(), options.clone(), stop.clone());
+        // A copy per worker: requests clone the `Arc` they run under, and a count shared by all
+        // workers would bounce between their cores on every request.
+        let proxy = Arc::new(Proxy::clone(&proxy));
+        let (options, stop) = (options.clone(), stop.clone());
         let (tx, rx) = tokio::sync::oneshot::channel();
         std::thread::Builder::new()
             .name(format!("cutover-worker-{index}"))
             .spawn(move || {
-                crate::backend::set_worker(index);
+                crate::worker::set_worker(index);
                 let result = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()

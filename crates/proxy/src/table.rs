@@ -1,9 +1,9 @@
 //! The routing table: an immutable snapshot of groups, weights and routable targets, swapped atomically.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::backend::Backend;
+use crate::worker::Sequence;
 
 pub use cutover_spec::Balance;
 
@@ -15,7 +15,7 @@ pub struct GroupRoute {
     pub balance: Balance,
     /// The targets requests may go to: the healthy ones, or all of them when failing open.
     pub targets: Vec<Arc<Backend>>,
-    next: AtomicUsize,
+    next: Sequence,
 }
 
 impl GroupRoute {
@@ -25,7 +25,7 @@ impl GroupRoute {
             weight,
             balance,
             targets,
-            next: AtomicUsize::new(fastrand::usize(..)),
+            next: Sequence::starting_at(fastrand::usize(..)),
         }
     }
 
@@ -34,13 +34,13 @@ impl GroupRoute {
         match self.balance {
             Balance::RoundRobin => {
                 let n = self.targets.len();
-                let start = self.next.fetch_add(1, Ordering::Relaxed);
+                let start = self.next.next();
                 (0..n).map(|i| &self.targets[(start + i) % n]).find(untried)
             }
             Balance::LeastOutstanding => {
                 // Ties go round robin, so equal targets share evenly.
                 let n = self.targets.len();
-                let start = self.next.fetch_add(1, Ordering::Relaxed);
+                let start = self.next.next();
                 (0..n)
                     .map(|i| &self.targets[(start + i) % n])
                     .filter(untried)
@@ -55,11 +55,17 @@ impl GroupRoute {
 const SPREAD: usize = 7919;
 
 /// Everything the request path needs to choose a target. Never mutated: a change builds a new one.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Snapshot {
     pub groups: Vec<GroupRoute>,
     total_weight: usize,
-    counter: AtomicUsize,
+    counter: Sequence,
+}
+
+impl Default for Snapshot {
+    fn default() -> Self {
+        Self::new(Vec::new())
+    }
 }
 
 impl Snapshot {
@@ -72,7 +78,7 @@ impl Snapshot {
         Self {
             groups,
             total_weight,
-            counter: AtomicUsize::new(0),
+            counter: Sequence::starting_at(0),
         }
     }
 
@@ -84,7 +90,7 @@ impl Snapshot {
                 .filter(|g| !g.targets.is_empty() && g.weight > 0)
         };
         if self.total_weight > 0 {
-            let n = self.counter.fetch_add(1, Ordering::Relaxed);
+            let n = self.counter.next();
             let spread = if self.total_weight.is_multiple_of(SPREAD) {
                 n
             } else {
@@ -129,7 +135,11 @@ mod tests {
     use super::*;
 
     fn backend(port: u16) -> Arc<Backend> {
-        Backend::new(format!("127.0.0.1:{port}"), ([127, 0, 0, 1], port).into())
+        Backend::new(
+            Arc::from("a"),
+            format!("127.0.0.1:{port}"),
+            ([127, 0, 0, 1], port).into(),
+        )
     }
 
     #[test]
@@ -193,7 +203,7 @@ mod tests {
     fn least_outstanding_prefers_the_idle_target() {
         let busy = backend(1);
         let idle = backend(2);
-        let _held: Vec<_> = (0..3).map(|_| busy.begin()).collect();
+        let _held: Vec<_> = (0..3).map(|_| busy.clone().begin()).collect();
         let snap = Snapshot::new(vec![GroupRoute::new(
             "a".into(),
             1,
