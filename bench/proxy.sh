@@ -52,6 +52,7 @@ timeout = "1s"
 healthy_threshold = 1
 TOML
 TOKIO_WORKER_THREADS=2 RUST_LOG=warn target/release/cutover up -f "$work/cutover.toml" --data-dir "$work/cutover" >/dev/null 2>"$work/cutover.log" & pids+=($!)
+cutover_pid=$!
 
 mkdir -p "$work/nginx"
 cat >"$work/nginx.conf" <<CONF
@@ -77,6 +78,7 @@ http {
 }
 CONF
 nginx -c "$work/nginx.conf" -g 'daemon off;' & pids+=($!)
+nginx_pid=$!
 
 cat >"$work/haproxy.cfg" <<CONF
 global
@@ -96,24 +98,40 @@ backend app
   server s1 127.0.0.1:$backend
 CONF
 haproxy -f "$work/haproxy.cfg" -db >/dev/null 2>&1 & pids+=($!)
+haproxy_pid=$!
 
 wait_port "$p_cutover"; wait_port "$p_nginx"; wait_port "$p_haproxy"
 # cutover routes once its first health check passes (healthy_threshold = 1).
 for _ in $(seq 200); do curl -fs "http://127.0.0.1:$p_cutover/" >/dev/null 2>&1 && break; sleep 0.05; done
 
 declare -A port=([direct]=$backend [cutover]=$p_cutover [nginx]=$p_nginx [haproxy]=$p_haproxy)
+# CPU per request is far steadier than throughput on a shared machine: the proxy's user+system
+# time over a round (its process and, for nginx, its workers), divided by the requests served.
+declare -A proc=([direct]=${pids[0]} [cutover]=$cutover_pid [nginx]=$nginx_pid [haproxy]=$haproxy_pid)
+cpu_ticks() {
+  local total=0 p
+  for p in "$1" $(pgrep -P "$1"); do
+    total=$((total + $(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$p/stat" 2>/dev/null || echo 0)))
+  done
+  echo "$total"
+}
+hz=$(getconf CLK_TCK)
 names=(direct cutover nginx haproxy)
 to_ms() { awk '{ v=$1; if (v ~ /us$/) { sub(/us$/,"",v); print v/1000 } else if (v ~ /ms$/) { sub(/ms$/,"",v); print v } else if (v ~ /s$/) { sub(/s$/,"",v); print v*1000 } else print v }'; }
-for name in "${names[@]}"; do : >"$work/$name.rps"; : >"$work/$name.p50"; : >"$work/$name.p99"; done
+for name in "${names[@]}"; do : >"$work/$name.rps"; : >"$work/$name.p50"; : >"$work/$name.p99"; : >"$work/$name.cpu"; done
 for name in "${names[@]}"; do wrk -t2 -c"$conns" -d1s "http://127.0.0.1:${port[$name]}/" >/dev/null; done  # warm up
 for r in $(seq "$rounds"); do
   for name in "${names[@]}"; do
+    before=$(cpu_ticks "${proc[$name]}")
     out=$(wrk -t2 -c"$conns" -d"${secs}s" --latency "http://127.0.0.1:${port[$name]}/")
+    after=$(cpu_ticks "${proc[$name]}")
+    served=$(echo "$out" | awk '/requests in/ {print $1}')
+    awk -v t=$((after - before)) -v hz="$hz" -v n="$served" 'BEGIN { printf "%.2f\n", t * 1e6 / hz / n }' >>"$work/$name.cpu"
     if echo "$out" | grep -q "Non-2xx\|Socket errors"; then log "$name round $r: errors: $(echo "$out" | grep -E 'Non-2xx|Socket errors')"; fi
     echo "$out" | awk '/Requests\/sec/ {print $2}' >>"$work/$name.rps"
     echo "$out" | awk '$1=="50%" {print $2}' | to_ms >>"$work/$name.p50"
     echo "$out" | awk '$1=="99%" {print $2}' | to_ms >>"$work/$name.p99"
-    log "round $r $name: $(tail -1 "$work/$name.rps") req/s, p50 $(tail -1 "$work/$name.p50") ms, p99 $(tail -1 "$work/$name.p99") ms"
+    log "round $r $name: $(tail -1 "$work/$name.rps") req/s, p50 $(tail -1 "$work/$name.p50") ms, p99 $(tail -1 "$work/$name.p99") ms, $(tail -1 "$work/$name.cpu") us CPU/request"
   done
 done
 median() { sort -g "$1" | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
@@ -121,16 +139,16 @@ if [ "$json" = 1 ]; then
   sep=""
   printf '{'
   for name in "${names[@]}"; do
-    printf '%s"%s": {"rps": %s, "p50_ms": %s, "p99_ms": %s}' "$sep" "$name" "$(median "$work/$name.rps")" "$(median "$work/$name.p50")" "$(median "$work/$name.p99")"
+    printf '%s"%s": {"rps": %s, "p50_ms": %s, "p99_ms": %s, "cpu_us_per_request": %s}' "$sep" "$name" "$(median "$work/$name.rps")" "$(median "$work/$name.p50")" "$(median "$work/$name.p99")" "$(median "$work/$name.cpu")"
     sep=", "
   done
   printf '}\n'
 else
   echo "medians of $rounds rounds, ${secs}s each, wrk -t2 -c$conns, 2 workers per proxy, one demo-app backend:"
-  printf '%-8s %12s %10s %10s %14s\n' proxy req/s p50_ms p99_ms "vs nginx rps"
+  printf '%-8s %12s %10s %10s %14s %14s\n' proxy req/s p50_ms p99_ms "vs nginx rps" "CPU us/req"
   nginx_rps=$(median "$work/nginx.rps")
   for name in "${names[@]}"; do
     rps=$(median "$work/$name.rps")
-    printf '%-8s %12s %10s %10s %14s\n' "$name" "$rps" "$(median "$work/$name.p50")" "$(median "$work/$name.p99")" "$(awk -v a="$rps" -v b="$nginx_rps" 'BEGIN {printf "%.2f", a/b}')"
+    printf '%-8s %12s %10s %10s %14s %14s\n' "$name" "$rps" "$(median "$work/$name.p50")" "$(median "$work/$name.p99")" "$(awk -v a="$rps" -v b="$nginx_rps" 'BEGIN {printf "%.2f", a/b}')" "$(median "$work/$name.cpu")"
   done
 fi
