@@ -90,6 +90,16 @@ pub enum Drain {
     Remote { socket: PathBuf, id: u64 },
 }
 
+/// What is known of a drain the data plane cannot report on: nothing.
+fn unknown_drain() -> DrainReport {
+    DrainReport {
+        target: String::new(),
+        completed: 0,
+        cut: 0,
+        took_ms: 0,
+    }
+}
+
 impl Drain {
     pub async fn wait(self) -> DrainReport {
         match self {
@@ -102,22 +112,12 @@ impl Drain {
                         Ok(report) => return report,
                         Err(e) => {
                             tracing::warn!(error = %e, "unreadable drain report");
-                            return DrainReport {
-                                target: String::new(),
-                                completed: 0,
-                                cut: 0,
-                                took_ms: 0,
-                            };
+                            return unknown_drain();
                         }
                     },
                     Err(PlaneError::Refused(_, why)) => {
                         tracing::warn!(drain = id, %why, "the data plane forgot a drain");
-                        return DrainReport {
-                            target: String::new(),
-                            completed: 0,
-                            cut: 0,
-                            took_ms: 0,
-                        };
+                        return unknown_drain();
                     }
                     Err(e) => {
                         tracing::warn!(drain = id, error = %e, "waiting for a drain again");
