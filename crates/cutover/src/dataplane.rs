@@ -49,6 +49,8 @@ const META_KEY: &str = "dataplane";
 /// Upper bound on a data-plane process coming up, and on one going away after it was asked to.
 const START_DEADLINE: Duration = Duration::from_secs(15);
 const EXIT_DEADLINE: Duration = Duration::from_secs(40);
+/// A data plane that runs but has not answered for this long is stuck, and is replaced.
+const SILENCE_LIMIT: Duration = Duration::from_secs(5);
 
 /// Names the settings a data-plane process serves with: a controller adopts a process only if
 /// its stack file (and binary) would have started the same one.
@@ -384,15 +386,34 @@ impl Process {
             Some(child) => child.try_wait()?.is_none(),
             None => cutover_fleet::instance::is_same_process(self.pid, self.start_ticks),
         };
-        if alive {
+        let silent = self.remote.silent_for();
+        if alive && silent < SILENCE_LIMIT {
             return Ok(false);
         }
-        tracing::error!(pid = self.pid, "the data plane exited: starting another");
+        if alive {
+            tracing::error!(
+                pid = self.pid,
+                ?silent,
+                "the data plane stopped answering: replacing it"
+            );
+            match self.child.as_mut() {
+                Some(child) => {
+                    let _ = child.kill().await;
+                }
+                None => {
+                    kill_group(self.pid, self.start_ticks);
+                    wait_gone(self.pid, self.start_ticks, EXIT_DEADLINE).await;
+                }
+            }
+        } else {
+            tracing::error!(pid = self.pid, "the data plane exited: starting another");
+        }
         let store = cutover_store::Store::open(&self.data_dir.join("state.db"))?;
         let last = self.remote.state();
         let launched = launch(&self.file, &self.data_dir, Some(&last), &store).await?;
         (self.pid, self.start_ticks) = (launched.pid, launched.start_ticks);
         self.child = Some(launched.child);
+        self.remote.heard();
         Ok(true)
     }
 

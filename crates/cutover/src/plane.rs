@@ -268,6 +268,8 @@ pub struct Remote {
     writes: mpsc::UnboundedSender<Write>,
     /// Set once the data plane was asked to stop: what is left to do here is quietly skipped.
     closed: AtomicBool,
+    /// When the data plane last answered a state read.
+    answered: std::sync::Mutex<std::time::Instant>,
 }
 
 impl Remote {
@@ -281,6 +283,7 @@ impl Remote {
             mirror: ArcSwap::from_pointee(state),
             writes: tx,
             closed: AtomicBool::new(false),
+            answered: std::sync::Mutex::new(std::time::Instant::now()),
         });
         tokio::spawn(write_loop(Arc::downgrade(&remote), rx));
         tokio::spawn(poll_loop(Arc::downgrade(&remote)));
@@ -323,6 +326,21 @@ impl Remote {
 
     fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Relaxed)
+    }
+
+    /// How long the data plane has not answered a state read.
+    pub fn silent_for(&self) -> Duration {
+        self.answered
+            .lock()
+            .map(|at| at.elapsed())
+            .unwrap_or_default()
+    }
+
+    /// Notes that the data plane answered just now.
+    pub fn heard(&self) {
+        if let Ok(mut at) = self.answered.lock() {
+            *at = std::time::Instant::now();
+        }
     }
 }
 
@@ -418,6 +436,7 @@ async fn poll_loop(remote: std::sync::Weak<Remote>) {
                     tracing::info!("the data plane answers again");
                 }
                 failing = 0;
+                r.heard();
                 r.mirror.store(Arc::new(state));
             }
             Err(e) => {

@@ -266,3 +266,27 @@ fn a_killed_data_plane_is_replaced_on_the_same_address_with_every_target() {
     assert_no_infra_failures(&report);
     stack.stop_and_check_no_orphans();
 }
+
+#[test]
+fn a_data_plane_that_stops_answering_is_replaced() {
+    let stack = Stack::start("");
+    let plane = stack.dataplane_pid();
+    // A stopped process is alive but answers nothing: only its silence gives it away.
+    // SAFETY: signalling a process this test's stack started.
+    assert_eq!(
+        unsafe { libc::kill(i32::try_from(plane).expect("pid"), libc::SIGSTOP) },
+        0
+    );
+    let url = format!("http://{}/", stack.0.addr);
+    let client = cutover_e2e::client();
+    wait_for("a new data plane answering on the same address", || {
+        let answered = client
+            .get(&url)
+            .timeout(Duration::from_millis(500))
+            .send()
+            .is_ok_and(|r| r.status().is_success());
+        (answered && stack.dataplane_pid() != plane).then_some(())
+    });
+    assert!(!running(plane), "the stuck data plane was killed");
+    stack.stop_and_check_no_orphans();
+}
