@@ -299,9 +299,16 @@ impl Controller {
         // A data plane that kept serving while no controller ran still has the targets where the
         // last controller put them, and its weights: take them as they are. A fresh one has
         // nothing: the live group is the first again.
-        let serving: BTreeMap<String, &'static str> = plane
-            .status()
-            .into_iter()
+        let groups = plane.status();
+        let weight_of = |group: &str| {
+            groups
+                .iter()
+                .find(|g| g.name == group)
+                .map_or(0, |g| g.weight)
+        };
+        let serving: BTreeMap<String, &'static str> = groups
+            .iter()
+            .cloned()
             .filter_map(|g| Some((GROUPS.into_iter().find(|n| *n == g.name)?, g.targets)))
             .flat_map(|(group, targets)| {
                 targets
@@ -313,13 +320,6 @@ impl Controller {
         let live = match store.meta(LIVE_KEY)? {
             Some(g) if !serving.is_empty() && g == GROUPS[1] => GROUPS[1],
             _ => GROUPS[0],
-        };
-        let weight_of = |group: &str| {
-            plane
-                .status()
-                .iter()
-                .find(|g| g.name == group)
-                .map_or(0, |g| g.weight)
         };
         let weights = (weight_of(live), weight_of(other(live)));
         store.set_meta(LIVE_KEY, live)?;

@@ -148,6 +148,15 @@ impl Stack {
             .unwrap_or_else(|| panic!("no data-plane pid in {status}"))
     }
 
+    /// Sends `signal` to the data-plane process and returns its pid.
+    pub fn signal_dataplane(&self, signal: i32) -> i64 {
+        let pid = self.dataplane_pid();
+        // SAFETY: signalling a process this test's stack started.
+        let rc = unsafe { libc::kill(i32::try_from(pid).expect("pid fits"), signal) };
+        assert_eq!(rc, 0, "kill({pid}, {signal})");
+        pid
+    }
+
     /// Stops the stack; every instance and the data plane must be gone with it.
     pub fn stop_and_check_no_orphans(mut self) {
         let mut pids: Vec<i64> = self

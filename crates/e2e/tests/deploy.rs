@@ -227,12 +227,7 @@ fn a_daemon_killed_mid_deploy_comes_back_to_one_version_with_no_orphans() {
 #[test]
 fn a_killed_data_plane_is_replaced_on_the_same_address_with_every_target() {
     let stack = Stack::start("");
-    let plane = stack.dataplane_pid();
-    // SAFETY: killing a process this test's stack started.
-    assert_eq!(
-        unsafe { libc::kill(i32::try_from(plane).expect("pid"), libc::SIGKILL) },
-        0
-    );
+    let plane = stack.signal_dataplane(libc::SIGKILL);
     // The stack file says port 0; the replacement must listen where the dead one did.
     let url = format!("http://{}/", stack.0.addr);
     let client = cutover_e2e::client();
@@ -270,13 +265,8 @@ fn a_killed_data_plane_is_replaced_on_the_same_address_with_every_target() {
 #[test]
 fn a_data_plane_that_stops_answering_is_replaced() {
     let stack = Stack::start("");
-    let plane = stack.dataplane_pid();
     // A stopped process is alive but answers nothing: only its silence gives it away.
-    // SAFETY: signalling a process this test's stack started.
-    assert_eq!(
-        unsafe { libc::kill(i32::try_from(plane).expect("pid"), libc::SIGSTOP) },
-        0
-    );
+    let plane = stack.signal_dataplane(libc::SIGSTOP);
     let url = format!("http://{}/", stack.0.addr);
     let client = cutover_e2e::client();
     wait_for("a new data plane answering on the same address", || {
