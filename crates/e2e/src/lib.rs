@@ -49,16 +49,28 @@ fn target_dir() -> PathBuf {
 }
 
 /// Polls `check` until it returns `Some`, or panics after `DEADLINE` naming `what`.
-pub fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+pub fn wait_for<T>(what: &str, check: impl FnMut() -> Option<T>) -> T {
+    wait_for_or(what, String::new, check)
+}
+
+/// `wait_for`, and on a timeout the panic also carries `describe()`: what the system under test
+/// looked like, so a failure on a machine nobody watches can still be explained.
+pub fn wait_for_or<T>(
+    what: &str,
+    describe: impl FnOnce() -> String,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
     let start = Instant::now();
     loop {
         if let Some(v) = check() {
             return v;
         }
-        assert!(
-            start.elapsed() < DEADLINE,
-            "timed out after {DEADLINE:?} waiting for {what}"
-        );
+        if start.elapsed() >= DEADLINE {
+            panic!(
+                "timed out after {DEADLINE:?} waiting for {what}\n{}",
+                describe()
+            );
+        }
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -248,11 +260,18 @@ impl Up {
     }
 
     fn spawn(dir: &tempfile::TempDir) -> (Child, String, String) {
+        // The daemon's log goes to a file of the test's own (appended across restarts), for
+        // `diagnostics` to show when a test fails.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.path().join(UP_LOG))
+            .expect("open the daemon's log");
         let mut child = Command::new(bin("cutover"))
             .args(["up", "-f"])
             .arg(dir.path().join("cutover.toml"))
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("spawn cutover up");
         let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
@@ -288,7 +307,34 @@ impl Up {
         assert_eq!(code, 0, "{err}");
         serde_json::from_str(&out).expect("status JSON")
     }
+
+    /// The stack as a failing test should report it: its status and the ends of the daemon's
+    /// and the data plane's logs. Never panics: it runs while a test is already failing.
+    pub fn diagnostics(&self) -> String {
+        let (code, out, err) = cutover(&["status", "--json", "-f", &self.file()]);
+        let mut text = format!("status (exit {code}):\n{out}{err}\n");
+        for log in [
+            self.dir.path().join(UP_LOG),
+            self.dir.path().join(".cutover/logs/dataplane.log"),
+        ] {
+            let content = std::fs::read_to_string(&log).unwrap_or_default();
+            let lines: Vec<&str> = content.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(LOG_TAIL)..];
+            text += &format!(
+                "--- last lines of {}:\n{}\n",
+                log.display(),
+                tail.join("\n")
+            );
+        }
+        text
+    }
 }
+
+/// The daemon's log, in the test's directory.
+const UP_LOG: &str = "up.log";
+
+/// How many lines of each log `Up::diagnostics` shows.
+const LOG_TAIL: usize = 60;
 
 impl Drop for Up {
     /// SIGTERM first, so a test that fails midway still has the daemon stop its instances.

@@ -5,7 +5,7 @@ use std::thread::JoinHandle;
 
 use serde_json::Value;
 
-use crate::{cutover, wait_for, Up};
+use crate::{cutover, wait_for, wait_for_or, Up};
 
 /// A managed stack: `cutover up` running demo-app instances.
 pub struct Stack(pub Up);
@@ -38,10 +38,15 @@ impl Stack {
     /// A stack from a whole stack file, once `healthy` v1 instances are up.
     pub fn start_from(file: &str, healthy: usize) -> Self {
         let stack = Self(Up::start(file));
-        wait_for(&format!("{healthy} healthy v1 instances"), || {
+        stack.wait(&format!("{healthy} healthy v1 instances"), || {
             (stack.healthy("v1") == healthy).then_some(())
         });
         stack
+    }
+
+    /// `wait_for`, reporting this stack's status and logs if the wait times out.
+    pub fn wait<T>(&self, what: &str, check: impl FnMut() -> Option<T>) -> T {
+        wait_for_or(what, || self.0.diagnostics(), check)
     }
 
     pub fn file(&self) -> String {
@@ -112,7 +117,7 @@ impl Stack {
 
     /// Waits until the deployment's progress is `progress` (e.g. `paused`), and returns it.
     pub fn wait_progress(&self, progress: &str) -> Value {
-        wait_for(&format!("the deployment to be {progress}"), || {
+        self.wait(&format!("the deployment to be {progress}"), || {
             let d = self.deployment();
             let now = &d["progress"]["progress"];
             let finished = d["finished_at"].is_string();

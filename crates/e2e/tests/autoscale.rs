@@ -2,7 +2,6 @@
 //! evaluation periods and cooldowns, and back in when the load stops, dropping nothing.
 
 use cutover_e2e::stack::{stack_file, Stack};
-use cutover_e2e::wait_for;
 use serde_json::Value;
 
 const COOLDOWN_S: f64 = 2.0;
@@ -60,17 +59,17 @@ fn seconds(at: &Value) -> f64 {
 fn scales_out_step_by_step_to_max_then_in_to_min_dropping_nothing() {
     let stack = stack(DEMO, 3, REQUESTS);
     let load = stack.probe_at(25, 14);
-    wait_for("a scale-out to 3", || (desired(&stack) == 3).then_some(()));
+    stack.wait("a scale-out to 3", || (desired(&stack) == 3).then_some(()));
     let report = load.join().expect("probe");
     nothing_failed(&report, 300);
     // A trickle keeps the requests flowing through every scale-in drain.
     let trickle = stack.probe_at(1, 12);
-    let history = wait_for("a scale-in to 1", || {
+    let history = stack.wait("a scale-in to 1", || {
         let h = scaling(&stack);
         (h.last().is_some_and(|a| a["to"] == 1)).then_some(h)
     });
     nothing_failed(&trickle.join().expect("probe"), 10);
-    wait_for("one instance left", || {
+    stack.wait("one instance left", || {
         (stack.fleet() == vec![("v1".to_owned(), "healthy".to_owned())]).then_some(())
     });
     let steps: Vec<(u64, u64)> = history
@@ -113,7 +112,7 @@ fn a_cpu_policy_scales_out_on_busy_instances() {
         2,
         "kind = \"cpu\"\nperiod = \"1s\"\nperiods = 2\nscale_out_above = 20\nscale_in_below = 5",
     );
-    wait_for("a scale-out to 2", || (desired(&stack) == 2).then_some(()));
+    stack.wait("a scale-out to 2", || (desired(&stack) == 2).then_some(()));
     let history = scaling(&stack);
     assert!(
         history[0]["reason"]
@@ -125,7 +124,7 @@ fn a_cpu_policy_scales_out_on_busy_instances() {
         .as_f64()
         .unwrap_or(0.0);
     assert!((20.0..=120.0).contains(&burned), "{burned}% of a core");
-    wait_for("two healthy instances", || {
+    stack.wait("two healthy instances", || {
         (stack.healthy("v1") == 2).then_some(())
     });
     stack.stop_and_check_no_orphans();
@@ -135,12 +134,12 @@ fn a_cpu_policy_scales_out_on_busy_instances() {
 fn a_deploy_during_scale_out_ends_at_the_right_size_on_the_new_version() {
     let stack = stack(DEMO, 3, REQUESTS);
     let load = stack.probe_at(25, 16);
-    wait_for("the first scale-out", || {
+    stack.wait("the first scale-out", || {
         (desired(&stack) >= 2).then_some(())
     });
     let (code, out) = stack.deploy("v2", None);
     assert_eq!(code, 0, "{out}");
-    wait_for("three healthy v2 instances and nothing else", || {
+    stack.wait("three healthy v2 instances and nothing else", || {
         (desired(&stack) == 3 && stack.fleet() == vec![("v2".to_owned(), "healthy".to_owned()); 3])
             .then_some(())
     });
@@ -157,14 +156,14 @@ fn scale_by_hand_stays_within_min_and_max() {
     assert!(out.contains("outside the group's min 1 and max 3"), "{out}");
     let (code, out) = stack.run(&["scale", "2"]);
     assert_eq!(code, 0, "{out}");
-    wait_for("two healthy instances", || {
+    stack.wait("two healthy instances", || {
         (stack.healthy("v1") == 2).then_some(())
     });
     let status = stack.status();
     assert_eq!(status["desired"], 2);
     assert_eq!(status["scaling"]["reason"], "set by `cutover scale`");
     // Without load the policy scales back in, after the cooldown that the manual change started.
-    let h = wait_for("a scale-in to 1", || {
+    let h = stack.wait("a scale-in to 1", || {
         let h = scaling(&stack);
         (h.last().is_some_and(|a| a["to"] == 1)).then_some(h)
     });

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
+use cutover_e2e::cutover;
 use cutover_e2e::stack::{assert_no_infra_failures, running, Stack};
-use cutover_e2e::{cutover, wait_for};
 use serde_json::Value;
 
 #[test]
@@ -65,7 +65,7 @@ fn rolled_back(command: &str, deploy_settings: &str, reason: &str) {
         None,
         "v3 never took traffic: {report}"
     );
-    wait_for("the fleet to settle on v1", || {
+    stack.wait("the fleet to settle on v1", || {
         let all = stack.instances();
         (all.len() == 3
             && all
@@ -114,7 +114,7 @@ fn a_killed_instance_is_replaced_without_failed_requests() {
     let pid = i32::try_from(victim["pid"].as_i64().expect("pid")).expect("pid fits");
     // SAFETY: killing a process this test's stack started.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
-    wait_for("a replacement to turn healthy", || {
+    stack.wait("a replacement to turn healthy", || {
         let all = stack.instances();
         let replaced = all.iter().all(|i| i["id"] != victim["id"]);
         (replaced && all.len() == 3 && all.iter().all(|i| i["state"] == "healthy")).then_some(())
@@ -169,7 +169,7 @@ fn a_daemon_killed_mid_deploy_comes_back_to_one_version_with_no_orphans() {
     std::thread::sleep(Duration::from_millis(500));
     let (code, out, err) = cutover(&["deploy", "v2", "--no-wait", "-f", &file]);
     assert_eq!(code, 0, "{out}{err}");
-    wait_for("a v2 instance to exist mid-deploy", || {
+    stack.wait("a v2 instance to exist mid-deploy", || {
         stack
             .instances()
             .iter()
@@ -183,7 +183,7 @@ fn a_daemon_killed_mid_deploy_comes_back_to_one_version_with_no_orphans() {
         .collect();
     stack.0.crash_and_restart();
 
-    wait_for("the fleet to settle on one version", || {
+    stack.wait("the fleet to settle on one version", || {
         let all = stack.instances();
         let one_version = all.iter().all(|i| i["version"] == all[0]["version"]);
         let settled = all.len() == 3 && one_version && all.iter().all(|i| i["state"] == "healthy");
@@ -231,7 +231,7 @@ fn a_killed_data_plane_is_replaced_on_the_same_address_with_every_target() {
     // The stack file says port 0; the replacement must listen where the dead one did.
     let url = format!("http://{}/", stack.0.addr);
     let client = cutover_e2e::client();
-    wait_for("the load balancer's address to answer again", || {
+    stack.wait("the load balancer's address to answer again", || {
         client
             .get(&url)
             .send()
@@ -242,7 +242,7 @@ fn a_killed_data_plane_is_replaced_on_the_same_address_with_every_target() {
     let replaced = stack.dataplane_pid();
     assert_ne!(replaced, plane, "a new data plane");
     assert!(!running(plane));
-    wait_for("all three targets healthy in the new data plane", || {
+    stack.wait("all three targets healthy in the new data plane", || {
         let groups = stack.status()["groups"].clone();
         let healthy = groups
             .as_array()
@@ -269,7 +269,7 @@ fn a_data_plane_that_stops_answering_is_replaced() {
     let plane = stack.signal_dataplane(libc::SIGSTOP);
     let url = format!("http://{}/", stack.0.addr);
     let client = cutover_e2e::client();
-    wait_for("a new data plane answering on the same address", || {
+    stack.wait("a new data plane answering on the same address", || {
         let answered = client
             .get(&url)
             .timeout(Duration::from_millis(500))

@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use cutover_e2e::client;
 use cutover_e2e::stack::{assert_no_infra_failures, stack_file, Stack, RELEASE};
-use cutover_e2e::{client, wait_for};
 use serde_json::Value;
 
 const FAILS_HEALTH: &str = "demo-app --port {port} --version {version} --fail-health";
@@ -42,7 +42,7 @@ fn replace_group_moves_traffic_once_the_whole_new_group_is_healthy() {
         report["versions"]["v2"].as_u64().unwrap_or(0) > 0,
         "{report}"
     );
-    wait_for("the old group to be gone", || {
+    stack.wait("the old group to be gone", || {
         (stack.fleet() == healthy_only("v2", 3)).then_some(())
     });
     stack.stop_and_check_no_orphans();
@@ -128,7 +128,7 @@ fn blue_green_flips_at_once_and_rolls_back_to_the_warm_set_by_a_flip() {
     let (code, out) = stack.deploy("v2", None);
     assert_eq!(code, 0, "{out}");
     // The old set stays warm beside the new one.
-    wait_for("v2 serving beside a warm v1", || {
+    stack.wait("v2 serving beside a warm v1", || {
         let f = stack.fleet();
         (f.iter()
             .filter(|(v, s)| v == "v1" && s == "healthy")
@@ -141,7 +141,7 @@ fn blue_green_flips_at_once_and_rolls_back_to_the_warm_set_by_a_flip() {
             .then_some(())
     });
     let watcher = Watcher::start(stack.0.addr.clone());
-    wait_for("v2 answering", || {
+    stack.wait("v2 answering", || {
         let seen = watcher.seen.lock().expect("lock");
         (seen.len() > 50 && seen[seen.len() - 50..].iter().all(|(_, v)| v == "v2")).then_some(())
     });
@@ -253,7 +253,7 @@ fn a_canary_with_errors_is_aborted_by_analysis_within_its_share() {
         app_failures > 0 && app_failures <= bound,
         "{app_failures} app failures, bound {bound}: {report}"
     );
-    wait_for("the canary to be gone", || {
+    stack.wait("the canary to be gone", || {
         (stack.fleet() == healthy_only("v1", 3)).then_some(())
     });
     stack.stop_and_check_no_orphans();
@@ -323,7 +323,7 @@ fn taste_one_node_takes_its_natural_share_and_backs_out_on_abort() {
     let report = probe.join().expect("probe");
     assert_no_infra_failures(&report);
     assert_eq!(report["failed"], 0, "{report}");
-    wait_for("the tasted node to be gone", || {
+    stack.wait("the tasted node to be gone", || {
         (stack.fleet() == healthy_only("v1", 3)).then_some(())
     });
     stack.stop_and_check_no_orphans();
@@ -386,7 +386,7 @@ fn the_warm_set_survives_a_daemon_restart_and_rollback_is_still_a_flip() {
     let warm_pids = pids(&stack, "v1");
     assert_eq!(warm_pids.len(), 3);
     stack.0.crash_and_restart();
-    wait_for("the warm v1 set re-adopted beside v2", || {
+    stack.wait("the warm v1 set re-adopted beside v2", || {
         let status = stack.status();
         (status["warm"]["version"] == "v1" && stack.healthy("v1") == 3 && stack.healthy("v2") == 3)
             .then_some(())
