@@ -1,6 +1,6 @@
 //! The local provider: instances as child processes, each in its own process group on its own port.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -82,7 +82,27 @@ pub struct LocalFleet {
     logs_dir: PathBuf,
     log_max_bytes: u64,
     running: Mutex<BTreeMap<InstanceId, Running>>,
+    /// Ports handed to launches that are not in `running` yet. A port is free only until its
+    /// instance binds it: two launches must never be handed the same one, or both would be one
+    /// target, and the one that fails to bind would take the other's target out with it.
+    claimed: Mutex<BTreeSet<u16>>,
     exits: mpsc::UnboundedSender<Exit>,
+}
+
+/// How many ports a launch tries before it gives up on finding one no instance of ours holds.
+const PORT_ATTEMPTS: usize = 16;
+
+/// A port claimed for one launch; released when the launch is over, by then held in `running`
+/// (or not needed).
+struct PortClaim<'a> {
+    fleet: &'a LocalFleet,
+    port: u16,
+}
+
+impl Drop for PortClaim<'_> {
+    fn drop(&mut self) {
+        self.fleet.claimed_ports().remove(&self.port);
+    }
 }
 
 impl LocalFleet {
@@ -92,6 +112,7 @@ impl LocalFleet {
             logs_dir,
             log_max_bytes: DEFAULT_MAX_BYTES,
             running: Mutex::new(BTreeMap::new()),
+            claimed: Mutex::new(BTreeSet::new()),
             exits: tx,
         };
         (fleet, rx)
@@ -104,6 +125,41 @@ impl LocalFleet {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<InstanceId, Running>> {
         self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn claimed_ports(&self) -> std::sync::MutexGuard<'_, BTreeSet<u16>> {
+        self.claimed.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A free port of 127.0.0.1 that no instance of this fleet holds or is about to bind.
+    fn claim_port(&self) -> Result<PortClaim<'_>, FleetError> {
+        self.claim_port_from(free_port)
+    }
+
+    fn claim_port_from(
+        &self,
+        mut pick: impl FnMut() -> std::io::Result<u16>,
+    ) -> Result<PortClaim<'_>, FleetError> {
+        let mut last = None;
+        for _ in 0..PORT_ATTEMPTS {
+            let port = pick().map_err(FleetError::Port)?;
+            // Lock order: claimed, then running (nothing takes them the other way round).
+            let mut claimed = self.claimed_ports();
+            let held =
+                claimed.contains(&port) || self.lock().values().any(|r| r.instance.port == port);
+            if !held {
+                claimed.insert(port);
+                return Ok(PortClaim { fleet: self, port });
+            }
+            last = Some(port);
+        }
+        Err(FleetError::Port(std::io::Error::new(
+            std::io::ErrorKind::AddrInUse,
+            format!(
+                "{PORT_ATTEMPTS} ports in a row were already held by instances (last {})",
+                last.unwrap_or(0)
+            ),
+        )))
     }
 
     /// The instances still running.
@@ -122,7 +178,8 @@ impl LocalFleet {
         id: InstanceId,
         spec: &LaunchSpec,
     ) -> Result<Instance, FleetError> {
-        let port = free_port().map_err(FleetError::Port)?;
+        let claim = self.claim_port()?;
+        let port = claim.port;
         let argv = expand(&spec.command, port, &spec.version, &id.0)?;
         let mut cmd = tokio::process::Command::new(&argv[0]);
         cmd.args(&argv[1..])
@@ -210,6 +267,8 @@ impl LocalFleet {
                 stop_timeout: spec.stop_timeout,
             },
         );
+        // Held in `running` from here on.
+        drop(claim);
         tracing::info!(instance = %instance.id, pid, port, "launched");
         Ok(instance)
     }
@@ -317,4 +376,29 @@ impl LocalFleet {
 fn free_port() -> std::io::Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(listener.local_addr()?.port())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_port_claimed_or_held_is_never_handed_out_twice() {
+        let (fleet, _exits) = LocalFleet::new(std::env::temp_dir());
+        let mut offers = [4000u16, 4000, 4001].into_iter();
+        let first = fleet
+            .claim_port_from(|| Ok(offers.next().unwrap_or(0)))
+            .expect("a port");
+        let second = fleet
+            .claim_port_from(|| Ok(offers.next().unwrap_or(0)))
+            .expect("a port");
+        assert_eq!((first.port, second.port), (4000, 4001));
+        drop(first);
+        let again = fleet.claim_port_from(|| Ok(4000)).expect("released");
+        assert_eq!(again.port, 4000);
+        assert!(matches!(
+            fleet.claim_port_from(|| Ok(4001)),
+            Err(FleetError::Port(_))
+        ));
+    }
 }
