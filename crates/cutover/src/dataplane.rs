@@ -51,6 +51,10 @@ const START_DEADLINE: Duration = Duration::from_secs(15);
 const EXIT_DEADLINE: Duration = Duration::from_secs(40);
 /// A data plane that runs but has not answered for this long is stuck, and is replaced.
 const SILENCE_LIMIT: Duration = Duration::from_secs(5);
+/// The data plane's log, in the data dir's `logs/`, beside the instances' logs.
+const LOG_FILE: &str = "dataplane.log";
+/// How often the data plane checks its log's size.
+const LOG_ROTATION_CHECK: Duration = Duration::from_secs(5);
 
 /// Names the settings a data-plane process serves with: a controller adopts a process only if
 /// its stack file (and binary) would have started the same one.
@@ -164,6 +168,8 @@ async fn serve(spec: Spec, fingerprint: String, data_dir: PathBuf) -> anyhow::Re
             .into_future(),
     );
     tracing::info!(listener = %opened.listener, socket = %socket_path.display(), "data plane up");
+    // The data plane outlives controllers, so it keeps its own log in bounds.
+    let rotation = tokio::spawn(rotate_log(data_dir.join("logs").join(LOG_FILE)));
 
     let failure = tokio::select! {
         _ = sigterm.recv() => None,
@@ -173,12 +179,27 @@ async fn serve(spec: Spec, fingerprint: String, data_dir: PathBuf) -> anyhow::Re
     };
     tracing::info!("data plane shutting down: closing listeners, finishing requests in flight");
     opened.close().await;
+    rotation.abort();
     control_stop.cancel();
     let _ = control_task.await;
     let _ = std::fs::remove_file(&socket_path);
     match failure {
         Some(f) => Err(anyhow::anyhow!(f)),
         None => Ok(()),
+    }
+}
+
+/// Rotates the log this process writes to (its stdout and stderr, opened for append by whoever
+/// started it) when it grows past the size instance logs are rotated at.
+async fn rotate_log(path: PathBuf) {
+    let mut tick = tokio::time::interval(LOG_ROTATION_CHECK);
+    loop {
+        tick.tick().await;
+        if let Err(e) =
+            cutover_fleet::logs::rotate_if_larger(&path, cutover_fleet::logs::DEFAULT_MAX_BYTES)
+        {
+            tracing::warn!(path = %path.display(), error = %e, "cannot rotate the data plane's log");
+        }
     }
 }
 
@@ -460,7 +481,7 @@ async fn launch(
     let socket = data_dir.join(SOCKET);
     let logs = data_dir.join("logs");
     std::fs::create_dir_all(&logs)?;
-    let log_path = logs.join("dataplane.log");
+    let log_path = logs.join(LOG_FILE);
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)

@@ -240,7 +240,11 @@ pub struct Up {
 impl Up {
     /// Writes `stack` as `cutover.toml`, starts `cutover up` on it and waits for its addresses.
     pub fn start(stack: &str) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_in(tempfile::tempdir().expect("tempdir"), stack)
+    }
+
+    /// Like [`Up::start`], in a directory the test has already put files in.
+    pub fn start_in(dir: tempfile::TempDir, stack: &str) -> Self {
         std::fs::write(dir.path().join("cutover.toml"), stack).expect("write the stack file");
         let (child, addr, admin) = Self::spawn(&dir);
         Self {

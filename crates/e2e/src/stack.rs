@@ -37,7 +37,12 @@ impl Stack {
 
     /// A stack from a whole stack file, once `healthy` v1 instances are up.
     pub fn start_from(file: &str, healthy: usize) -> Self {
-        let stack = Self(Up::start(file));
+        Self::start_in(tempfile::tempdir().expect("tempdir"), file, healthy)
+    }
+
+    /// [`Stack::start_from`] in a directory the test has already put files in.
+    pub fn start_in(dir: tempfile::TempDir, file: &str, healthy: usize) -> Self {
+        let stack = Self(Up::start_in(dir, file));
         stack.wait(&format!("{healthy} healthy v1 instances"), || {
             (stack.healthy("v1") == healthy).then_some(())
         });

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use cutover_e2e::cutover;
-use cutover_e2e::stack::{assert_no_infra_failures, running, Stack};
+use cutover_e2e::stack::{assert_no_infra_failures, running, stack_file, Stack, RELEASE};
 use serde_json::Value;
 
 #[test]
@@ -278,5 +278,23 @@ fn a_data_plane_that_stops_answering_is_replaced() {
         (answered && stack.dataplane_pid() != plane).then_some(())
     });
     assert!(!running(plane), "the stuck data plane was killed");
+    stack.stop_and_check_no_orphans();
+}
+
+#[test]
+fn the_data_plane_keeps_its_own_log_in_bounds() {
+    // A log already past the limit (10 MiB), as months of running would leave it.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let logs = dir.path().join(".cutover/logs");
+    std::fs::create_dir_all(&logs).expect("logs dir");
+    let log = logs.join("dataplane.log");
+    std::fs::write(&log, "an old line\n".repeat(1_000_000)).expect("a big log");
+    let file = stack_file(RELEASE, "desired = 1", "", "");
+    let stack = Stack::start_in(dir, &file, 1);
+    stack.wait("the data plane's log to be rotated", || {
+        let rotated = logs.join("dataplane.log.1");
+        let small = std::fs::metadata(&log).is_ok_and(|m| m.len() < 1_000_000);
+        (rotated.exists() && small).then_some(())
+    });
     stack.stop_and_check_no_orphans();
 }
