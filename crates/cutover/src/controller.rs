@@ -36,6 +36,8 @@ fn other(group: &'static str) -> &'static str {
 const LOG_ROTATION_CHECK: Duration = Duration::from_secs(5);
 /// How often the controller looks again when nothing wakes it sooner.
 const TICK: Duration = Duration::from_millis(100);
+/// How long a shutdown waits for launches in flight (a process start and one registration).
+const LAUNCH_DEADLINE: Duration = Duration::from_secs(10);
 /// The store's key for which of [`GROUPS`] is live, so a controller that adopts a running data
 /// plane knows which group is which.
 const LIVE_KEY: &str = "live";
@@ -1608,6 +1610,12 @@ impl Controller {
 
     /// Drains and stops every instance (for `cutover stop` and SIGTERM).
     pub async fn shutdown(self: &Arc<Self>) {
+        // A launch still in flight would track its instance after the ids below are taken, and
+        // that instance would outlive the stack. Nothing starts new launches any more.
+        let deadline = Instant::now() + LAUNCH_DEADLINE;
+        while !self.lock().launching.is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         let ids: Vec<InstanceId> = self.lock().instances.keys().cloned().collect();
         {
             let mut inner = self.lock();

@@ -471,6 +471,14 @@ impl Process {
     }
 }
 
+/// Whether the store records a data plane that still runs (one a dead controller left serving).
+pub fn recorded(store: &cutover_store::Store) -> Result<bool, cutover_store::StoreError> {
+    Ok(store
+        .meta(META_KEY)?
+        .and_then(|v| serde_json::from_str::<Record>(&v).ok())
+        .is_some_and(|r| cutover_fleet::instance::is_same_process(r.pid, r.start_ticks)))
+}
+
 /// Starts a data-plane process on the stack file, records it, and waits until it answers.
 async fn launch(
     file: &Path,

@@ -298,3 +298,27 @@ fn the_data_plane_keeps_its_own_log_in_bounds() {
     });
     stack.stop_and_check_no_orphans();
 }
+
+#[test]
+fn stop_after_the_controller_died_stops_what_it_left_running() {
+    let mut stack = Stack::start("");
+    let mut pids: Vec<i64> = stack
+        .instances()
+        .iter()
+        .filter_map(|i| i["pid"].as_i64())
+        .collect();
+    pids.push(stack.dataplane_pid());
+    // As an OOM kill would: the data plane keeps serving, the instances keep running.
+    let _ = stack.0.child.kill();
+    let _ = stack.0.child.wait();
+    assert!(pids.iter().all(|&p| running(p)), "{pids:?}");
+
+    let (code, out) = stack.run(&["stop"]);
+    assert_eq!(code, 0, "{out}");
+    for pid in &pids {
+        assert!(!running(*pid), "pid {pid} outlived `cutover stop`: {out}");
+    }
+    // Nothing is left to stop, and saying so is an error.
+    let (code, out) = stack.run(&["stop"]);
+    assert_eq!(code, 1, "{out}");
+}

@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::status::{block_on, finish, Admin, Stack};
+use super::up::LeftBehind;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -323,9 +324,27 @@ pub fn scale(args: ScaleArgs) -> ExitCode {
 
 pub fn stop(stack: Stack) -> ExitCode {
     finish(block_on(async {
-        let admin = Admin::for_stack(&stack)?;
-        admin.post("/stop", &json!({})).await?;
-        eprintln!("stopping: listeners close, instances drain and stop");
-        Ok(())
+        let asked = match Admin::for_stack(&stack) {
+            Ok(admin) => admin.post("/stop", &json!({})).await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        let Err(unanswered) = asked else {
+            eprintln!("stopping: listeners close, instances drain and stop");
+            return Ok(());
+        };
+        // No controller answered. One that died (kill -9, OOM) leaves the data plane serving and
+        // the instances running: stop them the way it would have.
+        let dir = super::up::data_dir(&stack.file, stack.data_dir.clone());
+        match super::up::left_behind(&stack.file, &dir)? {
+            LeftBehind::ControllerRunning | LeftBehind::Nothing => Err(unanswered),
+            LeftBehind::Something => {
+                eprintln!(
+                    "no controller is running: stopping the data plane and instances it left"
+                );
+                super::up::stop_left_behind(&stack.file, &dir).await?;
+                eprintln!("stopped: listeners closed, instances drained and stopped");
+                Ok(())
+            }
+        }
     }))
 }

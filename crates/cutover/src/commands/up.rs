@@ -268,6 +268,64 @@ pub async fn run_stack(
     }
 }
 
+/// What a controller that died without stopping left running on a data dir.
+pub enum LeftBehind {
+    /// A controller holds the data dir: it is the one to ask.
+    ControllerRunning,
+    /// No data plane and no instance recorded as running.
+    Nothing,
+    /// A data plane or instances to stop.
+    Something,
+}
+
+/// Looks for what `cutover stop` must stop itself because no controller is there to do it.
+pub fn left_behind(file: &Path, data_dir: &Path) -> Result<LeftBehind, String> {
+    if !data_dir.join("state.db").exists() {
+        return Ok(LeftBehind::Nothing);
+    }
+    match lock_data_dir(data_dir) {
+        Ok(_released_on_return) => {}
+        Err(_) => return Ok(LeftBehind::ControllerRunning),
+    }
+    let spec = cutover_spec::load(file).map_err(|e| e.to_string())?;
+    if !spec.targets.is_empty() {
+        // A static stack runs everything in its controller: nothing outlives it.
+        return Ok(LeftBehind::Nothing);
+    }
+    let db = data_dir.join("state.db");
+    let store = cutover_store::Store::open(&db).map_err(|e| format!("{}: {e}", db.display()))?;
+    let plane = crate::dataplane::recorded(&store).map_err(|e| format!("{}: {e}", db.display()))?;
+    let instances = store
+        .live_instances()
+        .map_err(|e| format!("{}: {e}", db.display()))?;
+    Ok(if plane || !instances.is_empty() {
+        LeftBehind::Something
+    } else {
+        LeftBehind::Nothing
+    })
+}
+
+/// Stops what a dead controller left running, as that controller would have: it adopts the data
+/// plane and the instances, then closes the listeners, drains and stops every instance.
+pub async fn stop_left_behind(file: &Path, data_dir: &Path) -> Result<(), String> {
+    let spec = cutover_spec::load(file).map_err(|e| e.to_string())?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let serving = Serving::Process {
+        file: file.to_path_buf(),
+    };
+    let run = run_stack(spec, data_dir.to_path_buf(), serving, Some(tx));
+    tokio::pin!(run);
+    tokio::select! {
+        result = &mut run => return result.map_err(|e| format!("{e:#}")),
+        running = rx => {
+            if let Ok(running) = running {
+                running.stop.cancel();
+            }
+        }
+    }
+    run.await.map_err(|e| format!("{e:#}"))
+}
+
 fn lock_data_dir(data_dir: &Path) -> anyhow::Result<std::fs::File> {
     let path = data_dir.join("controller.lock");
     let file = std::fs::OpenOptions::new()
