@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::body::ProxyBody;
 use crate::metrics::TargetMetrics;
+use crate::upstream;
 use crate::worker::{shard, Counter, SHARDS};
 
 /// Idle connections older than this are dropped before reuse: below the keep-alive timeout of
@@ -52,6 +53,8 @@ pub struct Backend {
     /// Idle connections, one pool per worker thread: a connection's driver task runs on the
     /// worker that opened it, so reusing it from another worker would cost a cross-thread wake.
     idle: Vec<Mutex<Vec<Pooled>>>,
+    /// Idle connections of the bodiless-request path ([`crate::upstream`]), per worker too.
+    raw: Vec<Mutex<Vec<upstream::Conn>>>,
     changed: Notify,
     /// Cancelled at the drain deadline: upgraded tunnels close with a close frame.
     pub cut: CancellationToken,
@@ -92,6 +95,7 @@ impl Backend {
             finished: Counter::default(),
             watchers: AtomicUsize::new(0),
             idle: (0..SHARDS).map(|_| Mutex::new(Vec::new())).collect(),
+            raw: (0..SHARDS).map(|_| Mutex::new(Vec::new())).collect(),
             changed: Notify::new(),
             cut: CancellationToken::new(),
         })
@@ -187,14 +191,61 @@ impl Backend {
                 idle.clear();
             }
         }
+        for pool in &self.raw {
+            if let Ok(mut idle) = pool.lock() {
+                idle.clear();
+            }
+        }
     }
 
-    pub async fn connect(&self) -> Result<SendRequest<ProxyBody>, ConnectError> {
+    /// An idle connection for a bodiless request, most recently used first. Nothing watches an
+    /// idle one, so one the target has closed is found out by using it: the caller drops this
+    /// worker's idle connections then ([`Backend::clear_raw_pool`]) and sends the request again.
+    pub fn checkout_raw(&self) -> Option<upstream::Conn> {
+        let mut idle = self.raw[shard()].lock().ok()?;
+        while let Some(conn) = idle.pop() {
+            if conn.idle_since.elapsed() < POOL_IDLE_TIMEOUT {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    pub fn checkin_raw(&self, mut conn: upstream::Conn) {
+        if self.cut.is_cancelled() {
+            return;
+        }
+        if let Ok(mut idle) = self.raw[shard()].lock() {
+            if idle.len() < POOL_MAX_IDLE {
+                conn.idle_since = Instant::now();
+                idle.push(conn);
+            }
+        }
+    }
+
+    /// Drops this worker's idle bodiless-path connections: one was found closed, and the target
+    /// (restarted, or past its keep-alive timeout) has most likely closed the others too.
+    pub fn clear_raw_pool(&self) {
+        if let Ok(mut idle) = self.raw[shard()].lock() {
+            idle.clear();
+        }
+    }
+
+    pub async fn connect_raw(&self) -> Result<upstream::Conn, ConnectError> {
+        Ok(upstream::Conn::new(self.open().await?))
+    }
+
+    async fn open(&self) -> Result<TcpStream, ConnectError> {
         let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(self.addr))
             .await
             .map_err(|_| ConnectError::Timeout(self.addr))?
             .map_err(|e| ConnectError::Io(self.addr, e))?;
         let _ = stream.set_nodelay(true);
+        Ok(stream)
+    }
+
+    pub async fn connect(&self) -> Result<SendRequest<ProxyBody>, ConnectError> {
+        let stream = self.open().await?;
         let (sender, conn) = hyper::client::conn::http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await

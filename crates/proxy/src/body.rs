@@ -9,8 +9,9 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::SendRequest;
 
 use crate::backend::InFlight;
+pub use crate::upstream::BoxError;
 
-pub type ProxyBody = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;
+pub type ProxyBody = http_body_util::combinators::BoxBody<Bytes, BoxError>;
 
 pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
     Full::new(bytes.into())
@@ -60,12 +61,12 @@ impl Drop for Tracked {
 
 impl Body for Tracked {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         match &polled {
             // Servers stop polling once `is_end_stream` says the last frame went out, so finish
@@ -78,7 +79,7 @@ impl Body for Tracked {
             }
             _ => {}
         }
-        polled
+        polled.map(|f| f.map(|r| r.map_err(BoxError::from)))
     }
 
     fn is_end_stream(&self) -> bool {

@@ -4,15 +4,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::header::{HeaderValue, HOST};
-use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::{Body, Incoming};
 
-use crate::backend::Backend;
-use crate::body::{self, ProxyBody, Tracked};
+use crate::backend::{Backend, ConnectError};
+use crate::body::{self, BoxError, ProxyBody, Tracked};
 use crate::headers::{self, Client, HeaderRules};
 use crate::registry::Registry;
 use crate::upgrade;
+use crate::upstream::{self, ExchangeError, RawBody};
 
 /// Upper bound on waiting for a target's response headers.
 pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -80,14 +81,6 @@ pub struct Proxy {
 /// controller whose groups trade places.
 pub type GroupFilter = Arc<dyn Fn() -> &'static str + Send + Sync>;
 
-/// What a request needs to be sent again when its pooled connection broke after it was written:
-/// only idempotent requests without a body.
-struct Replay {
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-}
-
 impl Proxy {
     pub fn new(registry: Arc<Registry>, rules: HeaderRules) -> Self {
         Self {
@@ -125,26 +118,15 @@ impl Proxy {
                 .unwrap_or("/");
             parts.uri = path.parse().unwrap_or_else(|_| Uri::from_static("/"));
         }
-        let replayable = is_idempotent(&parts.method) && incoming.is_end_stream() && !upgrading;
-        let mut req = Request::from_parts(parts, incoming.boxed());
+        if is_idempotent(&parts.method) && incoming.is_end_stream() && !upgrading {
+            return self.forward_bodiless(parts).await;
+        }
+        let mut req = Request::from_parts(parts, incoming.map_err(BoxError::from).boxed());
         let mut tried: Vec<Arc<Backend>> = Vec::new();
-        let mut replayed = false;
         let mut client_upgrade = client_upgrade;
 
         for _ in 0..MAX_ATTEMPTS {
-            let picked = {
-                let table = self.registry.table();
-                let pick = |tried: &[Arc<Backend>]| match &self.only {
-                    Some(only) => table.pick_in(only(), tried),
-                    None => table.pick(tried),
-                };
-                // After a replay, the target that broke is the last resort, not excluded: with a
-                // single target, a keep-alive race must still be retried there.
-                pick(&tried)
-                    .or_else(|| replayed.then(|| pick(&[])).flatten())
-                    .map(|(_, b)| b)
-            };
-            let Some(backend) = picked else {
+            let Some(backend) = self.pick(&tried, false) else {
                 break;
             };
             let guard = backend.begin();
@@ -156,23 +138,12 @@ impl Proxy {
                 None => match backend.connect().await {
                     Ok(sender) => sender,
                     Err(e) => {
-                        // Nothing reached the target: safe to try another whatever the method.
-                        tracing::debug!(target = %backend.key, error = %e, "connect failed; trying another target");
-                        backend.metrics.connect_error();
-                        self.registry.passive(backend, false);
+                        self.connect_failed(backend, &e);
                         tried.push(backend.clone());
                         continue;
                     }
                 },
             };
-            // An idempotent request without a body keeps a copy, so that a target that closes
-            // the connection or dies before answering costs the client nothing. Measured at about
-            // 5% of throughput; a crashed instance failing requests would cost the promise.
-            let replay = (replayable && !replayed).then(|| Replay {
-                method: req.method().clone(),
-                uri: req.uri().clone(),
-                headers: req.headers().clone(),
-            });
             let sent =
                 tokio::time::timeout(self.response_timeout, sender.try_send_request(req)).await;
             let mut resp = match sent {
@@ -183,24 +154,12 @@ impl Proxy {
                         req = unsent;
                         continue;
                     }
-                    match &replay {
-                        Some(r) => {
-                            // The target closed or died before answering; the request is
-                            // idempotent and bodiless, so it is safe to send once more, to
-                            // another target when there is one.
-                            self.registry.passive(backend, false);
-                            replayed = true;
-                            req = rebuild(r);
-                            tried.push(backend.clone());
-                            continue;
-                        }
-                        _ => {
-                            backend.metrics.proxy_error(started.elapsed());
-                            self.registry.passive(backend, false);
-                            tracing::debug!(target = %backend.key, error = %err.error(), "target broke the exchange");
-                            return ProxyError::TargetReset.response();
-                        }
-                    }
+                    // Written, then the exchange broke: the request has a body or is not
+                    // idempotent, so it is not sent again.
+                    backend.metrics.proxy_error(started.elapsed());
+                    self.registry.passive(backend, false);
+                    tracing::debug!(target = %backend.key, error = %err.error(), "target broke the exchange");
+                    return ProxyError::TargetReset.response();
                 }
                 Err(_) => {
                     backend.metrics.proxy_error(started.elapsed());
@@ -230,6 +189,106 @@ impl Proxy {
             headers::apply(&mut parts.headers, &self.rules.response);
             return Response::from_parts(parts, Tracked::new(incoming, guard, sender).boxed());
         }
+        self.unavailable(&tried)
+    }
+
+    /// Forwards an idempotent request without a body on the proxy's own HTTP/1.1 path
+    /// ([`crate::upstream`]). Whatever breaks before a response head arrives costs the client
+    /// nothing: the request is sent again, to another target when there is one.
+    async fn forward_bodiless(&self, parts: http::request::Parts) -> Response<ProxyBody> {
+        let head = upstream::request_head(&parts);
+        let mut tried: Vec<Arc<Backend>> = Vec::new();
+        let mut replayed = false;
+        for _ in 0..MAX_ATTEMPTS {
+            let Some(backend) = self.pick(&tried, replayed) else {
+                break;
+            };
+            let guard = backend.begin();
+            let backend = guard.backend();
+            backend.metrics.request();
+            let started = Instant::now();
+            let (mut conn, pooled) = match backend.checkout_raw() {
+                Some(conn) => (conn, true),
+                None => match backend.connect_raw().await {
+                    Ok(conn) => (conn, false),
+                    Err(e) => {
+                        self.connect_failed(backend, &e);
+                        tried.push(backend.clone());
+                        continue;
+                    }
+                },
+            };
+            let exchanged = tokio::time::timeout(
+                self.response_timeout,
+                upstream::exchange(&mut conn, &head, &parts.method),
+            )
+            .await;
+            let answer = match exchanged {
+                Ok(Ok(answer)) => answer,
+                Ok(Err(ExchangeError::Closed(why))) if pooled => {
+                    // Closed while idle in the pool, most likely with the rest of this
+                    // worker's idle connections to it: not a sign of trouble with the target.
+                    tracing::debug!(target = %backend.key, %why, "pooled connection was closed; sending again");
+                    backend.clear_raw_pool();
+                    continue;
+                }
+                Ok(Err(ExchangeError::Closed(why))) if !replayed => {
+                    // A fresh connection broke before the answer: the target closed or died.
+                    tracing::debug!(target = %backend.key, %why, "target closed before answering; sending again");
+                    self.registry.passive(backend, false);
+                    replayed = true;
+                    tried.push(backend.clone());
+                    continue;
+                }
+                Ok(Err(e)) => {
+                    backend.metrics.proxy_error(started.elapsed());
+                    self.registry.passive(backend, false);
+                    tracing::debug!(target = %backend.key, error = %e, "target broke the exchange");
+                    return ProxyError::TargetReset.response();
+                }
+                Err(_) => {
+                    backend.metrics.proxy_error(started.elapsed());
+                    self.registry.passive(backend, false);
+                    return ProxyError::TargetTimeout.response();
+                }
+            };
+            backend
+                .metrics
+                .response(answer.status.as_u16(), started.elapsed());
+            self.registry.passive(backend, true);
+            let mut resp = Response::new(RawBody::new(conn, &answer, guard).boxed());
+            *resp.status_mut() = answer.status;
+            *resp.headers_mut() = answer.headers;
+            headers::strip_hop_by_hop(resp.headers_mut(), false);
+            headers::apply(resp.headers_mut(), &self.rules.response);
+            return resp;
+        }
+        self.unavailable(&tried)
+    }
+
+    /// The next target to try: by weight (or the preview group), never one already tried. After
+    /// a replay, the target that broke is the last resort, not excluded: with a single target, a
+    /// keep-alive race must still be retried there.
+    fn pick(&self, tried: &[Arc<Backend>], replayed: bool) -> Option<Arc<Backend>> {
+        let table = self.registry.table();
+        let pick = |tried: &[Arc<Backend>]| match &self.only {
+            Some(only) => table.pick_in(only(), tried),
+            None => table.pick(tried),
+        };
+        pick(tried)
+            .or_else(|| replayed.then(|| pick(&[])).flatten())
+            .map(|(_, b)| b)
+    }
+
+    /// Nothing reached the target: safe to try another whatever the method.
+    fn connect_failed(&self, backend: &Arc<Backend>, error: &ConnectError) {
+        tracing::debug!(target = %backend.key, %error, "connect failed; trying another target");
+        backend.metrics.connect_error();
+        self.registry.passive(backend, false);
+    }
+
+    /// The answer when no attempt reached a target: 503 if there was none to try, else 502.
+    fn unavailable(&self, tried: &[Arc<Backend>]) -> Response<ProxyBody> {
         let only = self.only.as_ref().map(|only| only());
         if tried.is_empty()
             && self.registry.table().groups.iter().all(|g| match only {
@@ -249,12 +308,4 @@ fn is_idempotent(method: &Method) -> bool {
         *method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
     )
-}
-
-fn rebuild(r: &Replay) -> Request<ProxyBody> {
-    let mut req = Request::new(body::empty());
-    *req.method_mut() = r.method.clone();
-    *req.uri_mut() = r.uri.clone();
-    *req.headers_mut() = r.headers.clone();
-    req
 }

@@ -14,6 +14,7 @@ pub mod table;
 pub mod target;
 pub mod tls;
 mod upgrade;
+pub mod upstream;
 pub mod worker;
 
 pub use drain::{DrainHandle, DrainReport};

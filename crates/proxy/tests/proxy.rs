@@ -443,7 +443,15 @@ async fn an_idempotent_request_is_sent_again_when_a_reused_connection_closes_und
         c.get(stack.url("/")).send().await.expect("second").status(),
         200
     );
-    // A POST's bytes reached the target: it is never sent twice, whatever happens.
+    // A POST's bytes reached the target: it is never sent twice, whatever happens. (Requests
+    // with a body have connections of their own: the first POST opens one, the second reuses it.)
+    let first = c
+        .post(stack.url("/"))
+        .body("pay 5")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(first.status(), 200);
     tokio::time::sleep(Duration::from_millis(400)).await;
     let resp = c
         .post(stack.url("/"))
@@ -453,4 +461,118 @@ async fn an_idempotent_request_is_sent_again_when_a_reused_connection_closes_und
         .expect("post");
     assert_eq!(resp.status(), 502);
     assert_eq!(resp.headers()["x-cutover-error"], "target-reset");
+}
+
+/// A target speaking HTTP/1.x by hand, each path a framing the proxy must get right: chunked in
+/// pieces with a trailer, close-delimited, interim 103 first, HEAD with a length, garbage. It
+/// records which paths each connection carried, to show which connections were reused.
+async fn scripted_target() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<Vec<String>>>>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let connections = log.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let index = {
+                let mut all = connections.lock().expect("lock");
+                all.push(Vec::new());
+                all.len() - 1
+            };
+            let connections = connections.clone();
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut buf = vec![0u8; 8192];
+                loop {
+                    let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => seen.extend_from_slice(&buf[..n]),
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&seen[..end]).to_string();
+                    seen.drain(..end + 4);
+                    let path = head.split(' ').nth(1).unwrap_or("/").to_owned();
+                    connections.lock().expect("lock")[index].push(path.clone());
+                    let pieces: Vec<&[u8]> = match path.as_str() {
+                        "/chunked" => vec![
+                            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n4\r\nwi",
+                            b"ki\r\n5;note=x\r\npedia\r\n",
+                            b"0\r\nx-trailer: t\r\n\r\n",
+                        ],
+                        "/close" => vec![b"HTTP/1.0 200 OK\r\n\r\nuntil", b" the close"],
+                        "/hints" => vec![
+                            b"HTTP/1.1 103 Early Hints\r\nlink: </s.css>\r\n\r\n",
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nfinal",
+                        ],
+                        "/head" => vec![b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\n"],
+                        "/garbage" => vec![b"SPDY/9 what\r\n\r\n"],
+                        _ => vec![b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"],
+                    };
+                    for piece in pieces {
+                        if s.write_all(piece).await.is_err() {
+                            return;
+                        }
+                        let _ = s.flush().await;
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    if path == "/close" || path == "/garbage" {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, log)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodiless_requests_get_every_framing_right_and_reuse_connections() {
+    let stack = Stack::start(
+        cutover_proxy::headers::HeaderRules::default(),
+        cutover_proxy::ListenerOptions {
+            workers: 1,
+            ..cutover_proxy::ListenerOptions::default()
+        },
+    )
+    .await;
+    let (target, connections) = scripted_target().await;
+    stack.group("web", 100);
+    stack.add_healthy("web", &target.to_string()).await;
+    let c = client();
+    for _ in 0..2 {
+        let resp = c.get(stack.url("/chunked")).send().await.expect("chunked");
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.text().await.expect("body"), "wikipedia");
+    }
+    let resp = c.get(stack.url("/close")).send().await.expect("close");
+    assert_eq!(resp.text().await.expect("body"), "until the close");
+    let resp = c.get(stack.url("/hints")).send().await.expect("hints");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.expect("body"), "final");
+    let resp = c.head(stack.url("/head")).send().await.expect("head");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-length"], "9");
+    let resp = c.get(stack.url("/after-head")).send().await.expect("after");
+    assert_eq!(resp.text().await.expect("body"), "ok");
+    let resp = c.get(stack.url("/garbage")).send().await.expect("garbage");
+    assert_eq!(resp.status(), 502);
+    assert_eq!(resp.headers()["x-cutover-error"], "target-reset");
+
+    let log = connections.lock().expect("lock").clone();
+    let carried = |path: &str| log.iter().position(|c| c.iter().any(|p| p == path));
+    // Both chunked answers came on one connection; the HEAD's connection carried the next
+    // request too; a close-delimited answer's connection carried nothing after it.
+    let chunked = log
+        .iter()
+        .find(|c| c.iter().filter(|p| *p == "/chunked").count() == 2);
+    assert!(chunked.is_some(), "{log:?}");
+    assert_eq!(carried("/head"), carried("/after-head"), "{log:?}");
+    assert_ne!(carried("/close"), carried("/hints"), "{log:?}");
 }
