@@ -421,14 +421,7 @@ async fn one_answer_per_connection() -> std::net::SocketAddr {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idempotent_request_is_sent_again_when_a_reused_connection_closes_under_it() {
-    let stack = Stack::start(
-        cutover_proxy::headers::HeaderRules::default(),
-        cutover_proxy::ListenerOptions {
-            workers: 1,
-            ..cutover_proxy::ListenerOptions::default()
-        },
-    )
-    .await;
+    let stack = Stack::one_worker().await;
     let target = one_answer_per_connection().await;
     stack.group("web", 100);
     stack.add_healthy("web", &target.to_string()).await;
@@ -534,14 +527,7 @@ async fn scripted_target() -> (
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodiless_requests_get_every_framing_right_and_reuse_connections() {
-    let stack = Stack::start(
-        cutover_proxy::headers::HeaderRules::default(),
-        cutover_proxy::ListenerOptions {
-            workers: 1,
-            ..cutover_proxy::ListenerOptions::default()
-        },
-    )
-    .await;
+    let stack = Stack::one_worker().await;
     let (target, connections) = scripted_target().await;
     stack.group("web", 100);
     stack.add_healthy("web", &target.to_string()).await;

@@ -67,6 +67,18 @@ impl Stack {
         }
     }
 
+    /// One worker: every request on the same worker's target pool, so reuse is predictable.
+    pub async fn one_worker() -> Self {
+        Self::start(
+            HeaderRules::default(),
+            ListenerOptions {
+                workers: 1,
+                ..ListenerOptions::default()
+            },
+        )
+        .await
+    }
+
     pub async fn plain() -> Self {
         Self::start(
             HeaderRules::default(),
