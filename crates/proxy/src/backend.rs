@@ -198,13 +198,14 @@ impl Backend {
         }
     }
 
-    /// An idle connection for a bodiless request, most recently used first. Nothing watches an
-    /// idle one, so one the target has closed is found out by using it: the caller drops this
-    /// worker's idle connections then ([`Backend::clear_raw_pool`]) and sends the request again.
+    /// An idle connection for a bodiless request, most recently used first, that nothing arrived
+    /// on while it was idle. One the target closes just as it is taken is found out by using it:
+    /// the caller drops this worker's idle connections then ([`Backend::clear_raw_pool`]) and
+    /// sends the request again.
     pub fn checkout_raw(&self) -> Option<upstream::Conn> {
         let mut idle = self.raw[shard()].lock().ok()?;
         while let Some(conn) = idle.pop() {
-            if conn.idle_since.elapsed() < POOL_IDLE_TIMEOUT {
+            if conn.idle_since.elapsed() < POOL_IDLE_TIMEOUT && conn.is_quiet() {
                 return Some(conn);
             }
         }

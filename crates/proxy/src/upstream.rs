@@ -47,6 +47,14 @@ impl Conn {
             idle_since: Instant::now(),
         }
     }
+
+    /// Whether nothing (no data, no close) arrived while the connection sat idle. A target that
+    /// closed it, or wrote something unasked (a 408 before closing), must not get a request on it:
+    /// what it wrote would be taken for the answer. One non-blocking read, which finds nothing.
+    pub fn is_quiet(&self) -> bool {
+        let mut probe = [0u8; 1];
+        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
 }
 
 /// Why an exchange produced no response.

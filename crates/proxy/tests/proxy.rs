@@ -562,3 +562,44 @@ async fn bodiless_requests_get_every_framing_right_and_reuse_connections() {
     assert_eq!(carried("/head"), carried("/after-head"), "{log:?}");
     assert_ne!(carried("/close"), carried("/hints"), "{log:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_target_writes_on_an_idle_connection_is_never_taken_for_an_answer() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // Answers the first request on each connection, then writes a 408 unasked and closes, as
+    // some servers do when a kept-alive connection times out.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let target = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let mut seen = Vec::new();
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let ok = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                if s.write_all(ok.as_bytes()).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let timeout = "HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+                let _ = s.write_all(timeout.as_bytes()).await;
+            });
+        }
+    });
+    let stack = Stack::one_worker().await;
+    stack.group("web", 100);
+    stack.add_healthy("web", &target.to_string()).await;
+    let c = client();
+    for _ in 0..3 {
+        let resp = c.get(stack.url("/")).send().await.expect("get");
+        assert_eq!(resp.status(), 200);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
