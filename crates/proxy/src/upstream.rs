@@ -204,6 +204,11 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, Excha
             headers.append(name, value);
         }
         let framing = framing(&headers, status, method)?;
+        if matches!(framing, Framing::Chunked(_)) {
+            // Transfer-Encoding overrides a length sent beside it (RFC 9112 §6.3), and the length
+            // must not reach the client with a body re-framed for it.
+            headers.remove(CONTENT_LENGTH);
+        }
         let keep_alive = keep_alive(&headers, version) && framing != Framing::UntilClose;
         return Ok(Some(Head {
             status,
@@ -241,10 +246,11 @@ fn framing(
     }
     let mut length = None;
     for value in headers.get_all(CONTENT_LENGTH) {
-        let n: u64 = value
-            .to_str()
+        let digits = value.as_bytes().trim_ascii();
+        let n: u64 = std::str::from_utf8(digits)
             .ok()
-            .and_then(|v| v.trim().parse().ok())
+            .filter(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|d| d.parse().ok())
             .ok_or_else(|| ExchangeError::Malformed(format!("content-length {value:?}")))?;
         if length.is_some_and(|l| l != n) {
             return Err(ExchangeError::Malformed(
@@ -532,6 +538,18 @@ mod tests {
         )
         .is_err());
         assert!(head("HTTP/1.1 101 Switching Protocols\r\n\r\n", Method::GET).is_err());
+        assert!(head("HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\n", Method::GET).is_err());
+        let h = head(
+            "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+            Method::GET,
+        )
+        .expect("valid")
+        .expect("complete");
+        assert_eq!(h.framing, Framing::Chunked(Chunk::Line(Line::Size)));
+        assert!(
+            !h.headers.contains_key(CONTENT_LENGTH),
+            "the length goes with chunked"
+        );
         assert!(head("garbage\r\n\r\n", Method::GET).is_err());
     }
 
