@@ -476,7 +476,7 @@ mod tests {
         parse_head(&mut BytesMut::from(text), &method)
     }
 
-    fn body(framing: Framing, wire: &[&[u8]]) -> Result<(Vec<u8>, Framing, usize), String> {
+    fn body_of(framing: Framing, wire: &[&[u8]]) -> Result<(Vec<u8>, Framing, usize), String> {
         let mut framing = framing;
         let mut buf = BytesMut::new();
         let mut out = Vec::new();
@@ -573,7 +573,7 @@ mod tests {
 
     #[test]
     fn bodies_end_where_their_framing_says_whatever_the_reads() {
-        let (data, end, left) = body(Framing::Length(5), &[b"he", b"llo"]).expect("ok");
+        let (data, end, left) = body_of(Framing::Length(5), &[b"he", b"llo"]).expect("ok");
         assert_eq!(
             (data.as_slice(), end, left),
             (&b"hello"[..], Framing::Done, 0)
@@ -587,19 +587,52 @@ mod tests {
             b"\n\r",
             b"\n",
         ];
-        let (data, end, left) = body(Framing::Chunked(Chunk::Line(Line::Size)), &wire).expect("ok");
+        let (data, end, left) =
+            body_of(Framing::Chunked(Chunk::Line(Line::Size)), &wire).expect("ok");
         assert_eq!(
             (data.as_slice(), end, left),
             (&b"wikipedia"[..], Framing::Done, 0)
         );
         // Bytes after the end are left for whoever reads next (and keep the connection out of the pool).
-        let (_, end, left) = body(Framing::Length(2), &[b"okEXTRA"]).expect("ok");
+        let (_, end, left) = body_of(Framing::Length(2), &[b"okEXTRA"]).expect("ok");
         assert_eq!((end, left), (Framing::Done, 5));
-        assert!(body(Framing::Chunked(Chunk::Line(Line::Size)), &[b"zz\r\n"]).is_err());
-        assert!(body(
+        assert!(body_of(Framing::Chunked(Chunk::Line(Line::Size)), &[b"zz\r\n"]).is_err());
+        assert!(body_of(
             Framing::Chunked(Chunk::Line(Line::Size)),
             &[b"2\r\nabc\r\n"]
         )
         .is_err());
+    }
+
+    proptest::proptest! {
+        /// Any body, chunked any way and read in any pieces, comes out whole, and the decoder
+        /// stops exactly at its end.
+        #[test]
+        fn chunked_bodies_survive_any_chunking_and_any_reads(
+            body in proptest::collection::vec(proptest::num::u8::ANY, 0..600),
+            chunk in 1usize..97,
+            cuts in proptest::collection::vec(1usize..40, 1..30),
+        ) {
+            let mut wire = Vec::new();
+            for piece in body.chunks(chunk) {
+                wire.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+                wire.extend_from_slice(piece);
+                wire.extend_from_slice(b"\r\n");
+            }
+            wire.extend_from_slice(b"0\r\n\r\n");
+            let mut pieces = Vec::new();
+            let (mut at, mut i) = (0, 0);
+            while at < wire.len() {
+                let n = cuts[i % cuts.len()].min(wire.len() - at);
+                pieces.push(&wire[at..at + n]);
+                at += n;
+                i += 1;
+            }
+            let (data, end, left) = body_of(Framing::Chunked(Chunk::Line(Line::Size)), &pieces)
+                .expect("valid chunked");
+            proptest::prop_assert_eq!(data, body);
+            proptest::prop_assert_eq!(end, Framing::Done);
+            proptest::prop_assert_eq!(left, 0);
+        }
     }
 }
