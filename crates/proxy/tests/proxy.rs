@@ -387,9 +387,19 @@ async fn consecutive_failures_eject_a_target_before_active_checks_notice() {
     assert_eq!(after, before, "an ejected target is not tried at all");
 }
 
-/// A target that answers the first request on each connection, then reads the next one and
-/// closes without answering: a keep-alive close racing the proxy's reuse of the connection.
-async fn one_answer_per_connection() -> std::net::SocketAddr {
+/// What a [`one_answer_per_connection`] target does after its one answer.
+#[derive(Clone, Copy)]
+enum AfterAnswer {
+    /// Reads the next request, then drops the connection unanswered: a keep-alive close racing
+    /// the proxy's reuse of the connection.
+    DropTheNext,
+    /// Writes a 408 unasked 100 ms later and closes, as some servers do when a kept-alive
+    /// connection times out.
+    Write408,
+}
+
+/// A target that answers the first request on each connection, then does `after`.
+async fn one_answer_per_connection(after: AfterAnswer) -> std::net::SocketAddr {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -400,7 +410,6 @@ async fn one_answer_per_connection() -> std::net::SocketAddr {
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 8192];
                 let mut seen = Vec::new();
-                // The first request: answered, connection kept open.
                 while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
                     match s.read(&mut buf).await {
                         Ok(0) | Err(_) => return,
@@ -411,8 +420,16 @@ async fn one_answer_per_connection() -> std::net::SocketAddr {
                 if s.write_all(ok.as_bytes()).await.is_err() {
                     return;
                 }
-                // The next one is read, then the connection is dropped unanswered.
-                let _ = s.read(&mut buf).await;
+                match after {
+                    AfterAnswer::DropTheNext => {
+                        let _ = s.read(&mut buf).await;
+                    }
+                    AfterAnswer::Write408 => {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        let timeout = "HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+                        let _ = s.write_all(timeout.as_bytes()).await;
+                    }
+                }
             });
         }
     });
@@ -422,7 +439,7 @@ async fn one_answer_per_connection() -> std::net::SocketAddr {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idempotent_request_is_sent_again_when_a_reused_connection_closes_under_it() {
     let stack = Stack::one_worker().await;
-    let target = one_answer_per_connection().await;
+    let target = one_answer_per_connection(AfterAnswer::DropTheNext).await;
     stack.group("web", 100);
     stack.add_healthy("web", &target.to_string()).await;
     let c = client();
@@ -565,34 +582,7 @@ async fn bodiless_requests_get_every_framing_right_and_reuse_connections() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_a_target_writes_on_an_idle_connection_is_never_taken_for_an_answer() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    // Answers the first request on each connection, then writes a 408 unasked and closes, as
-    // some servers do when a kept-alive connection times out.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let target = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 8192];
-                let mut seen = Vec::new();
-                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => seen.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let ok = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
-                if s.write_all(ok.as_bytes()).await.is_err() {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                let timeout = "HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
-                let _ = s.write_all(timeout.as_bytes()).await;
-            });
-        }
-    });
+    let target = one_answer_per_connection(AfterAnswer::Write408).await;
     let stack = Stack::one_worker().await;
     stack.group("web", 100);
     stack.add_healthy("web", &target.to_string()).await;
