@@ -322,3 +322,28 @@ fn stop_after_the_controller_died_stops_what_it_left_running() {
     let (code, out) = stack.run(&["stop"]);
     assert_eq!(code, 1, "{out}");
 }
+
+#[test]
+fn stop_when_everything_died_says_nothing_is_running() {
+    let mut stack = Stack::start_from(&stack_file(RELEASE, "desired = 1", "", ""), 1);
+    let mut pids: Vec<i64> = stack
+        .instances()
+        .iter()
+        .filter_map(|i| i["pid"].as_i64())
+        .collect();
+    pids.push(stack.dataplane_pid());
+    let _ = stack.0.child.kill();
+    let _ = stack.0.child.wait();
+    for &pid in &pids {
+        let pid = i32::try_from(pid).expect("pid fits");
+        // SAFETY: signalling processes this test's stack started.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    stack.wait("the data plane and the instance to be gone", || {
+        pids.iter().all(|&p| !running(p)).then_some(())
+    });
+    let (code, out) = stack.run(&["stop"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("nothing is running"), "{out}");
+    assert!(!stack.0.dir.path().join(".cutover/admin.addr").exists());
+}

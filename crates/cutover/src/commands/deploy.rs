@@ -336,7 +336,19 @@ pub fn stop(stack: Stack) -> ExitCode {
         // the instances running: stop them the way it would have.
         let dir = super::up::data_dir(&stack.file, stack.data_dir.clone());
         match super::up::left_behind(&stack.file, &dir)? {
-            LeftBehind::ControllerRunning | LeftBehind::Nothing => Err(unanswered),
+            LeftBehind::ControllerRunning => Err(unanswered),
+            LeftBehind::Nothing => {
+                // The address a controller that died left behind names nothing any more.
+                let stale = dir.join(crate::token::ADDR_FILE);
+                if std::fs::remove_file(&stale).is_ok() {
+                    Err(format!(
+                        "nothing is running on {} (the last `cutover up` ended without stopping)",
+                        dir.display()
+                    ))
+                } else {
+                    Err(unanswered)
+                }
+            }
             LeftBehind::Something => {
                 eprintln!(
                     "no controller is running: stopping the data plane and instances it left"

@@ -295,10 +295,18 @@ pub fn left_behind(file: &Path, data_dir: &Path) -> Result<LeftBehind, String> {
     let db = data_dir.join("state.db");
     let store = cutover_store::Store::open(&db).map_err(|e| format!("{}: {e}", db.display()))?;
     let plane = crate::dataplane::recorded(&store).map_err(|e| format!("{}: {e}", db.display()))?;
+    // Rows whose processes are gone do not count; one launched but never recorded (pid 0) does:
+    // its process may run, and only a controller's start finds it.
     let instances = store
         .live_instances()
-        .map_err(|e| format!("{}: {e}", db.display()))?;
-    Ok(if plane || !instances.is_empty() {
+        .map_err(|e| format!("{}: {e}", db.display()))?
+        .into_iter()
+        .any(|r| {
+            r.pid == 0
+                || r.start_ticks
+                    .is_some_and(|t| cutover_fleet::instance::is_same_process(r.pid, t))
+        });
+    Ok(if plane || instances {
         LeftBehind::Something
     } else {
         LeftBehind::Nothing
