@@ -167,14 +167,26 @@ impl Stack {
         pid
     }
 
-    /// Stops the stack; every instance and the data plane must be gone with it.
-    pub fn stop_and_check_no_orphans(mut self) {
+    /// Every process the stack runs besides the daemon: its instances and its data plane.
+    pub fn processes(&self) -> Vec<i64> {
         let mut pids: Vec<i64> = self
             .instances()
             .iter()
             .filter_map(|i| i["pid"].as_i64())
             .collect();
         pids.push(self.dataplane_pid());
+        pids
+    }
+
+    /// Kills the daemon with SIGKILL, as an OOM kill would, and does not start another.
+    pub fn kill_daemon(&mut self) {
+        let _ = self.0.child.kill();
+        let _ = self.0.child.wait();
+    }
+
+    /// Stops the stack; every instance and the data plane must be gone with it.
+    pub fn stop_and_check_no_orphans(mut self) {
+        let pids = self.processes();
         let (code, _, err) = cutover(&["stop", "-f", &self.file()]);
         assert_eq!(code, 0, "{err}");
         let child = &mut self.0.child;

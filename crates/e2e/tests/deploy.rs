@@ -302,15 +302,9 @@ fn the_data_plane_keeps_its_own_log_in_bounds() {
 #[test]
 fn stop_after_the_controller_died_stops_what_it_left_running() {
     let mut stack = Stack::start("");
-    let mut pids: Vec<i64> = stack
-        .instances()
-        .iter()
-        .filter_map(|i| i["pid"].as_i64())
-        .collect();
-    pids.push(stack.dataplane_pid());
-    // As an OOM kill would: the data plane keeps serving, the instances keep running.
-    let _ = stack.0.child.kill();
-    let _ = stack.0.child.wait();
+    let pids = stack.processes();
+    // The data plane keeps serving, the instances keep running.
+    stack.kill_daemon();
     assert!(pids.iter().all(|&p| running(p)), "{pids:?}");
 
     let (code, out) = stack.run(&["stop"]);
@@ -326,14 +320,8 @@ fn stop_after_the_controller_died_stops_what_it_left_running() {
 #[test]
 fn stop_when_everything_died_says_nothing_is_running() {
     let mut stack = Stack::start_from(&stack_file(RELEASE, "desired = 1", "", ""), 1);
-    let mut pids: Vec<i64> = stack
-        .instances()
-        .iter()
-        .filter_map(|i| i["pid"].as_i64())
-        .collect();
-    pids.push(stack.dataplane_pid());
-    let _ = stack.0.child.kill();
-    let _ = stack.0.child.wait();
+    let pids = stack.processes();
+    stack.kill_daemon();
     for &pid in &pids {
         let pid = i32::try_from(pid).expect("pid fits");
         // SAFETY: signalling processes this test's stack started.
