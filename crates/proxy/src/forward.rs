@@ -8,7 +8,7 @@ use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::{Body, Incoming};
 
-use crate::backend::{Backend, ConnectError};
+use crate::backend::{Backend, ConnectError, InFlight};
 use crate::body::{self, BoxError, ProxyBody, Tracked};
 use crate::headers::{self, Client, HeaderRules};
 use crate::registry::Registry;
@@ -47,15 +47,20 @@ impl ProxyError {
         }
     }
 
-    pub fn response(self) -> Response<ProxyBody> {
+    /// The short body of the proxy's own answer.
+    pub fn text(self) -> String {
         let status = self.status();
-        let text = format!(
+        format!(
             "{} {} ({})\n",
             status.as_u16(),
             status.canonical_reason().unwrap_or(""),
             self.reason()
-        );
-        let mut resp = Response::new(body::full(text));
+        )
+    }
+
+    pub fn response(self) -> Response<ProxyBody> {
+        let status = self.status();
+        let mut resp = Response::new(body::full(self.text()));
         *resp.status_mut() = status;
         let h = resp.headers_mut();
         h.insert("x-cutover-error", HeaderValue::from_static(self.reason()));
@@ -189,14 +194,42 @@ impl Proxy {
             headers::apply(&mut parts.headers, &self.rules.response);
             return Response::from_parts(parts, Tracked::new(incoming, guard, sender).boxed());
         }
-        self.unavailable(&tried)
+        self.unavailable(&tried).response()
     }
 
-    /// Forwards an idempotent request without a body on the proxy's own HTTP/1.1 path
-    /// ([`crate::upstream`]). Whatever breaks before a response head arrives costs the client
-    /// nothing: the request is sent again, to another target when there is one.
+    /// Forwards an idempotent request without a body that hyper read on the proxy's own
+    /// target-side path ([`crate::upstream`]).
     async fn forward_bodiless(&self, parts: http::request::Parts) -> Response<ProxyBody> {
         let head = upstream::request_head(&parts);
+        let (conn, answer, guard) = match self.exchange_bodiless(&head, &parts.method).await {
+            Ok(exchanged) => exchanged,
+            Err(e) => return e.response(),
+        };
+        let headers = match answer.headers() {
+            Ok(headers) => headers,
+            Err(e) => {
+                tracing::debug!(target = %guard.backend().key, error = %e, "target's response head is malformed");
+                return ProxyError::TargetReset.response();
+            }
+        };
+        let mut resp = Response::new(RawBody::new(conn, &answer, guard).boxed());
+        *resp.status_mut() = answer.status;
+        *resp.headers_mut() = headers;
+        headers::strip_hop_by_hop(resp.headers_mut(), false);
+        headers::apply(resp.headers_mut(), &self.rules.response);
+        resp
+    }
+
+    /// Sends an idempotent request without a body (its head as it goes to the target) and reads
+    /// the response head, on a pooled connection of the proxy's own. Whatever breaks before a
+    /// response head arrives costs the client nothing: the request is sent again, to another
+    /// target when there is one. The request counts as in flight until the guard drops, after
+    /// its body has been read.
+    pub(crate) async fn exchange_bodiless(
+        &self,
+        head: &[u8],
+        method: &Method,
+    ) -> Result<(upstream::Conn, upstream::Head, InFlight), ProxyError> {
         let mut tried: Vec<Arc<Backend>> = Vec::new();
         let mut replayed = false;
         for _ in 0..MAX_ATTEMPTS {
@@ -220,7 +253,7 @@ impl Proxy {
             };
             let exchanged = tokio::time::timeout(
                 self.response_timeout,
-                upstream::exchange(&mut conn, &head, &parts.method),
+                upstream::exchange(&mut conn, head, method),
             )
             .await;
             let answer = match exchanged {
@@ -244,26 +277,21 @@ impl Proxy {
                     backend.metrics.proxy_error(started.elapsed());
                     self.registry.passive(backend, false);
                     tracing::debug!(target = %backend.key, error = %e, "target broke the exchange");
-                    return ProxyError::TargetReset.response();
+                    return Err(ProxyError::TargetReset);
                 }
                 Err(_) => {
                     backend.metrics.proxy_error(started.elapsed());
                     self.registry.passive(backend, false);
-                    return ProxyError::TargetTimeout.response();
+                    return Err(ProxyError::TargetTimeout);
                 }
             };
             backend
                 .metrics
                 .response(answer.status.as_u16(), started.elapsed());
             self.registry.passive(backend, true);
-            let mut resp = Response::new(RawBody::new(conn, &answer, guard).boxed());
-            *resp.status_mut() = answer.status;
-            *resp.headers_mut() = answer.headers;
-            headers::strip_hop_by_hop(resp.headers_mut(), false);
-            headers::apply(resp.headers_mut(), &self.rules.response);
-            return resp;
+            return Ok((conn, answer, guard));
         }
-        self.unavailable(&tried)
+        Err(self.unavailable(&tried))
     }
 
     /// The next target to try: by weight (or the preview group), never one already tried. After
@@ -287,8 +315,8 @@ impl Proxy {
         self.registry.passive(backend, false);
     }
 
-    /// The answer when no attempt reached a target: 503 if there was none to try, else 502.
-    fn unavailable(&self, tried: &[Arc<Backend>]) -> Response<ProxyBody> {
+    /// Why no attempt reached a target: none to try (503), or none answered (502).
+    fn unavailable(&self, tried: &[Arc<Backend>]) -> ProxyError {
         let only = self.only.as_ref().map(|only| only());
         if tried.is_empty()
             && self.registry.table().groups.iter().all(|g| match only {
@@ -296,14 +324,14 @@ impl Proxy {
                 None => g.targets.is_empty() || g.weight == 0,
             })
         {
-            ProxyError::NoHealthyTargets.response()
+            ProxyError::NoHealthyTargets
         } else {
-            ProxyError::ConnectFailed.response()
+            ProxyError::ConnectFailed
         }
     }
 }
 
-fn is_idempotent(method: &Method) -> bool {
+pub(crate) fn is_idempotent(method: &Method) -> bool {
     matches!(
         *method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE

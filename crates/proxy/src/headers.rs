@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, HOST, UPGRADE};
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [&str; 8] = [
+pub(crate) const HOP_BY_HOP: [&str; 8] = [
     "connection",
     "keep-alive",
     "proxy-connection",
@@ -161,19 +161,23 @@ pub fn add_forwarded(headers: &mut HeaderMap, client: &Client, host: Option<&Hea
     if let Some(host) = host.or_else(|| headers.get(HOST)).cloned() {
         headers.insert(X_FORWARDED_HOST, host);
     }
-    let request_id = X_REQUEST_ID;
-    if !headers.contains_key(&request_id) {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut id = [0u8; 32];
-        let mut n = fastrand::u128(..);
-        for byte in id.iter_mut() {
-            *byte = HEX[(n & 0xf) as usize];
-            n >>= 4;
-        }
-        if let Ok(v) = HeaderValue::from_bytes(&id) {
-            headers.insert(request_id, v);
+    if !headers.contains_key(&X_REQUEST_ID) {
+        if let Ok(v) = HeaderValue::from_bytes(&request_id()) {
+            headers.insert(X_REQUEST_ID, v);
         }
     }
+}
+
+/// A fresh `x-request-id`: 128 random bits in hex.
+pub(crate) fn request_id() -> [u8; 32] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut id = [0u8; 32];
+    let mut n = fastrand::u128(..);
+    for byte in id.iter_mut() {
+        *byte = HEX[(n & 0xf) as usize];
+        n >>= 4;
+    }
+    id
 }
 
 pub fn apply(headers: &mut HeaderMap, rules: &Rules) {

@@ -2,6 +2,7 @@
 
 pub mod backend;
 pub mod body;
+pub mod downstream;
 pub mod drain;
 pub mod forward;
 pub mod headers;

@@ -6,13 +6,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
+use crate::downstream::{self, Outcome, Prefixed};
 use crate::forward::Proxy;
 use crate::headers::Client;
 
@@ -139,7 +143,8 @@ async fn accept_loop(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let builder = http_builder(options.header_read_timeout);
-    let graceful = GracefulShutdown::new();
+    let connections = TaskTracker::new();
+    let closing = CancellationToken::new();
     let scheme = if options.tls.is_some() {
         "https"
     } else {
@@ -155,27 +160,19 @@ async fn accept_loop(
             _ = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let proxy = proxy.clone();
-        let client = Arc::new(Client::new(peer.ip(), scheme));
-        let service = service_fn(move |req| {
-            let proxy = proxy.clone();
-            let client = client.clone();
-            async move { Ok::<_, Infallible>(proxy.handle(req, &client).await) }
-        });
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
+        let conn = Connection {
+            proxy: proxy.clone(),
+            client: Arc::new(Client::new(peer.ip(), scheme)),
+            builder: builder.clone(),
+            header_read_timeout: options.header_read_timeout,
+            closing: closing.clone(),
+        };
         match options.tls.clone() {
             None => {
-                tokio::spawn(async move {
-                    let conn =
-                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    if let Err(e) = watcher.watch(conn.into_owned()).await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
-                    }
-                });
+                connections.spawn(conn.serve(stream, true));
             }
             Some(acceptor) => {
-                tokio::spawn(async move {
+                connections.spawn(async move {
                     let tls =
                         match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream))
                             .await
@@ -186,22 +183,83 @@ async fn accept_loop(
                             }
                             Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
                         };
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
-                    if let Err(e) = watcher.watch(conn.into_owned()).await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
-                    }
+                    // HTTP/2 agreed in the handshake goes straight to hyper.
+                    let h1 = tls.get_ref().1.alpn_protocol() != Some(b"h2");
+                    conn.serve(tls, h1).await
                 });
             }
         }
     }
     drop(listener);
-    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+    closing.cancel();
+    connections.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, connections.wait())
         .await
         .is_err()
     {
         tracing::warn!("connections still open after the shutdown grace period");
     }
     Ok(())
+}
+
+/// One accepted client connection and what serving it needs.
+struct Connection {
+    proxy: Arc<Proxy>,
+    client: Arc<Client>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    header_read_timeout: Duration,
+    /// Cancelled when the listener shuts down: connections finish the request they are on.
+    closing: CancellationToken,
+}
+
+impl Connection {
+    /// Serves HTTP/1.1 requests without a body on the proxy's own path ([`downstream`]) while
+    /// `h1`, and the rest of the connection, from the first request that needs more, with hyper.
+    async fn serve<IO>(self, mut io: IO, h1: bool)
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let peer = self.client.ip;
+        let prefix = if h1 {
+            let served = downstream::serve(
+                &mut io,
+                &self.proxy,
+                &self.client,
+                self.header_read_timeout,
+                &self.closing,
+            )
+            .await;
+            match served {
+                Ok(Outcome::Closed) => return,
+                Ok(Outcome::Handoff(prefix)) => prefix,
+                Err(e) => {
+                    return tracing::debug!(%peer, error = %e, "connection ended with an error")
+                }
+            }
+        } else {
+            Bytes::new()
+        };
+        let (proxy, client) = (self.proxy, self.client);
+        let service = service_fn(move |req| {
+            let proxy = proxy.clone();
+            let client = client.clone();
+            async move { Ok::<_, Infallible>(proxy.handle(req, &client).await) }
+        });
+        let conn = self
+            .builder
+            .serve_connection_with_upgrades(TokioIo::new(Prefixed::new(prefix, io)), service);
+        tokio::pin!(conn);
+        let served = tokio::select! {
+            served = conn.as_mut() => served,
+            _ = self.closing.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        };
+        if let Err(e) = served {
+            tracing::debug!(%peer, error = %e, "connection ended with an error");
+        }
+    }
 }
 
 /// A plain listener that redirects every request to the same host and path over HTTPS.

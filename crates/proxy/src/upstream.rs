@@ -13,9 +13,7 @@ use std::task::{ready, Context, Poll};
 use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{
-    HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING,
-};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
@@ -48,6 +46,19 @@ impl Conn {
         }
     }
 
+    /// What was read from the target and not yet used.
+    pub(crate) fn buffered(&mut self) -> &mut BytesMut {
+        &mut self.buf
+    }
+
+    /// A response was read to its end: back to the target's pool if the target keeps the
+    /// connection open and sent nothing after the response.
+    pub fn release(self, keep_alive: bool, backend: &crate::backend::Backend) {
+        if keep_alive && self.buf.is_empty() {
+            backend.checkin_raw(self);
+        }
+    }
+
     /// Whether nothing (no data, no close) arrived while the connection sat idle. A target that
     /// closed it, or wrote something unasked (a 408 before closing), must not get a request on it:
     /// what it wrote would be taken for the answer. One non-blocking read, which finds nothing.
@@ -69,17 +80,54 @@ pub enum ExchangeError {
     Malformed(String),
 }
 
-/// A response head from a target, and how its body is framed.
+/// A response head from a target, and how its body is framed. The fields stay views of the
+/// bytes read: the client-side path writes them out as they came, and only the hyper path builds
+/// a [`HeaderMap`] ([`Head::headers`]).
 pub struct Head {
     pub status: StatusCode,
     pub version: Version,
-    pub headers: HeaderMap,
-    framing: Framing,
-    keep_alive: bool,
+    /// The reason phrase as the target sent it.
+    reason: std::ops::Range<usize>,
+    raw: Bytes,
+    /// Name and value of each field, as offsets into `raw`; a Content-Length beside chunked is
+    /// left out (RFC 9112 §6.3: the length must not reach the client with a re-framed body).
+    fields: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>,
+    pub(crate) framing: Framing,
+    pub(crate) keep_alive: bool,
+}
+
+impl Head {
+    /// The header fields in the order the target sent them.
+    pub fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.fields
+            .iter()
+            .map(|(n, v)| (&self.raw[n.clone()], &self.raw[v.clone()]))
+    }
+
+    pub fn reason(&self) -> &[u8] {
+        &self.raw[self.reason.clone()]
+    }
+
+    /// The fields as a header map whose values share the head's bytes.
+    pub fn headers(&self) -> Result<HeaderMap, ExchangeError> {
+        let mut headers = HeaderMap::with_capacity(self.fields.len());
+        for (name, value) in &self.fields {
+            let name = HeaderName::from_bytes(&self.raw[name.clone()]).map_err(|_| {
+                ExchangeError::Malformed(format!(
+                    "header name {:?}",
+                    String::from_utf8_lossy(&self.raw[name.clone()])
+                ))
+            })?;
+            let value = HeaderValue::from_maybe_shared(self.raw.slice(value.clone()))
+                .map_err(|_| ExchangeError::Malformed(format!("value of {name}")))?;
+            headers.append(name, value);
+        }
+        Ok(headers)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Framing {
+pub(crate) enum Framing {
     /// No body at all (HEAD, 204, 304), or one whose bytes have all been read.
     Done,
     Length(u64),
@@ -90,7 +138,7 @@ enum Framing {
 
 /// Where a chunked body's decoder is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Chunk {
+pub(crate) enum Chunk {
     /// Inside a chunk's data, this much left.
     Data(u64),
     /// At a line.
@@ -99,7 +147,7 @@ enum Chunk {
 
 /// The lines of a chunked body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Line {
+pub(crate) enum Line {
     /// A chunk-size line.
     Size,
     /// The CRLF after a chunk's data.
@@ -187,95 +235,96 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, Excha
         } else {
             Version::HTTP_11
         };
-        // Offsets rather than slices: the values become shared views of the head's bytes.
         let start = buf.as_ptr() as usize;
-        let mut spans = Vec::with_capacity(parsed.headers.len());
+        let span = |part: &[u8]| {
+            let at = part.as_ptr() as usize - start;
+            at..at + part.len()
+        };
+        let reason = span(parsed.reason.unwrap_or("").as_bytes());
+        let mut fields = Vec::with_capacity(parsed.headers.len());
+        let mut message = Message::default();
         for f in parsed.headers.iter() {
-            let name = HeaderName::from_bytes(f.name.as_bytes())
-                .map_err(|_| ExchangeError::Malformed(format!("header name {:?}", f.name)))?;
-            let at = f.value.as_ptr() as usize - start;
-            spans.push((name, at, at + f.value.len()));
+            message.observe(f.name.as_bytes(), f.value)?;
+            fields.push((span(f.name.as_bytes()), span(f.value)));
         }
-        let head = buf.split_to(len).freeze();
-        let mut headers = HeaderMap::with_capacity(spans.len());
-        for (name, from, to) in spans {
-            let value = HeaderValue::from_maybe_shared(head.slice(from..to))
-                .map_err(|_| ExchangeError::Malformed(format!("value of {name}")))?;
-            headers.append(name, value);
-        }
-        let framing = framing(&headers, status, method)?;
+        let framing = message.framing(status, method);
         if matches!(framing, Framing::Chunked(_)) {
-            // Transfer-Encoding overrides a length sent beside it (RFC 9112 §6.3), and the length
-            // must not reach the client with a body re-framed for it.
-            headers.remove(CONTENT_LENGTH);
+            fields.retain(|(name, _)| !buf[name.clone()].eq_ignore_ascii_case(b"content-length"));
         }
-        let keep_alive = keep_alive(&headers, version) && framing != Framing::UntilClose;
+        let keep_alive = match version {
+            Version::HTTP_10 => message.keep_alive,
+            _ => !message.close,
+        } && framing != Framing::UntilClose;
+        let raw = buf.split_to(len).freeze();
         return Ok(Some(Head {
             status,
             version,
-            headers,
+            reason,
+            raw,
+            fields,
             framing,
             keep_alive,
         }));
     }
 }
 
-fn framing(
-    headers: &HeaderMap,
-    status: StatusCode,
-    method: &Method,
-) -> Result<Framing, ExchangeError> {
-    if method == Method::HEAD
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED
-    {
-        return Ok(Framing::Done);
-    }
-    if let Some(te) = headers.get(TRANSFER_ENCODING) {
-        // Chunked must be the last coding (RFC 9112 §6.3); anything else is read to the close.
-        let last = te
-            .to_str()
-            .ok()
-            .and_then(|v| v.rsplit(',').next())
-            .map(str::trim);
-        return Ok(if last.is_some_and(|c| c.eq_ignore_ascii_case("chunked")) {
-            Framing::Chunked(Chunk::Line(Line::Size))
-        } else {
-            Framing::UntilClose
-        });
-    }
-    let mut length = None;
-    for value in headers.get_all(CONTENT_LENGTH) {
-        let digits = value.as_bytes().trim_ascii();
-        let n: u64 = std::str::from_utf8(digits)
-            .ok()
-            .filter(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
-            .and_then(|d| d.parse().ok())
-            .ok_or_else(|| ExchangeError::Malformed(format!("content-length {value:?}")))?;
-        if length.is_some_and(|l| l != n) {
-            return Err(ExchangeError::Malformed(
-                "conflicting content-length".into(),
-            ));
-        }
-        length = Some(n);
-    }
-    Ok(match length {
-        Some(0) => Framing::Done,
-        Some(n) => Framing::Length(n),
-        None => Framing::UntilClose,
-    })
+/// What a response's fields say about its framing and its connection, gathered in one pass.
+#[derive(Default)]
+struct Message {
+    /// The last Transfer-Encoding field's last coding is chunked; `Some(false)`: another coding.
+    chunked: Option<bool>,
+    length: Option<u64>,
+    close: bool,
+    keep_alive: bool,
 }
 
-fn keep_alive(headers: &HeaderMap, version: Version) -> bool {
-    let says = |token: &str| {
-        headers.get_all(CONNECTION).iter().any(|v| {
-            v.to_str()
-                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
-        })
-    };
-    match version {
-        Version::HTTP_10 => says("keep-alive"),
-        _ => !says("close"),
+impl Message {
+    fn observe(&mut self, name: &[u8], value: &[u8]) -> Result<(), ExchangeError> {
+        if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            // Chunked must be the last coding (RFC 9112 §6.3); anything else is read to the close.
+            let last = value.rsplit(|&b| b == b',').next().unwrap_or_default();
+            self.chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if name.eq_ignore_ascii_case(b"content-length") {
+            let digits = value.trim_ascii();
+            let n: u64 = std::str::from_utf8(digits)
+                .ok()
+                .filter(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|d| d.parse().ok())
+                .ok_or_else(|| {
+                    ExchangeError::Malformed(format!(
+                        "content-length {:?}",
+                        String::from_utf8_lossy(value)
+                    ))
+                })?;
+            if self.length.is_some_and(|l| l != n) {
+                return Err(ExchangeError::Malformed(
+                    "conflicting content-length".into(),
+                ));
+            }
+            self.length = Some(n);
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            for token in value.split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                self.close |= token.eq_ignore_ascii_case(b"close");
+                self.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+            }
+        }
+        Ok(())
+    }
+
+    fn framing(&self, status: StatusCode, method: &Method) -> Framing {
+        if method == Method::HEAD
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED
+        {
+            return Framing::Done;
+        }
+        match (self.chunked, self.length) {
+            (Some(true), _) => Framing::Chunked(Chunk::Line(Line::Size)),
+            (Some(false), _) | (None, None) => Framing::UntilClose,
+            (None, Some(0)) => Framing::Done,
+            (None, Some(n)) => Framing::Length(n),
+        }
     }
 }
 
@@ -303,13 +352,11 @@ impl RawBody {
         body
     }
 
-    /// The body was read to its end: the connection is reused if nothing else came with it.
+    /// The body was read to its end: the connection is reused if it can be.
     fn finish(&mut self) {
         self.framing = Framing::Done;
         if let (Some(guard), Some(conn)) = (self.guard.take(), self.conn.take()) {
-            if self.keep_alive && conn.buf.is_empty() {
-                guard.backend().checkin_raw(conn);
-            }
+            conn.release(self.keep_alive, guard.backend());
         }
     }
 
@@ -330,38 +377,21 @@ impl Body for RawBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        loop {
-            if this.framing == Framing::Done {
-                this.finish();
-                return Poll::Ready(None);
-            }
-            let Some(conn) = this.conn.as_mut() else {
-                return Poll::Ready(None);
-            };
-            match decode(&mut this.framing, &mut conn.buf) {
-                Ok(Some(data)) => {
-                    if this.framing == Framing::Done {
-                        this.finish();
-                    }
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
-                }
-                Ok(None) if this.framing == Framing::Done => continue,
-                Ok(None) => {}
-                Err(why) => return this.fail(why),
-            }
-            conn.buf.reserve(READ_CHUNK);
-            let n = match ready!(poll_read_buf(&mut conn.stream, cx, &mut conn.buf)) {
-                Ok(n) => n,
-                Err(e) => return this.fail(format!("reading the target's response: {e}")),
-            };
-            if n == 0 {
-                if this.framing == Framing::UntilClose {
-                    this.keep_alive = false;
+        let Some(conn) = this.conn.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match ready!(poll_data(conn, &mut this.framing, cx)) {
+            Ok(Some(data)) => {
+                if this.framing == Framing::Done {
                     this.finish();
-                    return Poll::Ready(None);
                 }
-                return this.fail("the target closed the connection mid-body");
+                Poll::Ready(Some(Ok(Frame::data(data))))
             }
+            Ok(None) => {
+                this.finish();
+                Poll::Ready(None)
+            }
+            Err(why) => this.fail(why),
         }
     }
 
@@ -374,6 +404,44 @@ impl Body for RawBody {
             Framing::Done => SizeHint::with_exact(0),
             Framing::Length(n) => SizeHint::with_exact(n),
             _ => SizeHint::default(),
+        }
+    }
+}
+
+/// The next piece of a response body off `conn`, as `framing` allows; `None` at its end.
+pub(crate) async fn body_data(
+    conn: &mut Conn,
+    framing: &mut Framing,
+) -> Result<Option<Bytes>, String> {
+    std::future::poll_fn(|cx| poll_data(conn, framing, cx)).await
+}
+
+fn poll_data(
+    conn: &mut Conn,
+    framing: &mut Framing,
+    cx: &mut Context<'_>,
+) -> Poll<Result<Option<Bytes>, String>> {
+    loop {
+        if *framing == Framing::Done {
+            return Poll::Ready(Ok(None));
+        }
+        match decode(framing, &mut conn.buf) {
+            Ok(Some(data)) => return Poll::Ready(Ok(Some(data))),
+            Ok(None) if *framing == Framing::Done => return Poll::Ready(Ok(None)),
+            Ok(None) => {}
+            Err(why) => return Poll::Ready(Err(why)),
+        }
+        conn.buf.reserve(READ_CHUNK);
+        let n = match ready!(poll_read_buf(&mut conn.stream, cx, &mut conn.buf)) {
+            Ok(n) => n,
+            Err(e) => return Poll::Ready(Err(format!("reading the target's response: {e}"))),
+        };
+        if n == 0 {
+            if *framing == Framing::UntilClose {
+                *framing = Framing::Done;
+                return Poll::Ready(Ok(None));
+            }
+            return Poll::Ready(Err("the target closed the connection mid-body".into()));
         }
     }
 }
@@ -394,7 +462,7 @@ fn poll_read_buf(
 
 /// Takes the next piece of body data off `buf` as `framing` allows, moving `framing` along;
 /// `None` when more bytes must be read first (or the body just ended).
-fn decode(framing: &mut Framing, buf: &mut BytesMut) -> Result<Option<Bytes>, String> {
+pub(crate) fn decode(framing: &mut Framing, buf: &mut BytesMut) -> Result<Option<Bytes>, String> {
     loop {
         match *framing {
             Framing::Done => return Ok(None),
@@ -547,7 +615,7 @@ mod tests {
         .expect("complete");
         assert_eq!(h.framing, Framing::Chunked(Chunk::Line(Line::Size)));
         assert!(
-            !h.headers.contains_key(CONTENT_LENGTH),
+            !h.headers().expect("valid").contains_key("content-length"),
             "the length goes with chunked"
         );
         assert!(head("garbage\r\n\r\n", Method::GET).is_err());
@@ -561,14 +629,15 @@ mod tests {
         )
         .expect("valid")
         .expect("complete");
-        let a: Vec<&str> = h
-            .headers
+        let headers = h.headers().expect("valid");
+        let a: Vec<&str> = headers
             .get_all("x-a")
             .iter()
             .filter_map(|v| v.to_str().ok())
             .collect();
         assert_eq!(a, ["one", "two"]);
-        assert_eq!(h.headers["server"], "t");
+        assert_eq!(headers["server"], "t");
+        assert_eq!(h.reason(), b"OK");
     }
 
     #[test]

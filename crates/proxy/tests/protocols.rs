@@ -261,29 +261,44 @@ async fn forwarded_headers_and_header_rules() {
     stack.group("web", 100);
     stack.add_healthy("web", &echo.to_string()).await;
 
-    let resp = client()
-        .get(stack.url("/anything"))
-        .header("x-internal-debug", "1")
-        .header("x-forwarded-for", "203.0.113.9")
-        .header("x-tag", "from-client")
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(resp.headers()["x-marker"], "cutover");
-    assert_eq!(resp.headers()["x-marker-2"], "added");
-    assert!(
-        resp.headers().get("server").is_none(),
-        "server header removed"
-    );
-    let seen: serde_json::Value = resp.json().await.expect("json");
-    assert_eq!(seen["x-team"], "payments");
-    // Added beside the client's own value, not instead of it (the echo joins repeats with ", ").
-    assert_eq!(seen["x-tag"], "from-client, via-lb");
-    assert!(seen.get("x-internal-debug").is_none());
-    assert_eq!(seen["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
-    assert_eq!(seen["x-forwarded-proto"], "http");
-    assert_eq!(seen["x-forwarded-host"], stack.addr.to_string());
-    assert_eq!(seen["x-request-id"].as_str().map(str::len), Some(32));
+    // A GET goes the proxy's own way, a POST with a body through hyper: the same rules on both.
+    for method in [http::Method::GET, http::Method::POST] {
+        let resp = client()
+            .request(method.clone(), stack.url("/anything"))
+            .header("x-internal-debug", "1")
+            .header("x-forwarded-for", "203.0.113.9")
+            .header("x-tag", "from-client")
+            .body(if method == http::Method::POST {
+                "body"
+            } else {
+                ""
+            })
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(resp.headers()["x-marker"], "cutover", "{method}");
+        assert_eq!(resp.headers()["x-marker-2"], "added", "{method}");
+        assert!(
+            resp.headers().get("server").is_none(),
+            "server header removed ({method})"
+        );
+        let seen: serde_json::Value = resp.json().await.expect("json");
+        assert_eq!(seen["x-team"], "payments", "{method}");
+        // Added beside the client's own value, not instead of it (the echo joins repeats with ", ").
+        assert_eq!(seen["x-tag"], "from-client, via-lb", "{method}");
+        assert!(seen.get("x-internal-debug").is_none(), "{method}");
+        assert_eq!(
+            seen["x-forwarded-for"], "203.0.113.9, 127.0.0.1",
+            "{method}"
+        );
+        assert_eq!(seen["x-forwarded-proto"], "http", "{method}");
+        assert_eq!(seen["x-forwarded-host"], stack.addr.to_string(), "{method}");
+        assert_eq!(
+            seen["x-request-id"].as_str().map(str::len),
+            Some(32),
+            "{method}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

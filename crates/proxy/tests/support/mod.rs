@@ -90,6 +90,11 @@ impl Stack {
         .await
     }
 
+    /// Stops the listeners: open connections finish the request they are on.
+    pub fn shutdown(&self) {
+        self.stop.cancel();
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }

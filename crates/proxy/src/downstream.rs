@@ -1,0 +1,522 @@
+//! The client side of HTTP/1.1 connections: requests without a body are read, forwarded and
+//! answered by the proxy itself; the first request that needs more hands the connection to hyper.
+//!
+//! Most requests a load balancer sees are GETs without a body. For them a general-purpose server
+//! builds a header map, a request, a boxed service future and a response with another header map,
+//! only for the proxy to turn them back into bytes for the target and the client. Here the
+//! request head is parsed in place, the target's head is written from the client's bytes plus
+//! the proxy's own fields, and the answer goes back the same way: no header map on either side.
+//!
+//! Anything else (a body, `Expect`, an upgrade, HTTP/2's preface, an absolute-form target, a
+//! malformed or oversized head) is left unread and the connection, with the bytes already read,
+//! goes to hyper for the rest of its life: hyper answers the errors and handles the protocols,
+//! exactly as it does for connections that start that way.
+
+use std::cell::RefCell;
+use std::io::Write as _;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use http::header::HeaderName;
+use http::{Method, StatusCode};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio_util::sync::CancellationToken;
+
+use crate::forward::{is_idempotent, Proxy, ProxyError};
+use crate::headers::{Client, Rules, HOP_BY_HOP};
+use crate::upstream::{self, Framing};
+
+/// The largest request head read here; a larger one goes to hyper, which answers 431.
+const MAX_HEAD: usize = 64 * 1024;
+/// The most header fields read here (hyper's default); more go to hyper, which answers 431.
+const MAX_HEADERS: usize = 100;
+/// How much is read from the client at a time.
+const READ_CHUNK: usize = 8 * 1024;
+/// Body bytes gathered before they are written to the client.
+const FLUSH_AT: usize = 64 * 1024;
+
+/// How a connection left this path.
+pub enum Outcome {
+    /// It is finished: either side closed it, it sat idle past the header timeout, or the
+    /// listener is shutting down.
+    Closed,
+    /// hyper serves the rest of it, starting with these bytes (a request not taken here).
+    Handoff(Bytes),
+}
+
+/// A request taken on this path.
+struct Taken {
+    /// Length of its head in the client's buffer.
+    len: usize,
+    method: Method,
+    /// The client keeps the connection open after the answer.
+    keep_alive: bool,
+    /// The client speaks HTTP/1.0: no chunked answers.
+    http10: bool,
+}
+
+enum Parsed {
+    Taken(Taken),
+    Partial,
+    Handoff,
+}
+
+/// Serves requests on a client connection until it ends or a request needs hyper.
+pub async fn serve<IO>(
+    io: &mut IO,
+    proxy: &Proxy,
+    client: &Client,
+    header_timeout: Duration,
+    closing: &CancellationToken,
+) -> std::io::Result<Outcome>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut head = Vec::with_capacity(512);
+    let mut out = Vec::with_capacity(1024);
+    let closed = closing.cancelled();
+    tokio::pin!(closed);
+    let timeout = tokio::time::sleep(header_timeout);
+    tokio::pin!(timeout);
+    loop {
+        timeout
+            .as_mut()
+            .reset(tokio::time::Instant::now() + header_timeout);
+        let taken = loop {
+            if !buf.is_empty() {
+                head.clear();
+                match parse(&buf, proxy, client, &mut head) {
+                    Parsed::Taken(taken) => break taken,
+                    Parsed::Handoff => return Ok(Outcome::Handoff(buf.split().freeze())),
+                    Parsed::Partial if buf.len() >= MAX_HEAD => {
+                        return Ok(Outcome::Handoff(buf.split().freeze()))
+                    }
+                    Parsed::Partial => {}
+                }
+            }
+            buf.reserve(READ_CHUNK);
+            tokio::select! {
+                biased;
+                read = io.read_buf(&mut buf) => if read? == 0 {
+                    return Ok(Outcome::Closed);
+                },
+                // Between requests a shutdown closes the connection; a head half-read is
+                // given until the header timeout.
+                _ = &mut closed, if buf.is_empty() => return Ok(Outcome::Closed),
+                _ = &mut timeout => {
+                    tracing::debug!(peer = %client.ip, "no whole request head within the header timeout");
+                    return Ok(Outcome::Closed);
+                }
+            }
+        };
+        let _ = buf.split_to(taken.len);
+        let keep_alive = answer(io, proxy, &taken, &head, &mut out, closing).await?;
+        if !keep_alive {
+            let _ = io.shutdown().await;
+            return Ok(Outcome::Closed);
+        }
+    }
+}
+
+/// Forwards one request and writes its answer; whether the connection stays open.
+async fn answer<IO>(
+    io: &mut IO,
+    proxy: &Proxy,
+    taken: &Taken,
+    head: &[u8],
+    out: &mut Vec<u8>,
+    closing: &CancellationToken,
+) -> std::io::Result<bool>
+where
+    IO: AsyncWrite + Unpin,
+{
+    let (mut conn, answer, guard) = match proxy.exchange_bodiless(head, &taken.method).await {
+        Ok(exchanged) => exchanged,
+        Err(e) => {
+            let keep_alive = taken.keep_alive && !closing.is_cancelled();
+            out.clear();
+            error_response(
+                out,
+                e,
+                taken.method == Method::HEAD,
+                keep_alive,
+                taken.http10,
+            );
+            io.write_all(out).await?;
+            return Ok(keep_alive);
+        }
+    };
+    let mut framing = answer.framing;
+    // An HTTP/1.0 client cannot take chunks: a body of unknown length ends with the connection.
+    let delimited = matches!(framing, Framing::Chunked(_) | Framing::UntilClose);
+    let chunked = delimited && !taken.http10;
+    let keep_alive = taken.keep_alive && !closing.is_cancelled() && !(delimited && taken.http10);
+    out.clear();
+    response_head(
+        out,
+        &answer,
+        &proxy.rules.response,
+        keep_alive,
+        taken.http10,
+    );
+    loop {
+        // What is already read goes out with what came before it, in one write.
+        loop {
+            match upstream::decode(&mut framing, conn.buffered()) {
+                Ok(Some(data)) => {
+                    frame(out, &data, chunked);
+                    if out.len() >= FLUSH_AT {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(why) => return Err(broken(guard.backend().key.as_str(), why)),
+            }
+        }
+        if framing == Framing::Done {
+            if chunked {
+                out.extend_from_slice(b"0\r\n\r\n");
+            }
+            io.write_all(out).await?;
+            conn.release(answer.keep_alive, guard.backend());
+            return Ok(keep_alive);
+        }
+        if !out.is_empty() {
+            io.write_all(out).await?;
+            out.clear();
+        }
+        match upstream::body_data(&mut conn, &mut framing).await {
+            Ok(Some(data)) => frame(out, &data, chunked),
+            Ok(None) => {}
+            Err(why) => return Err(broken(guard.backend().key.as_str(), why)),
+        }
+    }
+}
+
+/// The target broke its response off after the head went out: all the client can be told is
+/// that the connection ends.
+fn broken(target: &str, why: String) -> std::io::Error {
+    tracing::debug!(target, %why, "target broke off its response body");
+    std::io::Error::other(why)
+}
+
+fn frame(out: &mut Vec<u8>, data: &[u8], chunked: bool) {
+    if data.is_empty() {
+        return;
+    }
+    if chunked {
+        let _ = write!(out, "{:x}\r\n", data.len());
+        out.extend_from_slice(data);
+        out.extend_from_slice(b"\r\n");
+    } else {
+        out.extend_from_slice(data);
+    }
+}
+
+/// Parses a request head off the front of `buf`; if this path takes it, writes the head that
+/// goes to the target into `head`.
+fn parse(buf: &[u8], proxy: &Proxy, client: &Client, head: &mut Vec<u8>) -> Parsed {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut fields);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Err(_) => return Parsed::Handoff,
+    };
+    let (Some(method), Some(path), Some(version)) = (req.method, req.path, req.version) else {
+        return Parsed::Handoff;
+    };
+    let method = match Method::from_bytes(method.as_bytes()) {
+        Ok(method) if is_idempotent(&method) => method,
+        _ => return Parsed::Handoff,
+    };
+    // Origin-form only: an absolute-form target is rewritten by the general path.
+    if !path.starts_with('/') {
+        return Parsed::Handoff;
+    }
+    let http10 = version == 0;
+    let mut connection: Vec<&[u8]> = Vec::new();
+    let (mut close, mut keep) = (false, false);
+    for f in req.headers.iter() {
+        let name = f.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"content-length") {
+            if f.value.trim_ascii() != b"0" {
+                return Parsed::Handoff;
+            }
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding")
+            || name.eq_ignore_ascii_case(b"upgrade")
+            || name.eq_ignore_ascii_case(b"expect")
+        {
+            return Parsed::Handoff;
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            for token in f.value.split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                close |= token.eq_ignore_ascii_case(b"close");
+                keep |= token.eq_ignore_ascii_case(b"keep-alive");
+                connection.push(token);
+            }
+        }
+    }
+    let keep_alive = if http10 { keep } else { !close };
+
+    let rules = &proxy.rules.request;
+    head.extend_from_slice(method.as_str().as_bytes());
+    head.push(b' ');
+    head.extend_from_slice(path.as_bytes());
+    head.extend_from_slice(b" HTTP/1.1\r\n");
+    let (mut host, mut prior_for, mut has_id) = (None, None, false);
+    for f in req.headers.iter() {
+        let name = f.name.as_bytes();
+        if is_hop_by_hop(name) || connection.iter().any(|t| t.eq_ignore_ascii_case(name)) {
+            continue;
+        }
+        if name.eq_ignore_ascii_case(b"host") {
+            host = host.or(Some(f.value));
+            continue;
+        }
+        if name.eq_ignore_ascii_case(b"x-forwarded-for") {
+            prior_for = prior_for.or(Some(f.value));
+            continue;
+        }
+        if name.eq_ignore_ascii_case(b"x-forwarded-proto")
+            || name.eq_ignore_ascii_case(b"x-forwarded-host")
+        {
+            continue;
+        }
+        has_id |= name.eq_ignore_ascii_case(b"x-request-id");
+        if !ruled(rules, name) {
+            field(head, name, f.value);
+        }
+    }
+    // The proxy's own fields, then the stack file's rules over them, as on the general path
+    // (`headers::add_forwarded`, then `headers::apply`).
+    if let Some(host) = host {
+        if !ruled(rules, b"host") {
+            field(head, b"host", host);
+        }
+    }
+    if !ruled(rules, b"x-forwarded-for") {
+        head.extend_from_slice(b"x-forwarded-for: ");
+        if let Some(prior) = prior_for {
+            head.extend_from_slice(prior);
+            head.extend_from_slice(b", ");
+        }
+        head.extend_from_slice(client.ip_header.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    if !ruled(rules, b"x-forwarded-proto") {
+        field(head, b"x-forwarded-proto", client.scheme.as_bytes());
+    }
+    if let Some(host) = host {
+        if !ruled(rules, b"x-forwarded-host") {
+            field(head, b"x-forwarded-host", host);
+        }
+    }
+    if !has_id && !ruled(rules, b"x-request-id") {
+        field(head, b"x-request-id", &crate::headers::request_id());
+    }
+    for (name, value) in rules.set.iter().chain(&rules.add) {
+        field(head, name.as_str().as_bytes(), value.as_bytes());
+    }
+    head.extend_from_slice(b"\r\n");
+    Parsed::Taken(Taken {
+        len,
+        method,
+        keep_alive,
+        http10,
+    })
+}
+
+fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+fn is_hop_by_hop(name: &[u8]) -> bool {
+    HOP_BY_HOP
+        .iter()
+        .any(|h| name.eq_ignore_ascii_case(h.as_bytes()))
+}
+
+/// Whether a rule removes or replaces fields of this name.
+fn ruled(rules: &Rules, name: &[u8]) -> bool {
+    let is = |n: &HeaderName| name.eq_ignore_ascii_case(n.as_str().as_bytes());
+    rules.remove.iter().any(is) || rules.set.iter().any(|(n, _)| is(n))
+}
+
+/// The client's response head: the target's status and fields, less hop-by-hop ones, with the
+/// framing this connection uses and the stack file's response rules.
+fn response_head(
+    out: &mut Vec<u8>,
+    answer: &upstream::Head,
+    rules: &Rules,
+    keep_alive: bool,
+    http10: bool,
+) {
+    status_line(out, answer.status, answer.reason());
+    let mut connection: Vec<&[u8]> = Vec::new();
+    let mut has_date = false;
+    for (name, value) in answer.fields() {
+        if name.eq_ignore_ascii_case(b"connection") {
+            connection.extend(value.split(|&b| b == b',').map(<[u8]>::trim_ascii));
+        }
+        has_date |= name.eq_ignore_ascii_case(b"date");
+    }
+    let framing = answer.framing;
+    for (name, value) in answer.fields() {
+        if is_hop_by_hop(name)
+            || name.eq_ignore_ascii_case(b"upgrade")
+            || connection.iter().any(|t| t.eq_ignore_ascii_case(name))
+            || ruled(rules, name)
+        {
+            continue;
+        }
+        // The length is the proxy's to state when it frames the body; a body-less answer
+        // (HEAD, 304) keeps the one it describes.
+        if framing != Framing::Done && name.eq_ignore_ascii_case(b"content-length") {
+            continue;
+        }
+        field(out, name, value);
+    }
+    match framing {
+        Framing::Length(n) => {
+            let _ = write!(out, "content-length: {n}\r\n");
+        }
+        Framing::Chunked(_) | Framing::UntilClose if !http10 => {
+            out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+        }
+        _ => {}
+    }
+    if !has_date {
+        date(out);
+    }
+    for (name, value) in rules.set.iter().chain(&rules.add) {
+        field(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    connection_field(out, keep_alive, http10);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A 502/503/504 the proxy answers itself, as [`ProxyError::response`] does on the general path.
+fn error_response(
+    out: &mut Vec<u8>,
+    error: ProxyError,
+    head_only: bool,
+    keep_alive: bool,
+    http10: bool,
+) {
+    let status = error.status();
+    let text = error.text();
+    status_line(out, status, b"");
+    field(out, b"x-cutover-error", error.reason().as_bytes());
+    field(out, b"content-type", b"text/plain; charset=utf-8");
+    let _ = write!(out, "content-length: {}\r\n", text.len());
+    date(out);
+    connection_field(out, keep_alive, http10);
+    out.extend_from_slice(b"\r\n");
+    if !head_only {
+        out.extend_from_slice(text.as_bytes());
+    }
+}
+
+fn status_line(out: &mut Vec<u8>, status: StatusCode, reason: &[u8]) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    match (reason, status.canonical_reason()) {
+        (b"", Some(canonical)) => out.extend_from_slice(canonical.as_bytes()),
+        (reason, _) => out.extend_from_slice(reason),
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+fn connection_field(out: &mut Vec<u8>, keep_alive: bool, http10: bool) {
+    match (keep_alive, http10) {
+        (false, _) => out.extend_from_slice(b"connection: close\r\n"),
+        (true, true) => out.extend_from_slice(b"connection: keep-alive\r\n"),
+        (true, false) => {}
+    }
+}
+
+thread_local! {
+    /// The `date` field for the current second, made once a second per thread.
+    static DATE: RefCell<(u64, Vec<u8>)> = const { RefCell::new((u64::MAX, Vec::new())) };
+}
+
+fn date(out: &mut Vec<u8>) {
+    let now = SystemTime::now();
+    let second = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    DATE.with(|cached| {
+        let mut cached = cached.borrow_mut();
+        if cached.0 != second {
+            cached.1 = format!("date: {}\r\n", httpdate::fmt_http_date(now)).into_bytes();
+            cached.0 = second;
+        }
+        out.extend_from_slice(&cached.1);
+    });
+}
+
+/// A connection handed to hyper: the bytes this path read and did not use come first.
+pub struct Prefixed<IO> {
+    prefix: Bytes,
+    io: IO,
+}
+
+impl<IO> Prefixed<IO> {
+    pub fn new(prefix: Bytes, io: IO) -> Self {
+        Self { prefix, io }
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Prefixed<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            let taken = self.prefix.split_to(n);
+            buf.put_slice(&taken);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Prefixed<IO> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
