@@ -10,8 +10,11 @@ use bytes::Bytes;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -19,6 +22,7 @@ use tokio_util::task::TaskTracker;
 use crate::downstream::{self, Outcome, Prefixed};
 use crate::forward::Proxy;
 use crate::headers::Client;
+use crate::worker::Padded;
 
 /// A client must send its request headers within this; a slow-loris client is cut off.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -50,7 +54,8 @@ impl Default for ListenerOptions {
 ///
 /// Like nginx's worker processes, each worker thread runs its own single-threaded runtime and
 /// accepts on the shared socket; a connection, its requests and the target connections they use
-/// stay on one thread, so a request costs no cross-thread wake-ups.
+/// stay on one thread, so a request costs no cross-thread wake-ups. Whichever worker accepts a
+/// connection, the one with the fewest open serves it ([`Workers`]).
 pub async fn serve(
     listener: TcpListener,
     proxy: Arc<Proxy>,
@@ -68,8 +73,10 @@ pub async fn serve(
     // Dropping this future (its runtime shutting down, say) stops the workers too.
     let _stop_on_drop = stop.clone().drop_guard();
     let mut done = Vec::with_capacity(workers);
+    let (spread, mut inboxes) = Workers::new(workers);
     for index in 0..workers {
         let listener = listener.try_clone()?;
+        let (spread, inbox) = (spread.clone(), inboxes.remove(0));
         // A copy per worker: requests clone the `Arc` they run under, and a count shared by all
         // workers would bounce between their cores on every request.
         let proxy = Arc::new(Proxy::clone(&proxy));
@@ -85,8 +92,19 @@ pub async fn serve(
                     .and_then(|runtime| {
                         runtime.block_on(async {
                             let listener = TcpListener::from_std(listener)?;
-                            accept_loop(listener, proxy, options, stop.clone().cancelled_owned())
-                                .await
+                            let me = Worker {
+                                index,
+                                spread,
+                                inbox,
+                            };
+                            accept_loop(
+                                listener,
+                                me,
+                                proxy,
+                                options,
+                                stop.clone().cancelled_owned(),
+                            )
+                            .await
                         })
                     });
                 // A worker that fails takes the listener down with it.
@@ -109,6 +127,110 @@ pub async fn serve(
         }
     }
     result
+}
+
+/// A connection handed from the worker that accepted it to the one that serves it.
+type Handed = (std::net::TcpStream, SocketAddr, Open);
+
+/// The workers of one listener and how many connections each has open.
+///
+/// Accepting on a shared socket spreads connections badly: a worker woken for a burst of
+/// connects accepts them all before the others wake (measured: all 64 of a benchmark's
+/// connections on one of two workers, two runs in three). So whichever worker accepts, the
+/// connection goes to the worker with the fewest open, over that worker's inbox.
+struct Workers {
+    open: Vec<Padded<AtomicUsize>>,
+    inboxes: Vec<mpsc::UnboundedSender<Handed>>,
+}
+
+impl Workers {
+    fn new(n: usize) -> (Arc<Self>, Vec<mpsc::UnboundedReceiver<Handed>>) {
+        let (inboxes, receivers) = (0..n).map(|_| mpsc::unbounded_channel()).unzip();
+        let workers = Self {
+            open: (0..n).map(|_| Padded::default()).collect(),
+            inboxes,
+        };
+        (Arc::new(workers), receivers)
+    }
+
+    /// Counts a new connection against the worker with the fewest open (`me` on a tie).
+    fn assign(self: &Arc<Self>, me: usize) -> Open {
+        let mut best = me;
+        let mut least = self.open[me].0.load(Ordering::Relaxed);
+        for (index, open) in self.open.iter().enumerate() {
+            let open = open.0.load(Ordering::Relaxed);
+            if open < least {
+                (best, least) = (index, open);
+            }
+        }
+        self.open[best].0.fetch_add(1, Ordering::Relaxed);
+        Open {
+            workers: self.clone(),
+            index: best,
+        }
+    }
+}
+
+/// One open connection counted against a worker, until it drops.
+struct Open {
+    workers: Arc<Workers>,
+    index: usize,
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.workers.open[self.index]
+            .0
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// One worker's side of [`Workers`].
+struct Worker {
+    index: usize,
+    spread: Arc<Workers>,
+    inbox: mpsc::UnboundedReceiver<Handed>,
+}
+
+impl Worker {
+    /// The next connection this worker serves: one it accepted and keeps, or one handed to it.
+    /// `None` after a failed accept (usually EMFILE), having backed off briefly rather than spin.
+    async fn next(&mut self, listener: &TcpListener) -> Option<(TcpStream, SocketAddr, Open)> {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        return None;
+                    }
+                };
+                let open = self.spread.assign(self.index);
+                if open.index == self.index {
+                    return Some((stream, peer, open));
+                }
+                let to = open.index;
+                let handed = match stream.into_std() {
+                    Ok(std) => (std, peer, open),
+                    Err(e) => {
+                        tracing::debug!(%peer, error = %e, "could not hand a connection over");
+                        return None;
+                    }
+                };
+                match self.spread.inboxes[to].send(handed) {
+                    Ok(()) => None,
+                    // That worker has stopped: serve it here.
+                    Err(mpsc::error::SendError((std, peer, open))) => {
+                        TcpStream::from_std(std).ok().map(|s| (s, peer, open))
+                    }
+                }
+            }
+            Some((std, peer, open)) = self.inbox.recv() => {
+                TcpStream::from_std(std).ok().map(|s| (s, peer, open))
+            }
+        }
+    }
 }
 
 /// HTTP/1.1 and HTTP/2 on one connection builder, with the slow-loris header read timeout.
@@ -138,6 +260,7 @@ async fn accept(listener: &TcpListener) -> Option<(tokio::net::TcpStream, Socket
 
 async fn accept_loop(
     listener: TcpListener,
+    mut me: Worker,
     proxy: Arc<Proxy>,
     options: ListenerOptions,
     shutdown: impl Future<Output = ()>,
@@ -152,15 +275,16 @@ async fn accept_loop(
     };
     tokio::pin!(shutdown);
     loop {
-        let (stream, peer) = tokio::select! {
-            accepted = accept(&listener) => match accepted {
-                Some(pair) => pair,
+        let (stream, peer, open) = tokio::select! {
+            next = me.next(&listener) => match next {
+                Some(next) => next,
                 None => continue,
             },
             _ = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
         let conn = Connection {
+            _open: open,
             proxy: proxy.clone(),
             client: Arc::new(Client::new(peer.ip(), scheme)),
             builder: builder.clone(),
@@ -204,6 +328,7 @@ async fn accept_loop(
 
 /// One accepted client connection and what serving it needs.
 struct Connection {
+    _open: Open,
     proxy: Arc<Proxy>,
     client: Arc<Client>,
     builder: Arc<auto::Builder<TokioExecutor>>,
@@ -286,5 +411,29 @@ pub async fn serve_redirect(
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_go_to_the_worker_with_the_fewest_open() {
+        let (workers, _inboxes) = Workers::new(3);
+        // Whoever accepts, the connections spread 0, 1, 2, then the acceptor again on a tie.
+        let held: Vec<Open> = [0, 0, 2, 1].iter().map(|&me| workers.assign(me)).collect();
+        let served: Vec<usize> = held.iter().map(|o| o.index).collect();
+        assert_eq!(served, [0, 1, 2, 1]);
+        // A connection that ends frees its place.
+        drop(held);
+        let open: Vec<usize> = workers
+            .open
+            .iter()
+            .map(|o| o.0.load(Ordering::Relaxed))
+            .collect();
+        assert_eq!(open, [0, 0, 0]);
+        let again = workers.assign(2);
+        assert_eq!(again.index, 2);
     }
 }
