@@ -145,7 +145,7 @@ where
                 keep_alive,
                 taken.http10,
             );
-            io.write_all(out).await?;
+            send(io, out).await?;
             return Ok(keep_alive);
         }
     };
@@ -180,12 +180,12 @@ where
             if chunked {
                 out.extend_from_slice(b"0\r\n\r\n");
             }
-            io.write_all(out).await?;
+            send(io, out).await?;
             conn.release(answer.keep_alive, guard.backend());
             return Ok(keep_alive);
         }
         if !out.is_empty() {
-            io.write_all(out).await?;
+            send(io, out).await?;
             out.clear();
         }
         match upstream::body_data(&mut conn, &mut framing).await {
@@ -194,6 +194,13 @@ where
             Err(why) => return Err(broken(guard.backend().key.as_str(), why)),
         }
     }
+}
+
+/// Writes `out` and flushes it: the `AsyncWrite` contract lets a stream (TLS) hold written
+/// bytes until flushed.
+async fn send<IO: AsyncWrite + Unpin>(io: &mut IO, out: &[u8]) -> std::io::Result<()> {
+    io.write_all(out).await?;
+    io.flush().await
 }
 
 /// The target broke its response off after the head went out: all the client can be told is

@@ -279,3 +279,25 @@ async fn shutdown_finishes_the_request_in_flight_and_closes_idle_connections() {
     assert_eq!(answers[0].status, 200);
     assert_eq!(answers[0].header("connection"), Some("close"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_answers_arrive_whole_by_length_and_by_chunks() {
+    let stack = Stack::one_worker().await;
+    let target = support::big_body_target(3 << 20).await;
+    stack.group("web", 100);
+    stack.add_healthy("web", &target.to_string()).await;
+    for path in ["/length", "/chunked", "/length"] {
+        let resp = support::client()
+            .get(stack.url(path))
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(resp.status(), 200);
+        let body = resp.bytes().await.expect("body");
+        assert!(
+            body == support::pattern(3 << 20),
+            "{path}: {} bytes, not the pattern",
+            body.len()
+        );
+    }
+}

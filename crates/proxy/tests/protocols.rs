@@ -22,43 +22,68 @@ async fn one_target(stack: &Stack, backend: &Backend) {
     stack.add_healthy("web", &backend.key()).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tls_with_a_self_signed_certificate_and_alpn() {
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("certificate");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    std::fs::write(&cert_path, cert.cert.pem()).expect("write cert");
-    std::fs::write(&key_path, cert.key_pair.serialize_pem()).expect("write key");
-    let acceptor = cutover_proxy::tls::acceptor(&cert_path, &key_path).expect("acceptor");
-    let stack = Stack::start(
-        HeaderRules::default(),
-        ListenerOptions {
-            tls: Some(acceptor),
-            workers: 1,
-            ..ListenerOptions::default()
-        },
-    )
-    .await;
-    let app = Backend::start(&["--version", "tls"]).await;
-    one_target(&stack, &app).await;
+/// A TLS listener with a fresh self-signed certificate for `localhost`, and a client for it that
+/// offers `alpn`.
+struct Tls {
+    stack: Stack,
+    roots: rustls::RootCertStore,
+    _dir: tempfile::TempDir,
+}
 
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert.cert.der().clone()).expect("root");
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    for (alpn, expect_h2) in [(b"h2".to_vec(), true), (b"http/1.1".to_vec(), false)] {
-        let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+impl Tls {
+    async fn start() -> Self {
+        let cert =
+            rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("certificate");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        std::fs::write(&cert_path, cert.cert.pem()).expect("write cert");
+        std::fs::write(&key_path, cert.key_pair.serialize_pem()).expect("write key");
+        let acceptor = cutover_proxy::tls::acceptor(&cert_path, &key_path).expect("acceptor");
+        let stack = Stack::start(
+            HeaderRules::default(),
+            ListenerOptions {
+                tls: Some(acceptor),
+                workers: 1,
+                ..ListenerOptions::default()
+            },
+        )
+        .await;
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert.cert.der().clone()).expect("root");
+        Self {
+            stack,
+            roots,
+            _dir: dir,
+        }
+    }
+
+    async fn connect(&self, alpn: &[u8]) -> tokio_rustls::client::TlsStream<TcpStream> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .expect("versions")
-            .with_root_certificates(roots.clone())
+            .with_root_certificates(self.roots.clone())
             .with_no_client_auth();
-        config.alpn_protocols = vec![alpn];
+        config.alpn_protocols = vec![alpn.to_vec()];
         let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-        let tcp = TcpStream::connect(stack.addr).await.expect("connect");
+        let tcp = TcpStream::connect(self.stack.addr).await.expect("connect");
         let server_name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
-        let tls = connector
+        connector
             .connect(server_name, tcp)
             .await
-            .expect("TLS handshake");
+            .expect("TLS handshake")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_self_signed_certificate_and_alpn() {
+    let tls_stack = Tls::start().await;
+    let stack = &tls_stack.stack;
+    let app = Backend::start(&["--version", "tls"]).await;
+    one_target(stack, &app).await;
+
+    for (alpn, expect_h2) in [(&b"h2"[..], true), (&b"http/1.1"[..], false)] {
+        let tls = tls_stack.connect(alpn).await;
         let negotiated_h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
         assert_eq!(negotiated_h2, expect_h2);
         let io = TokioIo::new(tls);
@@ -84,6 +109,33 @@ async fn tls_with_a_self_signed_certificate_and_alpn() {
         };
         assert_eq!(resp.status(), 200);
         assert_eq!(resp.headers()["x-app-version"], "tls");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_answers_over_tls_arrive_whole() {
+    let tls = Tls::start().await;
+    let target = support::big_body_target(2 << 20).await;
+    tls.stack.group("web", 100);
+    tls.stack.add_healthy("web", &target.to_string()).await;
+    let io = TokioIo::new(tls.connect(b"http/1.1").await);
+    let (mut send, conn) = hyper::client::conn::http1::handshake(io)
+        .await
+        .expect("h1 handshake");
+    tokio::spawn(conn);
+    for path in ["/length", "/chunked"] {
+        let req = Request::get(path)
+            .header("host", "localhost")
+            .body(Empty::<Bytes>::new())
+            .expect("req");
+        let resp = send.send_request(req).await.expect("response");
+        assert_eq!(resp.status(), 200);
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        assert!(
+            body == support::pattern(2 << 20),
+            "{path}: {} bytes, not the pattern",
+            body.len()
+        );
     }
 }
 

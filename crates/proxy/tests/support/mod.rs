@@ -188,3 +188,60 @@ pub fn client() -> reqwest::Client {
         .build()
         .expect("client")
 }
+
+/// A target whose every answer (its health check's too) is `len` bytes of a known pattern:
+/// framed by its length, or chunked in pieces for paths starting with `/chunked`.
+pub async fn big_body_target(len: usize) -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let body = pattern(len);
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let chunked = seen.starts_with(b"GET /chunked");
+                        seen.drain(..end + 4);
+                        let mut answer = Vec::with_capacity(len + 1024);
+                        if chunked {
+                            answer.extend_from_slice(
+                                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
+                            );
+                            for piece in body.chunks(7919) {
+                                answer
+                                    .extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+                                answer.extend_from_slice(piece);
+                                answer.extend_from_slice(b"\r\n");
+                            }
+                            answer.extend_from_slice(b"0\r\n\r\n");
+                        } else {
+                            answer.extend_from_slice(
+                                format!("HTTP/1.1 200 OK\r\ncontent-length: {len}\r\n\r\n")
+                                    .as_bytes(),
+                            );
+                            answer.extend_from_slice(&body);
+                        }
+                        if s.write_all(&answer).await.is_err() {
+                            return;
+                        }
+                    }
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// `len` bytes that are not all alike, so a lost or repeated piece shows.
+pub fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i % 251) as u8).collect()
+}
