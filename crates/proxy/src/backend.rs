@@ -202,23 +202,25 @@ impl Backend {
     /// on while it was idle. One the target closes just as it is taken is found out by using it:
     /// the caller drops this worker's idle connections then ([`Backend::clear_raw_pool`]) and
     /// sends the request again.
-    pub fn checkout_raw(&self) -> Option<upstream::Conn> {
+    pub fn checkout_raw(&self, now: Instant) -> Option<upstream::Conn> {
         let mut idle = self.raw[shard()].lock().ok()?;
         while let Some(conn) = idle.pop() {
-            if conn.idle_since.elapsed() < POOL_IDLE_TIMEOUT && conn.is_quiet() {
+            if now.saturating_duration_since(conn.idle_since) < POOL_IDLE_TIMEOUT && conn.is_quiet()
+            {
                 return Some(conn);
             }
         }
         None
     }
 
-    pub fn checkin_raw(&self, mut conn: upstream::Conn) {
+    /// Pools a connection whose response was read to its end; it has been idle since its
+    /// response head arrived (`Conn::idle_since`).
+    pub fn checkin_raw(&self, conn: upstream::Conn) {
         if self.cut.is_cancelled() {
             return;
         }
         if let Ok(mut idle) = self.raw[shard()].lock() {
             if idle.len() < POOL_MAX_IDLE {
-                conn.idle_since = Instant::now();
                 idle.push(conn);
             }
         }

@@ -15,6 +15,8 @@
 use std::cell::RefCell;
 use std::io::Write as _;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
@@ -46,6 +48,30 @@ pub enum Outcome {
     Handoff(Bytes),
 }
 
+/// A listener's shutdown as its connections see it.
+#[derive(Clone, Default)]
+pub struct Closing {
+    token: CancellationToken,
+    /// Set before the token is cancelled: read once per request, where the token's own check
+    /// takes a lock.
+    flag: Arc<AtomicBool>,
+}
+
+impl Closing {
+    pub fn close(&self) {
+        self.flag.store(true, Ordering::Relaxed);
+        self.token.cancel();
+    }
+
+    pub fn is_closing(&self) -> bool {
+        self.flag.load(Ordering::Relaxed)
+    }
+
+    pub async fn closed(&self) {
+        self.token.cancelled().await
+    }
+}
+
 /// A request taken on this path.
 struct Taken {
     /// Length of its head in the client's buffer.
@@ -69,7 +95,7 @@ pub async fn serve<IO>(
     proxy: &Proxy,
     client: &Client,
     header_timeout: Duration,
-    closing: &CancellationToken,
+    closing: &Closing,
 ) -> std::io::Result<Outcome>
 where
     IO: AsyncRead + AsyncWrite + Unpin,
@@ -77,7 +103,7 @@ where
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut head = Vec::with_capacity(512);
     let mut out = Vec::with_capacity(1024);
-    let closed = closing.cancelled();
+    let closed = closing.closed();
     tokio::pin!(closed);
     let timeout = tokio::time::sleep(header_timeout);
     tokio::pin!(timeout);
@@ -128,7 +154,7 @@ async fn answer<IO>(
     taken: &Taken,
     head: &[u8],
     out: &mut Vec<u8>,
-    closing: &CancellationToken,
+    closing: &Closing,
 ) -> std::io::Result<bool>
 where
     IO: AsyncWrite + Unpin,
@@ -136,7 +162,7 @@ where
     let (mut conn, answer, guard) = match proxy.exchange_bodiless(head, &taken.method).await {
         Ok(exchanged) => exchanged,
         Err(e) => {
-            let keep_alive = taken.keep_alive && !closing.is_cancelled();
+            let keep_alive = taken.keep_alive && !closing.is_closing();
             out.clear();
             error_response(
                 out,
@@ -153,7 +179,7 @@ where
     // An HTTP/1.0 client cannot take chunks: a body of unknown length ends with the connection.
     let delimited = matches!(framing, Framing::Chunked(_) | Framing::UntilClose);
     let chunked = delimited && !taken.http10;
-    let keep_alive = taken.keep_alive && !closing.is_cancelled() && !(delimited && taken.http10);
+    let keep_alive = taken.keep_alive && !closing.is_closing() && !(delimited && taken.http10);
     out.clear();
     response_head(
         out,
@@ -226,9 +252,10 @@ fn frame(out: &mut Vec<u8>, data: &[u8], chunked: bool) {
 /// Parses a request head off the front of `buf`; if this path takes it, writes the head that
 /// goes to the target into `head`.
 fn parse(buf: &[u8], proxy: &Proxy, client: &Client, head: &mut Vec<u8>) -> Parsed {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut fields);
-    let len = match req.parse(buf) {
+    // Left uninitialised, as in `upstream::parse_head`.
+    let mut fields = [std::mem::MaybeUninit::<httparse::Header>::uninit(); MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let len = match req.parse_with_uninit_headers(buf, &mut fields) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Parsed::Partial,
         Err(_) => return Parsed::Handoff,

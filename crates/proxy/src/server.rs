@@ -16,10 +16,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::downstream::{self, Outcome, Prefixed};
+use crate::downstream::{self, Closing, Outcome, Prefixed};
 use crate::forward::Proxy;
 use crate::headers::Client;
 use crate::worker::Padded;
@@ -267,7 +266,7 @@ async fn accept_loop(
 ) -> std::io::Result<()> {
     let builder = http_builder(options.header_read_timeout);
     let connections = TaskTracker::new();
-    let closing = CancellationToken::new();
+    let closing = Closing::default();
     let scheme = if options.tls.is_some() {
         "https"
     } else {
@@ -315,7 +314,7 @@ async fn accept_loop(
         }
     }
     drop(listener);
-    closing.cancel();
+    closing.close();
     connections.close();
     if tokio::time::timeout(SHUTDOWN_GRACE, connections.wait())
         .await
@@ -334,7 +333,7 @@ struct Connection {
     builder: Arc<auto::Builder<TokioExecutor>>,
     header_read_timeout: Duration,
     /// Cancelled when the listener shuts down: connections finish the request they are on.
-    closing: CancellationToken,
+    closing: Closing,
 }
 
 impl Connection {
@@ -376,7 +375,7 @@ impl Connection {
         tokio::pin!(conn);
         let served = tokio::select! {
             served = conn.as_mut() => served,
-            _ = self.closing.cancelled() => {
+            _ = self.closing.closed() => {
                 conn.as_mut().graceful_shutdown();
                 conn.await
             }
