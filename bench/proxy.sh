@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
 # Load balancer throughput and latency: one demo-app backend, then wrk (keep-alive) against the
 # backend direct, cutover, nginx and HAProxy, each with two workers/threads and upstream
-# keep-alive, in alternating rounds. Prints medians; --json prints them as one object.
-# Usage: bench/proxy.sh [--json] [--rounds N] [--seconds S] [--connections C]
+# keep-alive, in alternating rounds. Then latency at equal load: the probe in open loop at a
+# fixed rate against each, in alternating rounds too (closed-loop p99 rises with the throughput
+# a proxy reaches, so it alone does not compare latency). Prints medians; --json prints them as
+# one object. Usage: bench/proxy.sh [--json] [--rounds N] [--seconds S] [--connections C] [--rate R]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-json=0 rounds=3 secs=5 conns=64
+json=0 rounds=3 secs=5 conns=64 rate=10000
 while [ $# -gt 0 ]; do
   case "$1" in
     --json) json=1 ;;
     --rounds) rounds=$2; shift ;;
     --seconds) secs=$2; shift ;;
     --connections) conns=$2; shift ;;
+    --rate) rate=$2; shift ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -118,7 +121,7 @@ cpu_ticks() {
 hz=$(getconf CLK_TCK)
 names=(direct cutover nginx haproxy)
 to_ms() { awk '{ v=$1; if (v ~ /us$/) { sub(/us$/,"",v); print v/1000 } else if (v ~ /ms$/) { sub(/ms$/,"",v); print v } else if (v ~ /s$/) { sub(/s$/,"",v); print v*1000 } else print v }'; }
-for name in "${names[@]}"; do : >"$work/$name.rps"; : >"$work/$name.p50"; : >"$work/$name.p99"; : >"$work/$name.cpu"; done
+for name in "${names[@]}"; do : >"$work/$name.rps"; : >"$work/$name.p50"; : >"$work/$name.p99"; : >"$work/$name.cpu"; : >"$work/$name.op50"; : >"$work/$name.op99"; done
 for name in "${names[@]}"; do wrk -t2 -c"$conns" -d1s "http://127.0.0.1:${port[$name]}/" >/dev/null; done  # warm up
 for r in $(seq "$rounds"); do
   for name in "${names[@]}"; do
@@ -134,21 +137,32 @@ for r in $(seq "$rounds"); do
     log "round $r $name: $(tail -1 "$work/$name.rps") req/s, p50 $(tail -1 "$work/$name.p50") ms, p99 $(tail -1 "$work/$name.p99") ms, $(tail -1 "$work/$name.cpu") us CPU/request"
   done
 done
+for r in $(seq "$rounds"); do
+  for name in "${names[@]}"; do
+    out=$(target/release/cutover probe "http://127.0.0.1:${port[$name]}/" --rate "$rate" --duration "${secs}s" --json -q || true)
+    echo "$out" | python3 -c 'import json,sys; print(json.load(sys.stdin)["latency_ms"]["p50"])' >>"$work/$name.op50"
+    echo "$out" | python3 -c 'import json,sys; print(json.load(sys.stdin)["latency_ms"]["p99"])' >>"$work/$name.op99"
+    failed=$(echo "$out" | python3 -c 'import json,sys; print(json.load(sys.stdin)["failed"])')
+    [ "$failed" = 0 ] || log "$name open-loop round $r: $failed requests failed"
+    log "open loop at $rate req/s, round $r $name: p50 $(tail -1 "$work/$name.op50") ms, p99 $(tail -1 "$work/$name.op99") ms"
+  done
+done
 median() { sort -g "$1" | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 if [ "$json" = 1 ]; then
   sep=""
   printf '{'
   for name in "${names[@]}"; do
-    printf '%s"%s": {"rps": %s, "p50_ms": %s, "p99_ms": %s, "cpu_us_per_request": %s}' "$sep" "$name" "$(median "$work/$name.rps")" "$(median "$work/$name.p50")" "$(median "$work/$name.p99")" "$(median "$work/$name.cpu")"
+    printf '%s"%s": {"rps": %s, "p50_ms": %s, "p99_ms": %s, "cpu_us_per_request": %s, "open_loop_rate": %s, "open_loop_p50_ms": %s, "open_loop_p99_ms": %s}' "$sep" "$name" "$(median "$work/$name.rps")" "$(median "$work/$name.p50")" "$(median "$work/$name.p99")" "$(median "$work/$name.cpu")" "$rate" "$(median "$work/$name.op50")" "$(median "$work/$name.op99")"
     sep=", "
   done
   printf '}\n'
 else
   echo "medians of $rounds rounds, ${secs}s each, wrk -t2 -c$conns, 2 workers per proxy, one demo-app backend:"
-  printf '%-8s %12s %10s %10s %14s %14s\n' proxy req/s p50_ms p99_ms "vs nginx rps" "CPU us/req"
+  printf '%-8s %12s %10s %10s %14s %14s %12s %12s\n' proxy req/s p50_ms p99_ms "vs nginx rps" "CPU us/req" "@rate p50" "@rate p99"
   nginx_rps=$(median "$work/nginx.rps")
   for name in "${names[@]}"; do
     rps=$(median "$work/$name.rps")
-    printf '%-8s %12s %10s %10s %14s %14s\n' "$name" "$rps" "$(median "$work/$name.p50")" "$(median "$work/$name.p99")" "$(awk -v a="$rps" -v b="$nginx_rps" 'BEGIN {printf "%.2f", a/b}')" "$(median "$work/$name.cpu")"
+    printf '%-8s %12s %10s %10s %14s %14s %12s %12s\n' "$name" "$rps" "$(median "$work/$name.p50")" "$(median "$work/$name.p99")" "$(awk -v a="$rps" -v b="$nginx_rps" 'BEGIN {printf "%.2f", a/b}')" "$(median "$work/$name.cpu")" "$(median "$work/$name.op50")" "$(median "$work/$name.op99")"
   done
+  echo "(@rate: the probe in open loop at $rate req/s, latency in ms from each request's scheduled send time)"
 fi
