@@ -554,3 +554,158 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Prefixed<IO> {
         Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::headers::HeaderRules;
+    use crate::registry::Registry;
+    use http::HeaderValue;
+
+    fn taken(request: &str, rules: HeaderRules) -> Option<(Taken, String)> {
+        let proxy = Proxy::new(Registry::new(), rules);
+        let client = Client::new("192.0.2.7".parse().expect("ip"), "https");
+        let mut head = Vec::new();
+        match parse(request.as_bytes(), &proxy, &client, &mut head) {
+            Parsed::Taken(taken) => Some((taken, String::from_utf8(head).expect("ascii"))),
+            Parsed::Partial | Parsed::Handoff => None,
+        }
+    }
+
+    fn fields(head: &str) -> Vec<&str> {
+        head.split("\r\n")
+            .skip(1)
+            .filter(|l| !l.is_empty())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn the_targets_head_drops_hop_by_hop_fields_and_adds_the_proxys_own() {
+        let (taken, head) = taken(
+            "GET /a?b=1 HTTP/1.1\r\nHost: shop.test\r\nConnection: keep-alive, X-Secret\r\n\
+             X-Secret: s\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nX-Forwarded-For: 10.0.0.1\r\n\
+             X-Forwarded-Proto: http\r\nX-Request-Id: abc\r\nAccept: */*\r\n\r\n",
+            HeaderRules::default(),
+        )
+        .expect("taken");
+        assert!(taken.keep_alive && !taken.http10);
+        assert!(head.starts_with("GET /a?b=1 HTTP/1.1\r\n"), "{head}");
+        assert!(head.ends_with("\r\n\r\n"), "{head}");
+        let mut got = fields(&head);
+        got.sort_unstable();
+        assert_eq!(
+            got,
+            [
+                "Accept: */*",
+                "X-Request-Id: abc",
+                "host: shop.test",
+                "x-forwarded-for: 10.0.0.1, 192.0.2.7",
+                "x-forwarded-host: shop.test",
+                "x-forwarded-proto: https",
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn rules_apply_over_the_proxys_fields_as_on_the_general_path() {
+        let name = |n: &'static str| HeaderName::from_static(n);
+        let rules = HeaderRules {
+            request: Rules {
+                set: vec![(name("x-team"), HeaderValue::from_static("payments"))],
+                add: vec![(name("x-tag"), HeaderValue::from_static("lb"))],
+                remove: vec![name("x-forwarded-for"), name("x-debug")],
+            },
+            ..HeaderRules::default()
+        };
+        let (_, head) = taken(
+            "GET / HTTP/1.1\r\nX-Team: web\r\nX-Tag: client\r\nX-Debug: 1\r\n\r\n",
+            rules,
+        )
+        .expect("taken");
+        let got = fields(&head);
+        assert!(
+            got.contains(&"x-team: payments") && !got.contains(&"X-Team: web"),
+            "{got:?}"
+        );
+        assert!(
+            got.contains(&"X-Tag: client") && got.contains(&"x-tag: lb"),
+            "{got:?}"
+        );
+        assert!(
+            !got.iter()
+                .any(|f| f.to_ascii_lowercase().starts_with("x-debug")),
+            "{got:?}"
+        );
+        assert!(
+            !got.iter().any(|f| f.starts_with("x-forwarded-for")),
+            "{got:?}"
+        );
+        assert!(
+            !got.iter().any(|f| f.starts_with("x-forwarded-host")),
+            "no host, none: {got:?}"
+        );
+        let id = got
+            .iter()
+            .find_map(|f| f.strip_prefix("x-request-id: "))
+            .expect("an id");
+        assert_eq!(id.len(), 32);
+    }
+
+    #[tokio::test]
+    async fn only_bodiless_idempotent_origin_form_requests_are_taken() {
+        let plain = HeaderRules::default;
+        for handed in [
+            "POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
+            "GET / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
+            "GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            "GET / HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+            "PUT / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
+            "GET http://a.test/ HTTP/1.1\r\n\r\n",
+            "OPTIONS * HTTP/1.1\r\n\r\n",
+            "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+            "GET / HTTP/1.1\r\nBad Header\r\n\r\n",
+        ] {
+            assert!(
+                taken(handed, plain()).is_none(),
+                "{handed:?} must go to hyper"
+            );
+        }
+        let (t, _) =
+            taken("DELETE /x HTTP/1.1\r\nContent-Length: 0\r\n\r\n", plain()).expect("taken");
+        assert_eq!(t.method, Method::DELETE);
+        let (t, _) = taken("HEAD / HTTP/1.0\r\n\r\n", plain()).expect("taken");
+        assert!(t.http10 && !t.keep_alive);
+        let (t, _) = taken("GET / HTTP/1.1\r\nConnection: close\r\n\r\n", plain()).expect("taken");
+        assert!(!t.keep_alive);
+        let (t, _) =
+            taken("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n", plain()).expect("taken");
+        assert!(t.keep_alive);
+    }
+
+    #[test]
+    fn answers_are_reframed_for_the_client() {
+        let mut buf = BytesMut::from(
+            &b"HTTP/1.1 200 Fine\r\nTransfer-Encoding: chunked\r\nContent-Length: 9\r\n\
+               Connection: X-Hop\r\nX-Hop: 1\r\nServer: t\r\n\r\n"[..],
+        );
+        let head = upstream::parse_head(&mut buf, &Method::GET)
+            .expect("valid")
+            .expect("complete");
+        let mut out = Vec::new();
+        response_head(&mut out, &head, &Rules::default(), true, false);
+        let text = String::from_utf8(out).expect("ascii");
+        assert!(text.starts_with("HTTP/1.1 200 Fine\r\n"), "{text}");
+        assert!(text.contains("Server: t\r\n") && text.contains("transfer-encoding: chunked\r\n"));
+        assert!(text.contains("\r\ndate: "), "{text}");
+        for gone in ["Content-Length", "X-Hop", "Connection"] {
+            assert!(!text.contains(gone), "{gone} in {text}");
+        }
+        let mut out = Vec::new();
+        response_head(&mut out, &head, &Rules::default(), false, true);
+        let text = String::from_utf8(out).expect("ascii");
+        assert!(
+            !text.contains("transfer-encoding") && text.contains("connection: close\r\n"),
+            "{text}"
+        );
+    }
+}

@@ -3,6 +3,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,9 +11,7 @@ use bytes::Bytes;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::io::{AsyncRead, AsyncWrite};
-
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
@@ -196,15 +195,8 @@ impl Worker {
     /// `None` after a failed accept (usually EMFILE), having backed off briefly rather than spin.
     async fn next(&mut self, listener: &TcpListener) -> Option<(TcpStream, SocketAddr, Open)> {
         tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(pair) => pair,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                        return None;
-                    }
-                };
+            accepted = accept(listener) => {
+                let (stream, peer) = accepted?;
                 let open = self.spread.assign(self.index);
                 if open.index == self.index {
                     return Some((stream, peer, open));

@@ -209,7 +209,10 @@ async fn read_some(stream: &mut TcpStream, buf: &mut BytesMut) -> std::io::Resul
 
 /// Parses one response head off the front of `buf`; `None` if it is not all there yet.
 /// Interim (1xx) responses are skipped: a bodiless request never asked to switch protocols.
-fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, ExchangeError> {
+pub(crate) fn parse_head(
+    buf: &mut BytesMut,
+    method: &Method,
+) -> Result<Option<Head>, ExchangeError> {
     loop {
         // Left uninitialised: zeroing 128 fields took longer than parsing a typical head.
         let mut fields = [std::mem::MaybeUninit::<httparse::Header>::uninit(); MAX_HEADERS];

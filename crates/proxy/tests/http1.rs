@@ -148,35 +148,12 @@ async fn pipelined_requests_then_a_body_then_more_on_one_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http10_clients_get_no_chunks_and_keep_alive_only_when_asked() {
-    use tokio::io::AsyncWriteExt;
     // A target that answers chunked, so the proxy must re-frame the body for an HTTP/1.0 client.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let target = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut seen = Vec::new();
-                let mut buf = [0u8; 4096];
-                loop {
-                    while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
-                        seen.drain(..end + 4);
-                        let answer: &[u8] =
-                            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n\
-                            3\r\none\r\n3\r\ntwo\r\n0\r\n\r\n";
-                        if s.write_all(answer).await.is_err() {
-                            return;
-                        }
-                    }
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => seen.extend_from_slice(&buf[..n]),
-                    }
-                }
-            });
-        }
-    });
+    let target = support::answering_target(|_| {
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\none\r\n3\r\ntwo\r\n0\r\n\r\n"
+            .to_vec()
+    })
+    .await;
     let stack = Stack::one_worker().await;
     stack.group("web", 100);
     stack.add_healthy("web", &target.to_string()).await;
@@ -283,7 +260,7 @@ async fn shutdown_finishes_the_request_in_flight_and_closes_idle_connections() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_answers_arrive_whole_by_length_and_by_chunks() {
     let stack = Stack::one_worker().await;
-    let target = support::big_body_target(3 << 20).await;
+    let target = support::big_body_target().await;
     stack.group("web", 100);
     stack.add_healthy("web", &target.to_string()).await;
     for path in ["/length", "/chunked", "/length"] {
@@ -295,7 +272,7 @@ async fn large_answers_arrive_whole_by_length_and_by_chunks() {
         assert_eq!(resp.status(), 200);
         let body = resp.bytes().await.expect("body");
         assert!(
-            body == support::pattern(3 << 20),
+            body == support::pattern(support::BIG_BODY),
             "{path}: {} bytes, not the pattern",
             body.len()
         );

@@ -115,7 +115,7 @@ async fn tls_with_a_self_signed_certificate_and_alpn() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_answers_over_tls_arrive_whole() {
     let tls = Tls::start().await;
-    let target = support::big_body_target(2 << 20).await;
+    let target = support::big_body_target().await;
     tls.stack.group("web", 100);
     tls.stack.add_healthy("web", &target.to_string()).await;
     let io = TokioIo::new(tls.connect(b"http/1.1").await);
@@ -132,7 +132,7 @@ async fn large_answers_over_tls_arrive_whole() {
         assert_eq!(resp.status(), 200);
         let body = resp.into_body().collect().await.expect("body").to_bytes();
         assert!(
-            body == support::pattern(2 << 20),
+            body == support::pattern(support::BIG_BODY),
             "{path}: {} bytes, not the pattern",
             body.len()
         );

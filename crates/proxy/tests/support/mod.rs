@@ -189,9 +189,9 @@ pub fn client() -> reqwest::Client {
         .expect("client")
 }
 
-/// A target whose every answer (its health check's too) is `len` bytes of a known pattern:
-/// framed by its length, or chunked in pieces for paths starting with `/chunked`.
-pub async fn big_body_target(len: usize) -> SocketAddr {
+/// A target speaking HTTP/1.1 by hand: every request head it reads (its health checks' too) is
+/// answered with the bytes `answer` makes of it, on connections kept open.
+pub async fn answering_target(answer: fn(&[u8]) -> Vec<u8>) -> SocketAddr {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -200,33 +200,12 @@ pub async fn big_body_target(len: usize) -> SocketAddr {
     tokio::spawn(async move {
         while let Ok((mut s, _)) = listener.accept().await {
             tokio::spawn(async move {
-                let body = pattern(len);
                 let mut seen = Vec::new();
                 let mut buf = [0u8; 4096];
                 loop {
                     while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
-                        let chunked = seen.starts_with(b"GET /chunked");
-                        seen.drain(..end + 4);
-                        let mut answer = Vec::with_capacity(len + 1024);
-                        if chunked {
-                            answer.extend_from_slice(
-                                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
-                            );
-                            for piece in body.chunks(7919) {
-                                answer
-                                    .extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
-                                answer.extend_from_slice(piece);
-                                answer.extend_from_slice(b"\r\n");
-                            }
-                            answer.extend_from_slice(b"0\r\n\r\n");
-                        } else {
-                            answer.extend_from_slice(
-                                format!("HTTP/1.1 200 OK\r\ncontent-length: {len}\r\n\r\n")
-                                    .as_bytes(),
-                            );
-                            answer.extend_from_slice(&body);
-                        }
-                        if s.write_all(&answer).await.is_err() {
+                        let head: Vec<u8> = seen.drain(..end + 4).collect();
+                        if s.write_all(&answer(&head)).await.is_err() {
                             return;
                         }
                     }
@@ -239,6 +218,34 @@ pub async fn big_body_target(len: usize) -> SocketAddr {
         }
     });
     addr
+}
+
+/// The size of [`big_body_target`]'s answers.
+pub const BIG_BODY: usize = 3 << 20;
+
+/// A target whose every answer is [`BIG_BODY`] bytes of [`pattern`]: framed by its length, or
+/// chunked in pieces for paths starting with `/chunked`.
+pub async fn big_body_target() -> SocketAddr {
+    answering_target(|head| {
+        let body = pattern(BIG_BODY);
+        let mut answer = Vec::with_capacity(BIG_BODY + 1024);
+        if head.starts_with(b"GET /chunked") {
+            answer.extend_from_slice(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n");
+            for piece in body.chunks(7919) {
+                answer.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+                answer.extend_from_slice(piece);
+                answer.extend_from_slice(b"\r\n");
+            }
+            answer.extend_from_slice(b"0\r\n\r\n");
+        } else {
+            answer.extend_from_slice(
+                format!("HTTP/1.1 200 OK\r\ncontent-length: {BIG_BODY}\r\n\r\n").as_bytes(),
+            );
+            answer.extend_from_slice(&body);
+        }
+        answer
+    })
+    .await
 }
 
 /// `len` bytes that are not all alike, so a lost or repeated piece shows.
