@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use http::header::HeaderName;
 use http::{Method, StatusCode};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -111,17 +111,22 @@ where
         timeout
             .as_mut()
             .reset(tokio::time::Instant::now() + header_timeout);
+        // After a head was found incomplete: how far the buffer holds no blank line.
+        let mut scanned: Option<usize> = None;
         let taken = loop {
             if !buf.is_empty() {
-                head.clear();
-                match parse(&buf, proxy, client, &mut head) {
-                    Parsed::Taken(taken) => break taken,
-                    Parsed::Handoff => return Ok(Outcome::Handoff(buf.split().freeze())),
-                    Parsed::Partial if buf.len() >= MAX_HEAD => {
-                        return Ok(Outcome::Handoff(buf.split().freeze()))
+                if scanned.is_none_or(|from| head_ends(&buf, from)) {
+                    head.clear();
+                    match parse(&buf, proxy, client, &mut head) {
+                        Parsed::Taken(taken) => break taken,
+                        Parsed::Handoff => return Ok(Outcome::Handoff(buf.split().freeze())),
+                        Parsed::Partial => {}
                     }
-                    Parsed::Partial => {}
                 }
+                if buf.len() >= MAX_HEAD {
+                    return Ok(Outcome::Handoff(buf.split().freeze()));
+                }
+                scanned = Some(buf.len());
             }
             buf.reserve(READ_CHUNK);
             tokio::select! {
@@ -138,13 +143,21 @@ where
                 }
             }
         };
-        let _ = buf.split_to(taken.len);
+        buf.advance(taken.len);
         let keep_alive = answer(io, proxy, &taken, &head, &mut out, closing).await?;
         if !keep_alive {
             let _ = io.shutdown().await;
             return Ok(Outcome::Closed);
         }
     }
+}
+
+/// Whether the bytes past `from` (with the two before, which may begin it) end a head: a blank
+/// line, CRLF or bare LF. A head that arrives a byte at a time is then scanned once instead of
+/// parsed again from its start on every read, which would cost the square of its length.
+fn head_ends(buf: &[u8], from: usize) -> bool {
+    let new = &buf[from.saturating_sub(2).min(buf.len())..];
+    memchr::memmem::find(new, b"\n\r\n").is_some() || memchr::memmem::find(new, b"\n\n").is_some()
 }
 
 /// Forwards one request and writes its answer; whether the connection stays open.
@@ -680,6 +693,18 @@ mod tests {
         let (t, _) =
             taken("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n", plain()).expect("taken");
         assert!(t.keep_alive);
+    }
+
+    #[test]
+    fn a_head_ends_at_a_blank_line_found_in_the_new_bytes() {
+        let head = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        assert!(head_ends(head, 0));
+        // The blank line straddles what was scanned and what is new.
+        assert!(head_ends(head, head.len() - 1));
+        assert!(head_ends(head, head.len() - 2));
+        assert!(head_ends(b"GET / HTTP/1.1\nHost: a\n\n", 20));
+        assert!(!head_ends(b"GET / HTTP/1.1\r\nHost: a\r\n", 0));
+        assert!(!head_ends(head, head.len()), "nothing new, nothing found");
     }
 
     #[test]
