@@ -401,39 +401,32 @@ enum AfterAnswer {
 /// A target that answers the first request on each connection, then does `after`.
 async fn one_answer_per_connection(after: AfterAnswer) -> std::net::SocketAddr {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 8192];
-                let mut seen = Vec::new();
-                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => seen.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let ok = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-app-version: once\r\n\r\nok";
-                if s.write_all(ok.as_bytes()).await.is_err() {
-                    return;
-                }
-                match after {
-                    AfterAnswer::DropTheNext => {
-                        let _ = s.read(&mut buf).await;
-                    }
-                    AfterAnswer::Write408 => {
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        let timeout = "HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
-                        let _ = s.write_all(timeout.as_bytes()).await;
-                    }
-                }
-            });
+    support::each_connection(move |mut s| async move {
+        let mut buf = vec![0u8; 8192];
+        let mut seen = Vec::new();
+        while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
         }
-    });
-    addr
+        let ok = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-app-version: once\r\n\r\nok";
+        if s.write_all(ok.as_bytes()).await.is_err() {
+            return;
+        }
+        match after {
+            AfterAnswer::DropTheNext => {
+                let _ = s.read(&mut buf).await;
+            }
+            AfterAnswer::Write408 => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let timeout =
+                    "HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+                let _ = s.write_all(timeout.as_bytes()).await;
+            }
+        }
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -481,64 +474,59 @@ async fn scripted_target() -> (
     std::sync::Arc<std::sync::Mutex<Vec<Vec<String>>>>,
 ) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
     let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let connections = log.clone();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            let index = {
-                let mut all = connections.lock().expect("lock");
-                all.push(Vec::new());
-                all.len() - 1
-            };
-            let connections = connections.clone();
-            tokio::spawn(async move {
-                let mut seen = Vec::new();
-                let mut buf = vec![0u8; 8192];
-                loop {
-                    let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") else {
-                        match s.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => seen.extend_from_slice(&buf[..n]),
-                        }
-                        continue;
-                    };
-                    let head = String::from_utf8_lossy(&seen[..end]).to_string();
-                    seen.drain(..end + 4);
-                    let path = head.split(' ').nth(1).unwrap_or("/").to_owned();
-                    connections.lock().expect("lock")[index].push(path.clone());
-                    let pieces: Vec<&[u8]> = match path.as_str() {
-                        "/chunked" => vec![
-                            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n4\r\nwi",
-                            b"ki\r\n5;note=x\r\npedia\r\n",
-                            b"0\r\nx-trailer: t\r\n\r\n",
-                        ],
-                        "/close" => vec![b"HTTP/1.0 200 OK\r\n\r\nuntil", b" the close"],
-                        "/hints" => vec![
-                            b"HTTP/1.1 103 Early Hints\r\nlink: </s.css>\r\n\r\n",
-                            b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nfinal",
-                        ],
-                        "/head" => vec![b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\n"],
-                        "/garbage" => vec![b"SPDY/9 what\r\n\r\n"],
-                        _ => vec![b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"],
-                    };
-                    for piece in pieces {
-                        if s.write_all(piece).await.is_err() {
-                            return;
-                        }
-                        let _ = s.flush().await;
-                        tokio::time::sleep(Duration::from_millis(5)).await;
+    let addr = support::each_connection(move |mut s| {
+        let index = {
+            let mut all = connections.lock().expect("lock");
+            all.push(Vec::new());
+            all.len() - 1
+        };
+        let connections = connections.clone();
+        async move {
+            let mut seen = Vec::new();
+            let mut buf = vec![0u8; 8192];
+            loop {
+                let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") else {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
                     }
-                    if path == "/close" || path == "/garbage" {
+                    continue;
+                };
+                let head = String::from_utf8_lossy(&seen[..end]).to_string();
+                seen.drain(..end + 4);
+                let path = head.split(' ').nth(1).unwrap_or("/").to_owned();
+                connections.lock().expect("lock")[index].push(path.clone());
+                let pieces: Vec<&[u8]> = match path.as_str() {
+                    "/chunked" => vec![
+                        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n4\r\nwi",
+                        b"ki\r\n5;note=x\r\npedia\r\n",
+                        b"0\r\nx-trailer: t\r\n\r\n",
+                    ],
+                    "/close" => vec![b"HTTP/1.0 200 OK\r\n\r\nuntil", b" the close"],
+                    "/hints" => vec![
+                        b"HTTP/1.1 103 Early Hints\r\nlink: </s.css>\r\n\r\n",
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nfinal",
+                    ],
+                    "/head" => vec![b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\n"],
+                    "/garbage" => vec![b"SPDY/9 what\r\n\r\n"],
+                    _ => vec![b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"],
+                };
+                for piece in pieces {
+                    if s.write_all(piece).await.is_err() {
                         return;
                     }
+                    let _ = s.flush().await;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
                 }
-            });
+                if path == "/close" || path == "/garbage" {
+                    return;
+                }
+            }
         }
-    });
+    })
+    .await;
     (addr, log)
 }
 

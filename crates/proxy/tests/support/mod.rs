@@ -193,28 +193,39 @@ pub fn client() -> reqwest::Client {
 /// answered with the bytes `answer` makes of it, on connections kept open.
 pub async fn answering_target(answer: fn(&[u8]) -> Vec<u8>) -> SocketAddr {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    each_connection(move |mut s| async move {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head: Vec<u8> = seen.drain(..end + 4).collect();
+                if s.write_all(&answer(&head)).await.is_err() {
+                    return;
+                }
+            }
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+}
+
+/// A target on 127.0.0.1, port 0, that serves each connection it accepts with `serve`, in a task
+/// of its own.
+pub async fn each_connection<F, Fut>(serve: F) -> SocketAddr
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut seen = Vec::new();
-                let mut buf = [0u8; 4096];
-                loop {
-                    while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
-                        let head: Vec<u8> = seen.drain(..end + 4).collect();
-                        if s.write_all(&answer(&head)).await.is_err() {
-                            return;
-                        }
-                    }
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => seen.extend_from_slice(&buf[..n]),
-                    }
-                }
-            });
+        while let Ok((s, _)) = listener.accept().await {
+            tokio::spawn(serve(s));
         }
     });
     addr
