@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Load balancer throughput and latency: one demo-app backend, then wrk (keep-alive) against the
 # backend direct, cutover, nginx and HAProxy, each with two workers/threads and upstream
-# keep-alive, in alternating rounds. Then latency at equal load: the probe in open loop at a
+# keep-alive, in alternating rounds whose order rotates (so that none always runs first, or
+# always right after the backend alone). Then latency at equal load: the probe in open loop at a
 # fixed rate against each, in alternating rounds too (closed-loop p99 rises with the throughput
 # a proxy reaches, so it alone does not compare latency). Prints medians; --json prints them as
 # one object. Usage: bench/proxy.sh [--json] [--rounds N] [--seconds S] [--connections C] [--rate R]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-json=0 rounds=3 secs=5 conns=64 rate=10000
+json=0 rounds=5 secs=5 conns=64 rate=10000
 while [ $# -gt 0 ]; do
   case "$1" in
     --json) json=1 ;;
@@ -47,6 +48,7 @@ targets = ["127.0.0.1:$backend"]
 name = "bench"
 [listener]
 bind = "127.0.0.1:$p_cutover"
+workers = 2
 [admin]
 bind = "127.0.0.1:0"
 [health]
@@ -123,8 +125,10 @@ names=(direct cutover nginx haproxy)
 to_ms() { awk '{ v=$1; if (v ~ /us$/) { sub(/us$/,"",v); print v/1000 } else if (v ~ /ms$/) { sub(/ms$/,"",v); print v } else if (v ~ /s$/) { sub(/s$/,"",v); print v*1000 } else print v }'; }
 for name in "${names[@]}"; do : >"$work/$name.rps"; : >"$work/$name.p50"; : >"$work/$name.p99"; : >"$work/$name.cpu"; : >"$work/$name.op50"; : >"$work/$name.op99"; done
 for name in "${names[@]}"; do wrk -t2 -c"$conns" -d1s "http://127.0.0.1:${port[$name]}/" >/dev/null; done  # warm up
+# Round r runs the proxies starting from the r-th, wrapping round.
+in_turn() { local r=$1 i; for i in "${!names[@]}"; do echo "${names[$(((i + r) % ${#names[@]}))]}"; done; }
 for r in $(seq "$rounds"); do
-  for name in "${names[@]}"; do
+  for name in $(in_turn "$r"); do
     before=$(cpu_ticks "${proc[$name]}")
     out=$(wrk -t2 -c"$conns" -d"${secs}s" --latency "http://127.0.0.1:${port[$name]}/")
     after=$(cpu_ticks "${proc[$name]}")
@@ -138,7 +142,7 @@ for r in $(seq "$rounds"); do
   done
 done
 for r in $(seq "$rounds"); do
-  for name in "${names[@]}"; do
+  for name in $(in_turn "$r"); do
     out=$(target/release/cutover probe "http://127.0.0.1:${port[$name]}/" --rate "$rate" --duration "${secs}s" --json -q || true)
     echo "$out" | python3 -c 'import json,sys; print(json.load(sys.stdin)["latency_ms"]["p50"])' >>"$work/$name.op50"
     echo "$out" | python3 -c 'import json,sys; print(json.load(sys.stdin)["latency_ms"]["p99"])' >>"$work/$name.op99"
@@ -165,4 +169,11 @@ else
     printf '%-8s %12s %10s %10s %14s %14s %12s %12s\n' "$name" "$rps" "$(median "$work/$name.p50")" "$(median "$work/$name.p99")" "$(awk -v a="$rps" -v b="$nginx_rps" 'BEGIN {printf "%.2f", a/b}')" "$(median "$work/$name.cpu")" "$(median "$work/$name.op50")" "$(median "$work/$name.op99")"
   done
   echo "(@rate: the probe in open loop at $rate req/s, latency in ms from each request's scheduled send time)"
+  # Rounds are paired (each runs every proxy once), so a count of rounds won says how steady a
+  # difference between medians is on a noisy machine.
+  for other in nginx haproxy; do
+    rps_won=$(paste "$work/cutover.rps" "$work/$other.rps" | awk '$1 >= $2' | wc -l)
+    p99_won=$(paste "$work/cutover.p99" "$work/$other.p99" | awk '$1 <= $2' | wc -l)
+    echo "cutover against $other, round by round: req/s at or above in $rps_won of $rounds, p99 at or below in $p99_won of $rounds"
+  done
 fi

@@ -40,6 +40,8 @@ pub async fn open(
         Arc::new(Proxy::new(registry.clone(), rules.clone())),
         ListenerOptions {
             tls,
+            workers: workers(spec),
+            pin_workers: spec.listener.pin_workers,
             ..ListenerOptions::default()
         },
         stop.clone().cancelled_owned(),
@@ -53,7 +55,11 @@ pub async fn open(
         tasks.spawn(cutover_proxy::serve(
             socket,
             Arc::new(proxy),
-            ListenerOptions::default(),
+            ListenerOptions {
+                workers: workers(spec),
+                pin_workers: spec.listener.pin_workers,
+                ..ListenerOptions::default()
+            },
             stop.clone().cancelled_owned(),
         ));
     }
@@ -72,6 +78,11 @@ pub async fn open(
         tasks,
         stop,
     })
+}
+
+/// The stack file's worker count; 0 lets the listener take one per CPU.
+fn workers(spec: &Spec) -> usize {
+    spec.listener.workers.map_or(0, |n| n as usize)
 }
 
 impl Listeners {

@@ -36,6 +36,8 @@ pub struct ListenerOptions {
     pub header_read_timeout: Duration,
     /// Worker threads accepting on this listener; 0 means one per core.
     pub workers: usize,
+    /// Bind worker `i` to the `i`-th CPU the process may run on.
+    pub pin_workers: bool,
 }
 
 impl Default for ListenerOptions {
@@ -44,6 +46,7 @@ impl Default for ListenerOptions {
             tls: None,
             header_read_timeout: HEADER_READ_TIMEOUT,
             workers: 0,
+            pin_workers: false,
         }
     }
 }
@@ -84,6 +87,13 @@ pub async fn serve(
             .name(format!("cutover-worker-{index}"))
             .spawn(move || {
                 crate::worker::set_worker(index);
+                if options.pin_workers {
+                    // Unbound, it still serves; only its latency suffers.
+                    match crate::worker::pin(index) {
+                        Ok(cpu) => tracing::debug!(worker = index, cpu, "worker bound to CPU"),
+                        Err(e) => tracing::warn!(worker = index, error = %e, "cannot bind worker to a CPU"),
+                    }
+                }
                 let result = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
@@ -426,5 +436,66 @@ mod tests {
         assert_eq!(open, [0, 0, 0]);
         let again = workers.assign(2);
         assert_eq!(again.index, 2);
+    }
+
+    /// The CPU each of this process's worker threads is bound to, if bound to one.
+    #[cfg(target_os = "linux")]
+    fn bound_workers() -> Vec<usize> {
+        let mut cpus = Vec::new();
+        for task in std::fs::read_dir("/proc/self/task")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            if !comm.starts_with("cutover-worker") {
+                continue;
+            }
+            let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+            let list = status
+                .lines()
+                .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+                .unwrap_or_default();
+            if let Ok(cpu) = list.trim().parse() {
+                cpus.push(cpu);
+            }
+        }
+        cpus.sort_unstable();
+        cpus
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_listener_with_pinned_workers_binds_each_to_a_cpu() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let registry = crate::Registry::new();
+        let proxy = Arc::new(Proxy::new(registry, crate::headers::HeaderRules::default()));
+        let options = ListenerOptions {
+            workers: 2,
+            pin_workers: true,
+            ..ListenerOptions::default()
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let served = tokio::spawn(serve(listener, proxy, options, async {
+            let _ = stopped.await;
+        }));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while bound_workers().len() < 2 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "workers never bound"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let bound = bound_workers();
+        if cpus >= 2 {
+            assert!(
+                bound.windows(2).any(|w| w[0] != w[1]),
+                "two workers share one CPU: {bound:?}"
+            );
+        }
+        let _ = stop.send(());
+        served.await.expect("join").expect("serve");
     }
 }

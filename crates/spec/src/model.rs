@@ -176,6 +176,13 @@ pub struct Listener {
     pub remove_request_headers: Vec<String>,
     pub remove_response_headers: Vec<String>,
     pub balance: Balance,
+    /// Worker threads serving each listener, each with its own event loop; `None`: one per CPU
+    /// the process may use.
+    pub workers: Option<u32>,
+    /// Each worker thread bound to a CPU of its own, as nginx's `worker_cpu_affinity auto`:
+    /// on a host that runs little else it lowers tail latency; where several processes share
+    /// the CPUs it takes away the scheduler's freedom to move a worker off a busy one.
+    pub pin_workers: bool,
 }
 
 /// How a group spreads requests over its targets.

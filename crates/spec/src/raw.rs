@@ -84,6 +84,10 @@ pub struct RawListener {
     pub remove_response_headers: Option<Vec<String>>,
     /// `round-robin` or `least-outstanding`.
     pub balance: Option<String>,
+    /// Worker threads serving the listener (default: one per CPU).
+    pub workers: Option<u32>,
+    /// Bind each worker thread to a CPU of its own.
+    pub pin_workers: Option<bool>,
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]

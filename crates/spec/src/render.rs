@@ -54,6 +54,8 @@ impl Spec {
                 remove_request_headers: Some(l.remove_request_headers.clone()),
                 remove_response_headers: Some(l.remove_response_headers.clone()),
                 balance: Some(l.balance.name().into()),
+                workers: l.workers,
+                pin_workers: Some(l.pin_workers),
             },
             deploy: RawDeploy {
                 strategy: Some(d.strategy.name().into()),

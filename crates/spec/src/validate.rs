@@ -404,6 +404,9 @@ fn group(c: &mut Checker, g: &RawGroup) -> Group {
     Group { min, desired, max }
 }
 
+/// Far above any machine's cores: a typo such as 10000 is caught rather than spawning threads.
+const MAX_WORKERS: u32 = 1024;
+
 fn listener(c: &mut Checker, l: &RawListener, base_dir: &Path) -> Listener {
     let fallback = SocketAddr::from(([127, 0, 0, 1], 8080));
     let bind = c
@@ -474,6 +477,15 @@ fn listener(c: &mut Checker, l: &RawListener, base_dir: &Path) -> Listener {
             Balance::RoundRobin
         }),
     };
+    let workers = l.workers;
+    if let Some(n) = workers {
+        if !(1..=MAX_WORKERS).contains(&n) {
+            c.problem(
+                "listener.workers",
+                format!("expected 1 to {MAX_WORKERS}, got {n}"),
+            );
+        }
+    }
     Listener {
         bind,
         tls,
@@ -486,6 +498,8 @@ fn listener(c: &mut Checker, l: &RawListener, base_dir: &Path) -> Listener {
         remove_request_headers,
         remove_response_headers,
         balance,
+        workers,
+        pin_workers: l.pin_workers.unwrap_or(false),
     }
 }
 

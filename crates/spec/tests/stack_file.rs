@@ -57,6 +57,8 @@ response_headers = { "strict-transport-security" = "max-age=63072000" }
 add_request_headers = { "x-trace" = "lb" }
 add_response_headers = { "via" = "cutover" }
 remove_response_headers = ["server"]
+workers = 4
+pin_workers = true
 [deploy]
 strategy = "canary"
 max_surge = 2
@@ -145,6 +147,8 @@ fn minimal_file_gets_one_host_defaults() {
         (1, 2, 4)
     );
     assert_eq!(spec.listener.bind.to_string(), "127.0.0.1:8080");
+    assert_eq!(spec.listener.workers, None, "one worker per CPU");
+    assert!(!spec.listener.pin_workers);
     assert_eq!(spec.deploy.strategy, Strategy::Rolling);
     assert_eq!((spec.deploy.max_surge, spec.deploy.max_unavailable), (1, 0));
     assert!(spec.deploy.auto_rollback);
@@ -170,6 +174,8 @@ fn every_field_is_read() {
     assert_eq!(tls.cert, Path::new("/srv/certs/cert.pem"));
     assert_eq!(tls.key, Path::new("/etc/key.pem"));
     assert_eq!(spec.listener.remove_response_headers, vec!["server"]);
+    assert_eq!(spec.listener.workers, Some(4));
+    assert!(spec.listener.pin_workers);
     assert_eq!(spec.deploy.strategy, Strategy::Canary);
     assert_eq!(spec.deploy.steps.len(), 4);
     assert_eq!(spec.deploy.steps[0].instances, Some(1));
@@ -312,7 +318,7 @@ fn unknown_keys_are_refused_by_name_everywhere() {
 
 #[test]
 fn semantic_rules_name_the_key() {
-    let text = "[service]\nname = \"web\"\n[release]\ncommand = \"app --p {prot}\"\n[group]\nmin = 3\ndesired = 2\nmax = 1\n[health]\ninterval = \"1s\"\ntimeout = \"1s\"\nmatcher = \"200-1000\"\n[deploy]\nmax_surge = 0\nsteps = [{ weight = 150 }, {}]\n";
+    let text = "[service]\nname = \"web\"\n[release]\ncommand = \"app --p {prot}\"\n[group]\nmin = 3\ndesired = 2\nmax = 1\n[health]\ninterval = \"1s\"\ntimeout = \"1s\"\nmatcher = \"200-1000\"\n[deploy]\nmax_surge = 0\nsteps = [{ weight = 150 }, {}]\n[listener]\nworkers = 0\n";
     let found = problems(text).join("\n");
     for expected in [
         "cutover.toml:4:1: release.command: unknown placeholder `{prot}`",
@@ -323,6 +329,7 @@ fn semantic_rules_name_the_key() {
         "cutover.toml:14:1: deploy.max_surge: max_surge and max_unavailable cannot both be 0",
         "deploy.steps[0].weight: expected a percentage 0-100, found 150",
         "deploy.steps[1]: a step needs instances, weight or pause",
+        "cutover.toml:17:1: listener.workers: expected 1 to 1024, got 0",
     ] {
         assert!(
             found.contains(expected),
