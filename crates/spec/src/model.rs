@@ -179,9 +179,9 @@ pub struct Listener {
     /// Worker threads serving each listener, each with its own event loop; `None`: one per CPU
     /// the process may use.
     pub workers: Option<u32>,
-    /// Each worker thread bound to a CPU of its own, as nginx's `worker_cpu_affinity auto`:
-    /// on a host that runs little else it lowers tail latency; where several processes share
-    /// the CPUs it takes away the scheduler's freedom to move a worker off a busy one.
+    /// Each worker thread bound to a CPU of its own, as nginx's `worker_cpu_affinity auto`: its
+    /// cache stays warm and two workers never share a CPU, but where other processes keep the
+    /// CPUs busy it takes away the scheduler's freedom to move a worker off a busy one.
     pub pin_workers: bool,
 }
 
