@@ -31,6 +31,12 @@ pub async fn open(
         Some(t) => Some(cutover_proxy::tls::acceptor(&t.cert, &t.key)?),
         None => None,
     };
+    // What every listener of the stack shares: its workers.
+    let workers = ListenerOptions {
+        workers: spec.listener.workers.map_or(0, |n| n as usize),
+        pin_workers: spec.listener.pin_workers,
+        ..ListenerOptions::default()
+    };
     let stop = CancellationToken::new();
     let mut tasks = JoinSet::new();
     let main = bind(spec.listener.bind).await?;
@@ -40,9 +46,7 @@ pub async fn open(
         Arc::new(Proxy::new(registry.clone(), rules.clone())),
         ListenerOptions {
             tls,
-            workers: workers(spec),
-            pin_workers: spec.listener.pin_workers,
-            ..ListenerOptions::default()
+            ..workers.clone()
         },
         stop.clone().cancelled_owned(),
     ));
@@ -55,11 +59,7 @@ pub async fn open(
         tasks.spawn(cutover_proxy::serve(
             socket,
             Arc::new(proxy),
-            ListenerOptions {
-                workers: workers(spec),
-                pin_workers: spec.listener.pin_workers,
-                ..ListenerOptions::default()
-            },
+            workers,
             stop.clone().cancelled_owned(),
         ));
     }
@@ -78,11 +78,6 @@ pub async fn open(
         tasks,
         stop,
     })
-}
-
-/// The stack file's worker count; 0 lets the listener take one per CPU.
-fn workers(spec: &Spec) -> usize {
-    spec.listener.workers.map_or(0, |n| n as usize)
 }
 
 impl Listeners {
