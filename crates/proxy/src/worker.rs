@@ -29,21 +29,27 @@ pub fn shard() -> usize {
 /// off unless the stack file asks for it.
 #[cfg(target_os = "linux")]
 pub fn pin(index: usize) -> std::io::Result<usize> {
-    use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
-    use nix::unistd::Pid;
+    use nix::sched::{sched_setaffinity, CpuSet};
 
-    let me = Pid::from_raw(0);
-    let allowed = sched_getaffinity(me)?;
-    let cpus: Vec<usize> = (0..CpuSet::count())
-        .filter(|&cpu| allowed.is_set(cpu).unwrap_or(false))
-        .collect();
+    let cpus = allowed_cpus()?;
     let Some(&cpu) = cpus.get(index % cpus.len().max(1)) else {
         return Err(std::io::Error::other("this thread may run on no CPU"));
     };
     let mut only = CpuSet::new();
     only.set(cpu)?;
-    sched_setaffinity(me, &only)?;
+    sched_setaffinity(nix::unistd::Pid::from_raw(0), &only)?;
     Ok(cpu)
+}
+
+/// The CPUs the current thread may run on, in order.
+#[cfg(target_os = "linux")]
+fn allowed_cpus() -> std::io::Result<Vec<usize>> {
+    use nix::sched::{sched_getaffinity, CpuSet};
+
+    let allowed = sched_getaffinity(nix::unistd::Pid::from_raw(0))?;
+    Ok((0..CpuSet::count())
+        .filter(|&cpu| allowed.is_set(cpu).unwrap_or(false))
+        .collect())
 }
 
 #[cfg(not(target_os = "linux"))]
@@ -101,14 +107,9 @@ impl Sequence {
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
-    use nix::sched::{sched_getaffinity, CpuSet};
-    use nix::unistd::Pid;
 
     fn allowed() -> Vec<usize> {
-        let set = sched_getaffinity(Pid::from_raw(0)).expect("affinity");
-        (0..CpuSet::count())
-            .filter(|&c| set.is_set(c).unwrap_or(false))
-            .collect()
+        allowed_cpus().expect("affinity")
     }
 
     #[test]
