@@ -17,6 +17,7 @@ use cutover_spec::Spec;
 use cutover_store::{DeploymentRow, InstanceRow, ScalingRow, Store};
 use serde::Serialize;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use crate::plane::Plane;
 
@@ -80,7 +81,8 @@ pub enum DeployError {
     InProgress(u64, String),
     #[error("{0} is already the current release")]
     Current(String),
-    #[error("`{0}` is not a valid version")]
+    /// Says what is wrong with the version; the request must change.
+    #[error("{0}")]
     BadVersion(String),
     #[error("{0}")]
     BadCommand(String),
@@ -134,6 +136,8 @@ struct Run {
     paused: bool,
     /// The release is being fetched and unpacked: nothing may change until it is ready.
     preparing: bool,
+    /// Cancels that preparation (`cutover abort`).
+    cancel_prepare: CancellationToken,
     /// Blue-green's probe through the preview listener: `None` when there is none to run.
     check: Option<Check>,
 }
@@ -153,6 +157,7 @@ impl Run {
     fn new(strategy: Strategy) -> Self {
         Self {
             preparing: false,
+            cancel_prepare: CancellationToken::new(),
             check: None,
             strategy,
             step: 0,
@@ -1088,13 +1093,7 @@ impl Controller {
         strategy: Strategy,
         onto_warm: bool,
     ) -> Result<Deployment, DeployError> {
-        if version.is_empty()
-            || !version
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"._-+".contains(&b))
-        {
-            return Err(DeployError::BadVersion(version.to_owned()));
-        }
+        cutover_spec::version::check(version).map_err(DeployError::BadVersion)?;
         if let Some(c) = &command {
             cutover_fleet::command::expand(c, 1, version, "i")
                 .map_err(|e| DeployError::BadCommand(e.to_string()))?;
@@ -1146,7 +1145,8 @@ impl Controller {
                 run.preparing = true;
                 let this = self.clone();
                 let v = version.to_owned();
-                tokio::spawn(async move { this.prepare(id, v).await });
+                let cancel = run.cancel_prepare.clone();
+                tokio::spawn(async move { this.prepare(id, v, cancel).await });
                 Deployment {
                     progress: Progress::Preparing,
                     ..d
@@ -1224,11 +1224,15 @@ impl Controller {
 
     /// Fetches and unpacks the release of deployment `id`; on failure the deployment ends before
     /// any instance has changed.
-    async fn prepare(self: Arc<Self>, id: u64, version: String) {
+    async fn prepare(self: Arc<Self>, id: u64, version: String, cancel: CancellationToken) {
         let Some(releases) = &self.releases else {
             return;
         };
-        let result = releases.prepare(&version).await;
+        let cancelled = async move {
+            cancel.cancelled().await;
+            "aborted by `cutover abort` while the release was being prepared".to_owned()
+        };
+        let result = releases.prepare_until(&version, cancelled).await;
         let mut inner = self.lock();
         let inner = &mut *inner;
         if let (Some((d, started)), Some(run)) = (
@@ -1264,6 +1268,9 @@ impl Controller {
     /// (then its set is the live one); otherwise a rolling deploy to the release before the
     /// current one, or to `to` (any release this daemon has run).
     pub async fn rollback(self: &Arc<Self>, to: Option<&str>) -> Result<Deployment, DeployError> {
+        if let Some(to) = to {
+            cutover_spec::version::check(to).map_err(DeployError::BadVersion)?;
+        }
         let began = Instant::now();
         let warm = {
             let inner = self.lock();
@@ -1369,7 +1376,12 @@ impl Controller {
     /// Gives up on the deployment in progress: traffic back to the old version, the new one
     /// drained and stopped.
     pub fn abort(&self) -> Result<Deployment, DeployError> {
-        self.steer(|_, d| {
+        self.steer(|run, d| {
+            // A release still being fetched is given up at once; its deploy then ends rolled
+            // back, before any instance has changed.
+            if run.preparing {
+                run.cancel_prepare.cancel();
+            }
             if !matches!(d.progress, Progress::Aborting { .. }) {
                 d.progress = Progress::Aborting {
                     reason: "aborted by `cutover abort`".into(),

@@ -6,6 +6,7 @@ mod controller;
 mod dataplane;
 mod listeners;
 mod plane;
+mod private;
 mod release;
 mod token;
 

@@ -2,10 +2,11 @@
 //! `releases/<version>/` before any instance runs it; instances start from there. Old releases
 //! are pruned, keeping those a rollback may need.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
+use cutover_fetch::archive::{self, Limits};
 use cutover_fetch::{fetch_all, Options, Quiet, Status};
 
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +28,12 @@ pub enum ReleaseError {
     },
     #[error("release {version}: {0}", version = .1)]
     Io(std::io::Error, String),
+    /// Fetching, verifying and unpacking took longer than `release.fetch_timeout`.
+    #[error("release {version}: not ready within release.fetch_timeout ({})", humantime::format_duration(*.limit))]
+    Deadline { version: String, limit: Duration },
+    /// The deploy was aborted while its release was being prepared.
+    #[error("release {version}: {reason}")]
+    Cancelled { version: String, reason: String },
 }
 
 pub struct Releases {
@@ -35,6 +42,9 @@ pub struct Releases {
     artifact: String,
     /// The stack file's checksum, which belongs to the stack file's version.
     sha256: Option<(String, String)>,
+    /// Bound on fetching, verifying and unpacking one release.
+    fetch_timeout: Duration,
+    limits: Limits,
 }
 
 impl Releases {
@@ -45,6 +55,11 @@ impl Releases {
             dir: data_dir.join("releases"),
             artifact,
             sha256: release.sha256.clone().map(|s| (release.version.clone(), s)),
+            fetch_timeout: release.fetch_timeout,
+            limits: Limits {
+                max_bytes: release.max_unpacked_size,
+                ..Limits::default()
+            },
         })
     }
 
@@ -56,6 +71,23 @@ impl Releases {
     /// Fetches, verifies and unpacks `version` unless it is there already. Nothing appears under
     /// `releases/<version>` unless all of that succeeded.
     pub async fn prepare(&self, version: &str) -> Result<PathBuf, ReleaseError> {
+        self.prepare_until(version, std::future::pending()).await
+    }
+
+    /// Like [`Releases::prepare`], given up (and cleaned up) when `cancel` resolves with its
+    /// reason, or when `release.fetch_timeout` has passed.
+    pub async fn prepare_until(
+        &self,
+        version: &str,
+        cancel: impl std::future::Future<Output = String>,
+    ) -> Result<PathBuf, ReleaseError> {
+        // A version names a directory here: one that is not a plain name never gets that far.
+        if let Err(reason) = cutover_spec::version::check(version) {
+            return Err(ReleaseError::Cancelled {
+                version: version.escape_debug().to_string(),
+                reason,
+            });
+        }
         let dest = self.dir_of(version);
         if dest.is_dir() {
             return Ok(dest);
@@ -65,8 +97,15 @@ impl Releases {
         let staging = self
             .dir
             .join(format!(".staging-{version}-{:08x}", fastrand::u32(..)));
+        create_private_dir(&self.dir).map_err(io)?;
         tokio::fs::create_dir_all(&staging).await.map_err(io)?;
-        let result = self.stage(version, &url, &staging).await;
+        let limit = self.fetch_timeout;
+        let result = tokio::select! {
+            r = tokio::time::timeout(limit, self.stage(version, &url, &staging)) => {
+                r.unwrap_or(Err(ReleaseError::Deadline { version: version.to_owned(), limit }))
+            }
+            reason = cancel => Err(ReleaseError::Cancelled { version: version.to_owned(), reason }),
+        };
         let result = match result {
             Ok(root) => tokio::fs::rename(&root, &dest)
                 .await
@@ -98,24 +137,30 @@ impl Releases {
             Some(sum) => format!("{url}#sha256={sum}"),
             None => url.to_owned(),
         };
-        let outcome = fetch_all(&[target], &download, &Options::default(), Arc::new(Quiet))
+        let options = Options {
+            max_bytes: Some(self.limits.max_bytes),
+            ..Options::default()
+        };
+        let outcome = fetch_all(&[target], &download, &options, Arc::new(Quiet))
             .await
             .map_err(|e| fetch_error(e.to_string()))?;
         let file = match outcome.into_iter().next() {
             Some(o) if o.status == Status::Ok => o.file,
             Some(o) => match o.status {
-                Status::Failed(reason) => return Err(fetch_error(reason)),
+                Status::Failed(reason) | Status::NotFound(reason) => {
+                    return Err(fetch_error(reason))
+                }
                 _ => None,
             },
             None => None,
         }
         .ok_or_else(|| fetch_error("nothing was downloaded".into()))?;
         let root = staging.join("root");
-        let (v, f, r) = (version.to_owned(), file.clone(), root.clone());
-        tokio::task::spawn_blocking(move || unpack(&f, &r))
+        let (v, f, r, limits) = (version.to_owned(), file.clone(), root.clone(), self.limits);
+        tokio::task::spawn_blocking(move || archive::unpack(&f, &r, &limits))
             .await
             .map_err(|e| e.to_string())
-            .and_then(|r| r)
+            .and_then(|r| r.map_err(|e| e.to_string()))
             .map_err(|reason| ReleaseError::Unpack {
                 version: v,
                 file: file.display().to_string(),
@@ -135,7 +180,13 @@ impl Releases {
         let dir = staging.join("checksum");
         let options = Options {
             attempts: 2,
+            max_bytes: Some(64 << 10),
             ..Options::default()
+        };
+        let failed = |reason: String| ReleaseError::Fetch {
+            version: version.to_owned(),
+            url: sum_url.clone(),
+            reason,
         };
         let outcome = fetch_all(
             std::slice::from_ref(&sum_url),
@@ -144,14 +195,17 @@ impl Releases {
             Arc::new(Quiet),
         )
         .await
-        .ok()
-        .and_then(|o| o.into_iter().next());
-        let Some(file) = outcome
-            .filter(|o| o.status == Status::Ok)
-            .and_then(|o| o.file)
-        else {
-            // No checksum file: the artifact is used as fetched.
-            return Ok(None);
+        .map_err(|e| failed(e.to_string()))?
+        .into_iter()
+        .next()
+        .ok_or_else(|| failed("nothing was downloaded".into()))?;
+        let file = match (outcome.status, outcome.file) {
+            (Status::Ok, Some(file)) => file,
+            // Only a definite "no such file" means the artifact has no checksum beside it: any
+            // other failure could be an attacker or an outage hiding a checksum that exists.
+            (Status::NotFound(_), _) => return Ok(None),
+            (Status::Failed(reason), _) => return Err(failed(reason)),
+            (_, _) => return Err(failed("nothing was downloaded".into())),
         };
         let text = tokio::fs::read_to_string(&file).await.unwrap_or_default();
         let sum = text
@@ -186,34 +240,15 @@ impl Releases {
     }
 }
 
-/// Unpacks by name: `.tar.gz`/`.tgz`, `.tar`, `.zip`; anything else is a single executable.
-fn unpack(file: &Path, root: &Path) -> Result<(), String> {
-    let name = file
-        .file_name()
-        .map(|n| n.to_string_lossy().to_ascii_lowercase())
-        .unwrap_or_default();
-    std::fs::create_dir_all(root).map_err(|e| e.to_string())?;
-    let open = || std::fs::File::open(file).map_err(|e| e.to_string());
-    let untar = |reader: Box<dyn Read>| {
-        // `unpack` refuses entries that would land outside `root`.
-        tar::Archive::new(reader)
-            .unpack(root)
-            .map_err(|e| e.to_string())
-    };
-    if name.ends_with(".tar.gz") || name.ends_with(".tgz") {
-        untar(Box::new(flate2::read::GzDecoder::new(open()?)))
-    } else if name.ends_with(".tar") {
-        untar(Box::new(open()?))
-    } else if name.ends_with(".zip") {
-        let mut zip = zip::ZipArchive::new(open()?).map_err(|e| e.to_string())?;
-        zip.extract(root).map_err(|e| e.to_string())
-    } else {
-        use std::os::unix::fs::PermissionsExt;
-        let dest = root.join(file.file_name().unwrap_or_default());
-        std::fs::copy(file, &dest).map_err(|e| e.to_string())?;
-        std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o755))
-            .map_err(|e| e.to_string())
-    }
+/// Makes `dir` (and its parents) with mode 0711 whatever the umask: a service user may reach
+/// its own release by name but list nothing.
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o711)
+        .create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))
 }
 
 #[cfg(test)]
@@ -225,6 +260,8 @@ mod tests {
             dir: dir.join("releases"),
             artifact,
             sha256: sha.map(|s| ("v1".to_owned(), s.to_owned())),
+            fetch_timeout: Duration::from_secs(30),
+            limits: Limits::default(),
         }
     }
 
@@ -309,5 +346,131 @@ mod tests {
             Some(&"1".repeat(64)),
         );
         assert!(r.prepare("v1").await.is_err());
+    }
+
+    /// Answers by path: `/ok/NAME` the tarball, `/busy/NAME.sha256` a 503, `/slow/NAME` a body
+    /// at a byte per 100 ms; anything else 404.
+    async fn server(tarball: Vec<u8>) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let tarball = tarball.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let n = s.read(&mut buf).await.unwrap_or(0);
+                    let head = String::from_utf8_lossy(&buf[..n]).to_string();
+                    let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
+                    let ok = |len: usize| {
+                        format!(
+                            "HTTP/1.1 200 OK\r\ncontent-length: {len}\r\nconnection: close\r\n\r\n"
+                        )
+                    };
+                    let sum = path.ends_with(".sha256");
+                    if path.starts_with("/busy/") && sum {
+                        let _ = s
+                            .write_all(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                            .await;
+                    } else if path.starts_with("/slow/") && !sum {
+                        let _ = s.write_all(ok(tarball.len()).as_bytes()).await;
+                        for b in &tarball {
+                            if s.write_all(&[*b]).await.is_err() {
+                                return;
+                            }
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    } else if !sum && !path.contains("missing") {
+                        let _ = s.write_all(ok(tarball.len()).as_bytes()).await;
+                        let _ = s.write_all(&tarball).await;
+                    } else {
+                        let _ = s
+                            .write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                            .await;
+                    }
+                });
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    fn tarball_bytes(tmp: &Path) -> Vec<u8> {
+        tarball(tmp, "app.tar.gz", "one");
+        std::fs::read(tmp.join("app.tar.gz")).expect("tarball")
+    }
+
+    #[tokio::test]
+    async fn only_a_definite_not_found_means_no_checksum() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let base = server(tarball_bytes(tmp.path())).await;
+        // No .sha256 at all (404): used as fetched.
+        let r = releases(
+            tmp.path(),
+            format!("{base}/ok/app-{{version}}.tar.gz"),
+            None,
+        );
+        r.prepare("v1").await.expect("no checksum file is fine");
+        // The .sha256 fails to fetch: the release fails, naming it.
+        let r = releases(
+            &tmp.path().join("b"),
+            format!("{base}/busy/app-{{version}}.tar.gz"),
+            None,
+        );
+        let e = r.prepare("v1").await.expect_err("checksum unavailable");
+        assert!(e.to_string().contains(".sha256"), "{e}");
+        assert!(e.to_string().contains("HTTP 503"), "{e}");
+        assert!(!r.dir_of("v1").exists());
+        // A directory where the .sha256 should be is no "not found" either.
+        let src = tmp.path().join("src");
+        std::fs::create_dir_all(src.join("app-v1.tar.gz.sha256")).expect("dir");
+        std::fs::copy(tmp.path().join("app.tar.gz"), src.join("app-v1.tar.gz")).expect("copy");
+        let r = releases(
+            &tmp.path().join("c"),
+            format!("file://{}/app-{{version}}.tar.gz", src.display()),
+            None,
+        );
+        assert!(r.prepare("v1").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_trickled_artifact_is_bounded_by_fetch_timeout_and_abort_cancels_it() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let base = server(tarball_bytes(tmp.path())).await;
+        let mut r = releases(
+            tmp.path(),
+            format!("{base}/slow/app-{{version}}.tar.gz"),
+            None,
+        );
+        r.fetch_timeout = Duration::from_millis(800);
+        let started = std::time::Instant::now();
+        let e = r.prepare("v1").await.expect_err("deadline");
+        assert!(matches!(e, ReleaseError::Deadline { .. }), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(10));
+        r.fetch_timeout = Duration::from_secs(600);
+        let cancel = async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            "aborted".to_owned()
+        };
+        let e = r.prepare_until("v1", cancel).await.expect_err("cancelled");
+        assert!(matches!(e, ReleaseError::Cancelled { .. }), "{e}");
+        let left: Vec<_> = std::fs::read_dir(tmp.path().join("releases"))
+            .expect("dir")
+            .flatten()
+            .collect();
+        assert!(left.is_empty(), "nothing left behind: {left:?}");
+    }
+
+    #[tokio::test]
+    async fn a_version_that_is_not_a_plain_name_is_never_prepared() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let r = releases(tmp.path(), "file:///nonexistent/app-{version}".into(), None);
+        for bad in [".", "..", "../x", &"v".repeat(300)] {
+            assert!(matches!(
+                r.prepare(bad).await,
+                Err(ReleaseError::Cancelled { .. })
+            ));
+        }
     }
 }

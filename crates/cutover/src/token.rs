@@ -27,7 +27,11 @@ pub fn load_or_create(data_dir: &Path) -> std::io::Result<String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
-    let token = format!("{:032x}{:032x}", fastrand::u128(..), fastrand::u128(..));
+    // 256 bits from the operating system's cryptographic source: the token is all that stands
+    // between the admin API and anyone who can reach it.
+    let mut bytes = [0u8; 32];
+    getrandom::getrandom(&mut bytes).map_err(|e| std::io::Error::other(e.to_string()))?;
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     let mut tmp = path.clone();
     tmp.set_extension("tmp");
     let mut file = std::fs::OpenOptions::new()

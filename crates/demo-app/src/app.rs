@@ -38,9 +38,9 @@ impl AppState {
                 config.app_version
             )
         })?;
-        let admin = match (&config.admin_password, config.authorized_keys_path()) {
+        let admin = match (config.password(), config.authorized_keys_path()) {
             (Some(password), Some(path)) => Some((
-                Credentials::new(config.admin_user.clone(), password.clone()),
+                Credentials::new(config.admin_user.clone(), password),
                 KeyFile::new(path),
             )),
             (Some(_), None) => {
@@ -124,6 +124,20 @@ async fn add_public_key(State(state): State<Arc<AppState>>, request: Request) ->
     };
     if let Some(latency) = state.latency {
         tokio::time::sleep(latency).await;
+    }
+    // A browser sends a cross-site form (text/plain, form-urlencoded) with the user's cached
+    // Basic credentials and no preflight; it cannot send application/json without one.
+    let json = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "the body must be sent as Content-Type: application/json",
+        );
     }
     let authorization = request
         .headers()

@@ -72,9 +72,15 @@ pub struct Config {
 }
 
 impl Config {
+    /// The admin password, when one is set: an empty one (`ADMIN_PASSWORD=`) means off, never
+    /// "anyone who sends an empty password".
+    pub fn password(&self) -> Option<&str> {
+        self.admin_password.as_deref().filter(|p| !p.is_empty())
+    }
+
     /// The authorized-keys file the key endpoint writes, when it is enabled.
     pub fn authorized_keys_path(&self) -> Option<PathBuf> {
-        self.admin_password.as_ref()?;
+        self.password()?;
         self.authorized_keys.clone().or_else(|| {
             std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".ssh/authorized_keys"))
         })

@@ -142,7 +142,33 @@ impl KeyFile {
     }
 }
 
+/// The lock file beside `path` that every writer of it holds: `.authorized_keys.lock`.
+fn lock_path(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "authorized_keys".into());
+    path.with_file_name(format!(".{name}.lock"))
+}
+
 fn append_blocking(path: &Path, key: &ValidKey) -> std::io::Result<Appended> {
+    if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    // Several instances may share one file: the read-modify-rename holds an exclusive lock
+    // across processes, or concurrent posts would each rename over the others' keys.
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(lock_path(path))?;
+    lock.lock()?;
+    let result = append_locked(path, key);
+    let _ = lock.unlock();
+    result
+}
+
+fn append_locked(path: &Path, key: &ValidKey) -> std::io::Result<Appended> {
     let existing = match std::fs::read(path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
@@ -195,6 +221,45 @@ pub(crate) mod tests {
 
     fn b64(s: &str) -> String {
         base64::engine::general_purpose::STANDARD.encode(s)
+    }
+
+    /// A valid ed25519 key line for `seed`, built in the wire format.
+    fn key_line(seed: u8) -> String {
+        let mut blob = Vec::new();
+        for part in [b"ssh-ed25519".as_slice(), &[seed; 32]] {
+            blob.extend_from_slice(&(part.len() as u32).to_be_bytes());
+            blob.extend_from_slice(part);
+        }
+        format!("ssh-ed25519 {} k{seed}", b64_bytes(&blob))
+    }
+
+    fn b64_bytes(b: &[u8]) -> String {
+        base64::engine::general_purpose::STANDARD.encode(b)
+    }
+
+    #[test]
+    fn writers_in_other_processes_lose_no_key() {
+        // Each writer has its own KeyFile, as each instance process would: only the lock on
+        // disk orders them.
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("authorized_keys");
+        let writers = 36u8;
+        let start = std::sync::Arc::new(std::sync::Barrier::new(usize::from(writers)));
+        let threads: Vec<_> = (0..writers)
+            .map(|i| {
+                let (path, start) = (path.clone(), start.clone());
+                std::thread::spawn(move || {
+                    let key = validate(&b64(&key_line(i))).expect("valid key");
+                    start.wait();
+                    append_blocking(&path, &key).expect("append")
+                })
+            })
+            .collect();
+        for t in threads {
+            assert_eq!(t.join().expect("writer"), Appended::Saved);
+        }
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert_eq!(text.lines().count(), usize::from(writers), "{text}");
     }
 
     #[test]

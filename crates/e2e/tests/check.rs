@@ -64,3 +64,95 @@ fn a_missing_file_is_named() {
         "{stderr}"
     );
 }
+
+#[test]
+fn what_up_could_never_run_fails_in_check_with_its_place() {
+    // A user missing on this host, and a command that cannot be split into words.
+    let (_dir, path) = write(
+        "[service]\nname = \"web\"\n[release]\ncommand = \"app --name 'unclosed\"\nuser = \"no-such-user-cutover\"\n",
+    );
+    let (code, _, stderr) = cutover(&["check", &path]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{path}:4:1: release.command: cannot be split into words"
+        )),
+        "{stderr}"
+    );
+    let (_dir, path) = write(
+        "[service]\nname = \"web\"\n[release]\ncommand = \"app\"\nuser = \"no-such-user-cutover\"\n",
+    );
+    let (code, _, stderr) = cutover(&["check", &path]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{path}:5:1: release.user: user `no-such-user-cutover` does not exist on this host"
+        )),
+        "{stderr}"
+    );
+    // `up` refuses the same file at once, before anything starts.
+    let data = tempfile::tempdir().expect("data dir");
+    let data = data.path().to_str().expect("utf-8").to_owned();
+    let (code, _, stderr) = cutover(&["up", "-f", &path, "--data-dir", &data]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("does not exist on this host"), "{stderr}");
+}
+
+#[test]
+fn limits_are_bounded_at_parse_time() {
+    for (text, key, needle) in [
+        (
+            "[deploy]\ndrain_timeout = \"18446744073709551615s\"\n",
+            "deploy.drain_timeout",
+            "",
+        ),
+        (
+            "[deploy]\nprogress_deadline = \"400days\"\n",
+            "deploy.progress_deadline",
+            "longest duration allowed",
+        ),
+        (
+            "[release]\nversion = \"..\"\ncommand = \"app\"\n",
+            "release.version",
+            "must start with a letter or a digit",
+        ),
+        (
+            "[release]\ncommand = \"app\"\nmax_unpacked_size = \"10TiB\"\n",
+            "release.max_unpacked_size",
+            "between 1MiB and 1TiB",
+        ),
+        (
+            "[admin]\nbind = \"0.0.0.0:8099\"\n",
+            "admin.bind",
+            "admin.allow_remote",
+        ),
+    ] {
+        let mut file = format!("[service]\nname = \"web\"\n{text}");
+        if !text.contains("[release]") {
+            file.push_str("[release]\ncommand = \"app\"\n");
+        }
+        let (_dir, path) = write(&file);
+        let (code, _, stderr) = cutover(&["check", &path]);
+        assert_eq!(code, 2, "{text}: {stderr}");
+        assert!(stderr.contains(&format!(": {key}: ")), "{text}: {stderr}");
+        assert!(stderr.contains(needle), "{text}: {stderr}");
+    }
+    // Allowed explicitly, a remote admin address passes.
+    let (_dir, path) = write(
+        "[service]\nname = \"web\"\n[release]\ncommand = \"app\"\n[admin]\nbind = \"0.0.0.0:8099\"\nallow_remote = true\n",
+    );
+    let (code, _, stderr) = cutover(&["check", &path]);
+    assert_eq!(code, 0, "{stderr}");
+}
+
+#[test]
+fn a_version_that_is_not_a_plain_name_is_refused_on_the_command_line() {
+    for bad in ["..", ".", &"v".repeat(300), "a/b"] {
+        let (code, _, stderr) = cutover(&["deploy", bad, "-f", "/nonexistent/cutover.toml"]);
+        assert_eq!(code, 2, "{bad}: {stderr}");
+        assert!(stderr.contains("version"), "{bad}: {stderr}");
+        let (code, _, stderr) =
+            cutover(&["rollback", "--to", bad, "-f", "/nonexistent/cutover.toml"]);
+        assert_eq!(code, 2, "{bad}: {stderr}");
+    }
+}

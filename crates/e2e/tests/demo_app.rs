@@ -267,6 +267,55 @@ mod add_public_key {
     }
 
     #[test]
+    fn an_empty_password_means_off() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("authorized_keys");
+        let path = file.to_str().expect("utf-8 path").to_owned();
+        let app = DemoApp::start_with_env(
+            &["--authorized-keys", &path, "--admin-user", "ops"],
+            &[("ADMIN_PASSWORD", "")],
+        );
+        let resp = client()
+            .post(app.url("/add_public_key"))
+            .header("content-type", "application/json")
+            .basic_auth("ops", Some(""))
+            .body(json_key(KEY))
+            .send()
+            .expect("post");
+        assert_eq!(resp.status(), 404);
+        assert!(!file.exists());
+    }
+
+    #[test]
+    fn only_json_is_accepted_so_a_cross_site_form_cannot_post() {
+        let f = fixture();
+        for content_type in [
+            Some("text/plain"),
+            Some("application/x-www-form-urlencoded"),
+            Some("multipart/form-data; boundary=x"),
+            None,
+        ] {
+            let mut req = client()
+                .post(f.app.url("/add_public_key"))
+                .basic_auth("ops", Some("correct horse"))
+                .body(json_key(KEY));
+            if let Some(ct) = content_type {
+                req = req.header("content-type", ct);
+            }
+            let resp = req.send().expect("post");
+            assert_rejected(&f, resp, 415, "application/json");
+        }
+        let resp = client()
+            .post(f.app.url("/add_public_key"))
+            .header("content-type", "Application/JSON; charset=utf-8")
+            .basic_auth("ops", Some("correct horse"))
+            .body(json_key(KEY))
+            .send()
+            .expect("post");
+        assert_eq!(resp.status(), 201);
+    }
+
+    #[test]
     fn wrong_or_missing_credentials_get_401_with_a_challenge() {
         let f = fixture();
         for auth in [

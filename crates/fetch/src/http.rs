@@ -19,8 +19,20 @@ pub(crate) async fn get(
     sink: &mut Sink,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<(), FetchError> {
-    let mut resp = client.get(url.clone()).send().await.map_err(transport)?;
+    let mut resp = client.get(url.clone()).send().await.map_err(|e| {
+        if e.is_redirect() {
+            FetchError::Redirect(redirect_reason(&e))
+        } else {
+            transport(e)
+        }
+    })?;
     let status = resp.status();
+    if status == reqwest::StatusCode::NOT_FOUND || status == reqwest::StatusCode::GONE {
+        return Err(FetchError::NotFound(format!(
+            "{url} (HTTP {})",
+            status.as_u16()
+        )));
+    }
     if !status.is_success() {
         return Err(FetchError::Status(status.as_u16()));
     }
@@ -30,4 +42,15 @@ pub(crate) async fn get(
         progress(n);
     }
     Ok(())
+}
+
+/// The policy's own words, without reqwest's wrapping.
+fn redirect_reason(e: &reqwest::Error) -> String {
+    let mut source = std::error::Error::source(e);
+    let mut last = e.to_string();
+    while let Some(s) = source {
+        last = s.to_string();
+        source = s.source();
+    }
+    last
 }

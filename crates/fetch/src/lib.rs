@@ -1,6 +1,7 @@
 //! Release artifacts: downloads http, https, s3 and file URLs in parallel into a directory, each
 //! verified against its checksum and written under a temporary name, fsynced, then renamed.
 
+pub mod archive;
 mod file;
 mod http;
 #[cfg(feature = "s3")]
@@ -46,6 +47,12 @@ pub enum FetchError {
     S3 { message: String, transient: bool },
     #[error("bad --ca-cert {0}: {1}")]
     CaCert(PathBuf, String),
+    #[error("did not finish within {}", humantime::format_duration(*.0))]
+    Deadline(Duration),
+    #[error("larger than the {0} bytes allowed")]
+    TooLarge(u64),
+    #[error("refused redirect: {0}")]
+    Redirect(String),
 }
 
 impl FetchError {
@@ -70,6 +77,11 @@ pub struct Options {
     pub attempts: u32,
     /// Back-off before the second try; doubled each time after.
     pub backoff: Duration,
+    /// Upper bound on each file, every attempt and back-off included, so that a server that
+    /// trickles its answer cannot hold a download for ever.
+    pub deadline: Option<Duration>,
+    /// Most bytes one file may have.
+    pub max_bytes: Option<u64>,
 }
 
 impl Default for Options {
@@ -79,6 +91,8 @@ impl Default for Options {
             ca_cert: None,
             attempts: 5,
             backoff: Duration::from_millis(200),
+            deadline: None,
+            max_bytes: None,
         }
     }
 }
@@ -101,6 +115,9 @@ impl Progress for Quiet {}
 pub enum Status {
     Ok,
     Failed(String),
+    /// The source says definitely that there is no such file (HTTP 404 or 410, S3 NoSuchKey, a
+    /// missing local file); any other failure is [`Status::Failed`].
+    NotFound(String),
     /// A later URL names the same file; only the last one is downloaded.
     Superseded,
 }
@@ -126,10 +143,31 @@ struct Job {
     s3: Arc<tokio::sync::OnceCell<aws_sdk_s3::Client>>,
 }
 
+/// Most redirects followed for one request.
+pub const MAX_REDIRECTS: usize = 5;
+
+/// Follows at most [`MAX_REDIRECTS`] redirects, and none from https down to plain http: the
+/// artifact (and any credentials in the URL) would then cross the network unprotected.
+fn redirect_policy() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let downgrade = attempt.previous().iter().any(|u| u.scheme() == "https")
+            && attempt.url().scheme() != "https";
+        if downgrade {
+            let to = attempt.url().to_string();
+            attempt.error(format!("from https to {to}, which is not https"))
+        } else if attempt.previous().len() > MAX_REDIRECTS {
+            attempt.error(format!("more than {MAX_REDIRECTS} redirects"))
+        } else {
+            attempt.follow()
+        }
+    })
+}
+
 pub fn client(options: &Options) -> Result<reqwest::Client, FetchError> {
     let mut builder = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))
         .read_timeout(Duration::from_secs(60))
+        .redirect(redirect_policy())
         .user_agent(concat!("cutover/", env!("CARGO_PKG_VERSION")));
     if let Some(path) = &options.ca_cert {
         let pem =
@@ -229,21 +267,29 @@ impl Job {
         self.progress.begin(index, &source.name, None);
         let mut attempts = 0;
         let mut delay = self.options.backoff;
-        let result = loop {
-            attempts += 1;
-            if attempts > 1 {
-                self.progress.restart(index);
-            }
-            match self.attempt(index, &source, &dest).await {
-                Ok(bytes) => break Ok(bytes),
-                Err(e) if e.transient() && attempts < self.options.attempts => {
-                    tracing::warn!(url = %source.raw, attempt = attempts, error = %e, "retrying");
-                    let jitter = delay.mul_f64(fastrand::f64() * 0.5);
-                    tokio::time::sleep(delay + jitter).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
+        let tries = async {
+            loop {
+                attempts += 1;
+                if attempts > 1 {
+                    self.progress.restart(index);
                 }
-                Err(e) => break Err(e),
+                match self.attempt(index, &source, &dest).await {
+                    Ok(bytes) => break Ok(bytes),
+                    Err(e) if e.transient() && attempts < self.options.attempts => {
+                        tracing::warn!(url = %source.raw, attempt = attempts, error = %e, "retrying");
+                        let jitter = delay.mul_f64(fastrand::f64() * 0.5);
+                        tokio::time::sleep(delay + jitter).await;
+                        delay = (delay * 2).min(Duration::from_secs(5));
+                    }
+                    Err(e) => break Err(e),
+                }
             }
+        };
+        let result = match self.options.deadline {
+            Some(limit) => tokio::time::timeout(limit, tries)
+                .await
+                .unwrap_or(Err(FetchError::Deadline(limit))),
+            None => tries.await,
         };
         self.progress.end(index, result.is_ok());
         let millis = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -262,13 +308,22 @@ impl Job {
                 bytes: 0,
                 millis,
                 attempts,
-                status: Status::Failed(e.to_string()),
+                status: match e {
+                    FetchError::NotFound(_) => Status::NotFound(e.to_string()),
+                    e => Status::Failed(e.to_string()),
+                },
             },
         }
     }
 
     async fn attempt(&self, index: usize, source: &Source, dest: &Path) -> Result<u64, FetchError> {
-        let mut sink = sink::Sink::create(&self.dir, &source.name, source.sha256.is_some()).await?;
+        let mut sink = sink::Sink::create(
+            &self.dir,
+            &source.name,
+            source.sha256.is_some(),
+            self.options.max_bytes,
+        )
+        .await?;
         let progress = |n: u64| self.progress.advance(index, n);
         match source.url.scheme() {
             "http" | "https" => http::get(&self.client, &source.url, &mut sink, &progress).await?,

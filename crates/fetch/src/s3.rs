@@ -51,6 +51,9 @@ where
         (Some(c), None) => c.to_owned(),
         _ => format!("{}", aws_sdk_s3::error::DisplayErrorContext(&e)),
     };
+    if matches!(code.as_str(), "NoSuchKey" | "NotFound") {
+        return FetchError::NotFound(message);
+    }
     FetchError::S3 {
         message,
         transient: transient || throttled,

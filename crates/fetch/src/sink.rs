@@ -21,6 +21,9 @@ type Written = std::io::Result<(Option<[u8; 32]>, u64, std::fs::File)>;
 
 pub(crate) struct Sink {
     tmp: PathBuf,
+    /// Bytes written so far, and the most allowed.
+    bytes: u64,
+    max_bytes: Option<u64>,
     tx: Option<mpsc::Sender<Bytes>>,
     writer: Option<tokio::task::JoinHandle<Written>>,
 }
@@ -28,7 +31,12 @@ pub(crate) struct Sink {
 impl Sink {
     /// A sink in `dir` for `name`; `hash` when a checksum will be asked for (hashing is most of
     /// the CPU a download costs, so it is not done for nothing).
-    pub async fn create(dir: &Path, name: &str, hash: bool) -> Result<Self, FetchError> {
+    pub async fn create(
+        dir: &Path,
+        name: &str,
+        hash: bool,
+        max_bytes: Option<u64>,
+    ) -> Result<Self, FetchError> {
         let tmp = dir.join(format!(".{name}.partial-{:08x}", fastrand::u32(..)));
         let file = tokio::fs::File::create(&tmp).await?.into_std().await;
         let (tx, mut rx) = mpsc::channel::<Bytes>(QUEUE);
@@ -47,12 +55,18 @@ impl Sink {
         });
         Ok(Self {
             tmp,
+            bytes: 0,
+            max_bytes,
             tx: Some(tx),
             writer: Some(writer),
         })
     }
 
     pub async fn write(&mut self, chunk: Bytes) -> Result<(), FetchError> {
+        self.bytes = self.bytes.saturating_add(chunk.len() as u64);
+        if let Some(max) = self.max_bytes.filter(|max| self.bytes > *max) {
+            return Err(FetchError::TooLarge(max));
+        }
         let sent = match &self.tx {
             Some(tx) => tx.send(chunk).await.is_ok(),
             None => false,

@@ -69,6 +69,29 @@ async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
         body.len()
     );
     match kind {
+        // To plain http on a port where nothing listens: followed, it would fail differently.
+        "down" => {
+            let to = format!(
+                "HTTP/1.1 302 Found\r\nlocation: http://127.0.0.1:1/f/{name}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            );
+            let _ = s.write_all(to.as_bytes()).await;
+        }
+        "loop" => {
+            let to = format!(
+                "HTTP/1.1 302 Found\r\nlocation: /loop/{name}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            );
+            let _ = s.write_all(to.as_bytes()).await;
+        }
+        // A byte every 100 ms: never idle long enough for a read timeout.
+        "trickle" => {
+            let _ = s.write_all(ok.as_bytes()).await;
+            for b in body.iter().take(600) {
+                if s.write_all(&[*b]).await.is_err() || s.flush().await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
         "f" => {
             let _ = s.write_all(ok.as_bytes()).await;
             let _ = s.write_all(&body).await;
@@ -174,7 +197,10 @@ async fn http_files_arrive_whole_and_a_404_fails_only_itself() {
     ];
     let out = fetch(&urls, dir.path(), &options()).await;
     assert_eq!(out[0].status, Status::Ok);
-    assert_eq!(out[1].status, Status::Failed("HTTP 404".into()));
+    assert!(
+        matches!(&out[1].status, Status::NotFound(r) if r.contains("HTTP 404")),
+        "{out:?}"
+    );
     assert_eq!(out[1].attempts, 1, "a 4xx is not retried");
     assert_eq!(out[2].status, Status::Ok);
     assert_eq!(
@@ -317,4 +343,79 @@ async fn https_with_a_private_ca_given_by_ca_cert() {
         std::fs::read(dir.path().join("s.bin")).expect("s"),
         body_for("s.bin")
     );
+}
+
+#[tokio::test]
+async fn redirects_never_drop_from_https_to_http_and_are_bounded() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
+    let der = cert.cert.der().clone();
+    let key =
+        rustls::pki_types::PrivateKeyDer::try_from(cert.key_pair.serialize_der()).expect("key");
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(vec![der], key)
+        .expect("tls config");
+    let server = Server::start(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)))).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, cert.cert.pem()).expect("ca");
+    let out = fetch(
+        &[server.url("/down/x.bin")],
+        dir.path(),
+        &Options {
+            ca_cert: Some(ca),
+            ..options()
+        },
+    )
+    .await;
+    assert!(
+        matches!(&out[0].status, Status::Failed(r) if r.contains("refused redirect: from https to http://127.0.0.1:1/")),
+        "{out:?}"
+    );
+    assert_eq!(out[0].attempts, 1, "a refused redirect is not retried");
+
+    let plain = Server::start(None).await;
+    let out = fetch(&[plain.url("/loop/y.bin")], dir.path(), &options()).await;
+    assert!(
+        matches!(&out[0].status, Status::Failed(r) if r.contains("more than 5 redirects")),
+        "{out:?}"
+    );
+    assert!(leftovers(dir.path()).is_empty());
+}
+
+#[tokio::test]
+async fn a_trickled_body_is_cut_by_the_deadline_and_a_large_one_by_the_size_bound() {
+    let server = Server::start(None).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let started = std::time::Instant::now();
+    let out = fetch(
+        &[server.url("/trickle/t.bin")],
+        dir.path(),
+        &Options {
+            deadline: Some(std::time::Duration::from_secs(1)),
+            ..options()
+        },
+    )
+    .await;
+    assert!(
+        matches!(&out[0].status, Status::Failed(r) if r.contains("did not finish within 1s")),
+        "{out:?}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    let out = fetch(
+        &[server.url("/f/big.bin")],
+        dir.path(),
+        &Options {
+            max_bytes: Some(1000),
+            ..options()
+        },
+    )
+    .await;
+    assert!(
+        matches!(&out[0].status, Status::Failed(r) if r.contains("larger than the 1000 bytes")),
+        "{out:?}"
+    );
+    assert!(!dir.path().join("big.bin").exists());
+    assert!(leftovers(dir.path()).is_empty());
 }

@@ -57,7 +57,7 @@ async fn s3_objects_stream_to_disk_verified_and_a_missing_key_fails_alone() {
     assert_eq!(out[0].status, Status::Ok, "{out:?}");
     assert_eq!(out[0].bytes, large.len() as u64);
     assert!(
-        matches!(&out[1].status, Status::Failed(r) if r.contains("NoSuchKey")),
+        matches!(&out[1].status, Status::NotFound(r) if r.contains("NoSuchKey")),
         "{out:?}"
     );
     assert_eq!(out[1].attempts, 1, "a missing key is not retried");

@@ -7,6 +7,7 @@ pub mod cpu;
 pub mod instance;
 pub mod local;
 pub mod logs;
+pub mod user;
 
 pub use backoff::Backoff;
 pub use command::{CommandError, LaunchSpec};

@@ -8,13 +8,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{killpg, Signal};
-use nix::unistd::{Pid, User};
+use nix::unistd::Pid;
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
 use crate::command::{expand, CommandError, LaunchSpec};
 use crate::instance::{start_ticks, Instance, InstanceId};
 use crate::logs::{self, DEFAULT_MAX_BYTES};
+use crate::user::{environment, ServiceUser, UserError};
 
 /// How often an adopted instance's liveness is checked.
 const ADOPTED_POLL: Duration = Duration::from_millis(100);
@@ -32,10 +33,9 @@ pub enum FleetError {
         #[source]
         source: std::io::Error,
     },
-    #[error("release.user `{0}` does not exist")]
-    NoSuchUser(String),
-    #[error("release.user `{0}` needs cutover to run as root")]
-    NeedsRoot(String),
+    /// The service user is missing or cannot be become; fix the host or the stack file.
+    #[error(transparent)]
+    User(#[from] UserError),
     #[error("no free port on 127.0.0.1: {0}")]
     Port(std::io::Error),
     #[error("cannot open the instance log {0}: {1}")]
@@ -181,12 +181,21 @@ impl LocalFleet {
         let claim = self.claim_port()?;
         let port = claim.port;
         let argv = expand(&spec.command, port, &spec.version, &id.0)?;
+        let user = spec.user.as_deref().map(ServiceUser::lookup).transpose()?;
+        let env = environment(
+            |name| std::env::var(name).ok(),
+            user.as_ref(),
+            &spec.env,
+            &[
+                ("PORT", port.to_string()),
+                ("APP_VERSION", spec.version.clone()),
+                ("INSTANCE_ID", id.0.clone()),
+            ],
+        );
         let mut cmd = tokio::process::Command::new(&argv[0]);
         cmd.args(&argv[1..])
-            .envs(&spec.env)
-            .env("PORT", port.to_string())
-            .env("APP_VERSION", &spec.version)
-            .env("INSTANCE_ID", &id.0)
+            .env_clear()
+            .envs(&env)
             .stdin(Stdio::null())
             // Its own group, so a stop reaches every process the instance started.
             .process_group(0)
@@ -194,17 +203,18 @@ impl LocalFleet {
         if let Some(dir) = &spec.workdir {
             cmd.current_dir(dir);
         }
-        if let Some(name) = &spec.user {
-            let user = User::from_name(name)
-                .ok()
-                .flatten()
-                .ok_or_else(|| FleetError::NoSuchUser(name.clone()))?;
-            if !nix::unistd::geteuid().is_root() {
-                return Err(FleetError::NeedsRoot(name.clone()));
-            }
-            // std drops supplementary groups when root switches uid.
-            cmd.uid(user.uid.as_raw()).gid(user.gid.as_raw());
-            cmd.env("HOME", &user.dir).env("USER", name);
+        // std's `uid`/`gid` would drop the user's supplementary groups: switch here instead,
+        // groups first, as initgroups(3) and then setuid would. The instance also gets the usual
+        // umask back, whatever cutover keeps for its own files.
+        // SAFETY: only system calls on memory prepared before the fork.
+        unsafe {
+            cmd.pre_exec(move || {
+                nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
+                match &user {
+                    Some(user) => user.become_user(),
+                    None => Ok(()),
+                }
+            });
         }
         std::fs::create_dir_all(&self.logs_dir)
             .map_err(|e| FleetError::Log(self.logs_dir.clone(), e))?;

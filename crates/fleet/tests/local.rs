@@ -45,6 +45,49 @@ fn alive(pid: i32) -> bool {
             .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
 }
 
+/// Nothing of the test's (cutover's) own environment reaches an instance but the allow-list.
+fn assert_clean_environment(pid: u32) {
+    // Read while the script execs `sleep`, the file can be empty for a moment.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let environ = loop {
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("environ");
+        if !environ.is_empty() || std::time::Instant::now() > deadline {
+            break environ;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let names: Vec<String> = environ
+        .split(|b| *b == 0)
+        .filter_map(|kv| kv.split(|b| *b == b'=').next())
+        .filter(|k| !k.is_empty())
+        .map(|k| String::from_utf8_lossy(k).into_owned())
+        .collect();
+    // PWD, SHLVL and `_` are the test script's shell's own.
+    const ALLOWED: [&str; 14] = [
+        "PWD",
+        "SHLVL",
+        "_",
+        "PATH",
+        "LANG",
+        "LC_ALL",
+        "TZ",
+        "HOME",
+        "USER",
+        "LOGNAME",
+        "GREETING",
+        "PORT",
+        "APP_VERSION",
+        "INSTANCE_ID",
+    ];
+    for name in &names {
+        assert!(
+            ALLOWED.contains(&name.as_str()),
+            "{name} leaked into the instance: {names:?}"
+        );
+    }
+    assert!(names.iter().any(|n| n == "PATH"), "{names:?}");
+}
+
 #[tokio::test]
 async fn launch_sets_port_version_and_id_and_captures_both_streams() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -65,6 +108,8 @@ async fn launch_sets_port_version_and_id_and_captures_both_streams() {
         "log:\n{text}\nexpected: {expected}"
     );
     assert!(inst.start_ticks.is_some());
+    // The test's own environment (CARGO_*, RUST_*, whatever the shell had) stays behind.
+    assert_clean_environment(inst.pid);
     assert_eq!(fleet.instances().len(), 1);
     fleet.stop(&inst.id).await.expect("stop");
     assert!(fleet.instances().is_empty());
@@ -197,6 +242,26 @@ async fn runs_as_an_unprivileged_user_when_root() {
                 !text.contains("groups=0"),
                 "root's group must be dropped: {text}"
             );
+            // The supplementary groups are the user's own (initgroups), not none at all.
+            let status =
+                std::fs::read_to_string(format!("/proc/{}/status", inst.pid)).expect("status");
+            let groups = status
+                .lines()
+                .find_map(|l| l.strip_prefix("Groups:"))
+                .expect("a Groups line")
+                .split_whitespace()
+                .map(|g| g.parse::<u32>().expect("a gid"))
+                .collect::<Vec<_>>();
+            let name = std::ffi::CString::new("nobody").expect("name");
+            let mut expected: Vec<u32> = nix::unistd::getgrouplist(&name, nobody.gid)
+                .expect("grouplist")
+                .into_iter()
+                .map(|g| g.as_raw())
+                .collect();
+            expected.sort_unstable();
+            expected.dedup();
+            assert_eq!(groups, expected, "supplementary groups of nobody");
+            assert_clean_environment(inst.pid);
             fleet.stop(&inst.id).await.expect("stop");
         }
         Err(e) => {

@@ -2,9 +2,21 @@
 
 use std::time::Duration;
 
+/// The longest duration accepted anywhere (30 days). Every deadline is `now + duration`, so a
+/// bound here is what keeps clock arithmetic from overflowing, whatever a file or flag says.
+pub const MAX: Duration = Duration::from_secs(30 * 24 * 3600);
+
 pub fn parse(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim())
-        .map_err(|e| format!("`{s}` is not a duration such as \"2s\" or \"5m\" ({e})"))
+    let shown: String = s.chars().take(40).collect();
+    let d = humantime::parse_duration(s.trim())
+        .map_err(|e| format!("`{shown}` is not a duration such as \"2s\" or \"5m\" ({e})"))?;
+    if d > MAX {
+        return Err(format!(
+            "`{shown}` is longer than the longest duration allowed, {}",
+            format(MAX)
+        ));
+    }
+    Ok(d)
 }
 
 pub fn format(d: Duration) -> String {
@@ -34,5 +46,10 @@ mod tests {
         }
         assert!(parse("2 parsecs").is_err());
         assert!(parse("").is_err());
+        assert_eq!(parse("30days").expect("the bound itself"), MAX);
+        for huge in ["18446744073709551615s", "31days", "1000y"] {
+            let e = parse(huge).expect_err(huge);
+            assert!(e.contains("longest"), "{e}");
+        }
     }
 }

@@ -7,6 +7,7 @@ pub mod model;
 pub mod raw;
 mod render;
 pub mod validate;
+pub mod version;
 
 use std::collections::BTreeSet;
 use std::ops::Range;
@@ -22,6 +23,16 @@ const MAX_PROBLEMS: usize = 100;
 
 /// Reads and validates a stack file.
 pub fn load(path: &Path) -> Result<Spec, SpecError> {
+    load_on_host(path, |_| Vec::new())
+}
+
+/// Like [`load`], then holds the spec against what only the running host can tell (does
+/// `release.user` exist here, say): `host` returns problems by key path, located in the file
+/// like every other problem.
+pub fn load_on_host(
+    path: &Path,
+    host: impl Fn(&Spec) -> Vec<validate::Problem>,
+) -> Result<Spec, SpecError> {
     let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read {
         file: path.to_owned(),
         source,
@@ -30,11 +41,20 @@ pub fn load(path: &Path) -> Result<Spec, SpecError> {
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    parse(&text, path, base)
+    parse_on_host(&text, path, base, host)
 }
 
 /// Validates stack file text; `file` names it in errors, `base_dir` resolves relative paths.
 pub fn parse(text: &str, file: &Path, base_dir: &Path) -> Result<Spec, SpecError> {
+    parse_on_host(text, file, base_dir, |_| Vec::new())
+}
+
+fn parse_on_host(
+    text: &str,
+    file: &Path,
+    base_dir: &Path,
+    host: impl Fn(&Spec) -> Vec<validate::Problem>,
+) -> Result<Spec, SpecError> {
     let invalid = |problems| SpecError::Invalid {
         file: file.to_owned(),
         problems,
@@ -45,7 +65,16 @@ pub fn parse(text: &str, file: &Path, base_dir: &Path) -> Result<Spec, SpecError
     let mut problems = Vec::new();
     let mut dropped = BTreeSet::new();
     let raw = deserialize_all(text, &locator, &mut problems, &mut dropped);
-    let validated = raw.as_ref().map(|raw| validate::validate(raw, base_dir));
+    let validated = raw.as_ref().map(|raw| {
+        validate::validate(raw, base_dir).and_then(|spec| {
+            let found = host(&spec);
+            if found.is_empty() {
+                Ok(spec)
+            } else {
+                Err(found)
+            }
+        })
+    });
     match validated {
         Some(Ok(spec)) if problems.is_empty() => return Ok(spec),
         Some(Ok(_)) | None => {}

@@ -37,6 +37,11 @@ pub struct Release {
     pub stop_timeout: Duration,
     pub artifact: Option<String>,
     pub sha256: Option<String>,
+    /// Upper bound on fetching, verifying and unpacking one release, retries included.
+    #[serde(with = "crate::duration::serde_str")]
+    pub fetch_timeout: Duration,
+    /// Upper bound on the bytes an artifact unpacks to.
+    pub max_unpacked_size: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -214,6 +219,9 @@ impl Balance {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Admin {
     pub bind: SocketAddr,
+    /// The stack file allows a bind address beyond loopback (the token then crosses the network
+    /// in plain HTTP: every start warns).
+    pub allow_remote: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -46,6 +46,8 @@ pub struct RawRelease {
     pub stop_timeout: Option<String>,
     pub artifact: Option<String>,
     pub sha256: Option<String>,
+    pub fetch_timeout: Option<String>,
+    pub max_unpacked_size: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]
@@ -94,6 +96,7 @@ pub struct RawListener {
 #[serde(deny_unknown_fields)]
 pub struct RawAdmin {
     pub bind: Option<String>,
+    pub allow_remote: Option<bool>,
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]

@@ -24,6 +24,8 @@ impl Spec {
                 stop_timeout: Some(format(r.stop_timeout)),
                 artifact: r.artifact.clone(),
                 sha256: r.sha256.clone(),
+                fetch_timeout: Some(format(r.fetch_timeout)),
+                max_unpacked_size: Some(size(r.max_unpacked_size)),
             },
             health: RawHealth {
                 path: Some(h.path.clone()),
@@ -76,6 +78,7 @@ impl Spec {
             },
             admin: RawAdmin {
                 bind: Some(self.admin.bind.to_string()),
+                allow_remote: self.admin.allow_remote.then_some(true),
             },
             autoscale: self.autoscale.as_ref().map(|a| RawAutoscale {
                 scale_out_cooldown: Some(format(a.scale_out_cooldown)),
@@ -171,4 +174,14 @@ fn raw_aws(a: &Aws) -> RawAws {
             auto_scaling_group: a.adopt.auto_scaling_group.clone(),
         }),
     }
+}
+
+/// A byte count in the largest binary unit that holds it exactly.
+fn size(bytes: u64) -> String {
+    for (unit, shift) in [("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)] {
+        if bytes >= 1 << shift && bytes.is_multiple_of(1 << shift) {
+            return format!("{}{unit}", bytes >> shift);
+        }
+    }
+    format!("{bytes}B")
 }

@@ -42,6 +42,8 @@ pub mod defaults {
     pub const MAX_P99: &str = "1s";
     pub const MAX_P99_RATIO: f64 = 1.5;
     pub const COOLDOWN: &str = "5m";
+    pub const FETCH_TIMEOUT: &str = "10m";
+    pub const MAX_UNPACKED_SIZE: &str = "2GiB";
     pub const POLICY_PERIOD: &str = "1m";
     pub const POLICY_PERIODS: u32 = 1;
     pub const INSTANCE_TYPE: &str = "t3.micro";
@@ -78,6 +80,33 @@ impl Checker {
             self.problem(path, "expected a duration above zero");
         }
         d
+    }
+
+    /// A size such as "512MiB" or "2GB", from 1 MiB to 1 TiB.
+    fn size(&mut self, path: &str, value: &Option<String>, default: &str) -> u64 {
+        const MIN: u64 = 1 << 20;
+        const MAX: u64 = 1 << 40;
+        let text = value.as_deref().unwrap_or(default);
+        let fallback = || {
+            default
+                .parse::<bytesize::ByteSize>()
+                .map(|b| b.as_u64())
+                .unwrap_or(MIN)
+        };
+        match text.trim().parse::<bytesize::ByteSize>() {
+            Ok(b) if (MIN..=MAX).contains(&b.as_u64()) => b.as_u64(),
+            Ok(_) => {
+                self.problem(path, format!("`{text}` must be between 1MiB and 1TiB"));
+                fallback()
+            }
+            Err(_) => {
+                self.problem(
+                    path,
+                    format!("`{text}` is not a size such as \"512MiB\" or \"2GiB\""),
+                );
+                fallback()
+            }
+        }
     }
 
     fn addr(&mut self, path: &str, text: &str) -> Option<SocketAddr> {
@@ -144,10 +173,7 @@ fn is_header_name(name: &str) -> bool {
 }
 
 fn is_version(v: &str) -> bool {
-    !v.is_empty()
-        && v.len() <= 128
-        && v.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-+".contains(&b))
+    crate::version::check(v).is_ok()
 }
 
 const PLACEHOLDERS: [&str; 3] = ["port", "version", "instance"];
@@ -214,7 +240,19 @@ pub fn validate(raw: &RawSpec, base_dir: &Path) -> Result<Spec, Vec<Problem>> {
         bind: c
             .addr("admin.bind", admin_bind)
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8099))),
+        allow_remote: raw.admin.allow_remote.unwrap_or(false),
     };
+    if !admin.bind.ip().is_loopback() && !admin.allow_remote {
+        c.problem(
+            "admin.bind",
+            format!(
+                "`{}` is not a loopback address: the admin API would take its bearer token over \
+                 plain HTTP from the network; bind it to 127.0.0.1, or set admin.allow_remote = true \
+                 to accept that",
+                admin.bind
+            ),
+        );
+    }
     if admin.bind == listener.bind && admin.bind.port() != 0 {
         c.problem("admin.bind", "must differ from listener.bind");
     }
@@ -242,11 +280,8 @@ fn release(c: &mut Checker, r: &RawRelease, needs_command: bool) -> Release {
         .version
         .clone()
         .unwrap_or_else(|| defaults::VERSION.into());
-    if !is_version(&version) {
-        c.problem(
-            "release.version",
-            format!("`{version}` must be 1-128 letters, digits, `.`, `_`, `-` or `+`"),
-        );
+    if let Err(e) = crate::version::check(&version) {
+        c.problem("release.version", e);
     }
     let command = r.command.clone().unwrap_or_default();
     if command.trim().is_empty() {
@@ -257,6 +292,13 @@ fn release(c: &mut Checker, r: &RawRelease, needs_command: bool) -> Release {
             );
         }
     } else {
+        // Split here as the fleet will split it, so a template that cannot be run fails now.
+        if let Err(e) = shell_words::split(&command) {
+            c.problem(
+                "release.command",
+                format!("cannot be split into words ({e}): close the quote or escape it"),
+            );
+        }
         for placeholder in placeholders(&command) {
             if !PLACEHOLDERS.contains(&placeholder.as_str()) {
                 c.problem(
@@ -311,6 +353,16 @@ fn release(c: &mut Checker, r: &RawRelease, needs_command: bool) -> Release {
             c.problem("release.sha256", "is given without release.artifact");
         }
     }
+    let fetch_timeout = c.positive_duration(
+        "release.fetch_timeout",
+        &r.fetch_timeout,
+        defaults::FETCH_TIMEOUT,
+    );
+    let max_unpacked_size = c.size(
+        "release.max_unpacked_size",
+        &r.max_unpacked_size,
+        defaults::MAX_UNPACKED_SIZE,
+    );
     Release {
         version,
         command,
@@ -320,6 +372,8 @@ fn release(c: &mut Checker, r: &RawRelease, needs_command: bool) -> Release {
         stop_timeout,
         artifact: r.artifact.clone(),
         sha256: r.sha256.as_ref().map(|s| s.to_ascii_lowercase()),
+        fetch_timeout,
+        max_unpacked_size,
     }
 }
 

@@ -52,6 +52,7 @@ pub struct Common {
 
 #[derive(clap::Args, Debug)]
 pub struct DeployArgs {
+    #[arg(value_parser = super::parse_version)]
     pub version: String,
     #[command(flatten)]
     pub common: Common,

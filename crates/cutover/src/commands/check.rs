@@ -19,7 +19,9 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> ExitCode {
-    match cutover_spec::load(&args.file) {
+    match cutover_spec::load_on_host(&args.file, |spec| {
+        cutover_fleet::user::host_problems(spec, false)
+    }) {
         Ok(spec) => {
             if args.json {
                 println!("{}", json!({ "ok": true, "file": args.file, "spec": spec }));

@@ -11,6 +11,7 @@ use super::up::LeftBehind;
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// The version to roll out.
+    #[arg(value_parser = super::parse_version)]
     pub version: String,
     /// Deploy strategy: rolling, replace-group, blue-green or canary (default: the stack file's).
     #[arg(long)]
@@ -62,7 +63,7 @@ const POLL: Duration = Duration::from_millis(250);
 #[derive(clap::Args, Debug)]
 pub struct RollbackArgs {
     /// Roll back to this release instead of the one before the current.
-    #[arg(long)]
+    #[arg(long, value_parser = super::parse_version)]
     pub to: Option<String>,
     #[arg(long)]
     pub no_wait: bool,

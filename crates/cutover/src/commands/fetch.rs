@@ -110,7 +110,7 @@ fn table(outcomes: &[Outcome]) {
             Status::Ok if o.attempts > 1 => format!("ok after {} attempts", o.attempts),
             Status::Ok => "ok".into(),
             Status::Superseded => "skipped: a later URL names the same file".into(),
-            Status::Failed(reason) => format!("failed: {reason}"),
+            Status::Failed(reason) | Status::NotFound(reason) => format!("failed: {reason}"),
         };
         println!(
             "{:<50} {:<28} {:>12} {:>7.2}s  {result}",
@@ -157,7 +157,7 @@ pub fn run(args: Args) -> ExitCode {
     }
     let ok = !outcomes
         .iter()
-        .any(|o| matches!(o.status, Status::Failed(_)));
+        .any(|o| matches!(o.status, Status::Failed(_) | Status::NotFound(_)));
     if args.json {
         println!("{}", serde_json::json!({ "ok": ok, "files": outcomes }));
     } else {

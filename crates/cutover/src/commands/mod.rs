@@ -19,6 +19,11 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     cutover_spec::duration::parse(s)
 }
 
+/// Parses a release version given on the command line, by the stack file's rule.
+pub fn parse_version(s: &str) -> Result<String, String> {
+    cutover_spec::version::check(s).map(|()| s.to_owned())
+}
+
 /// Whether the stack file runs on AWS (has an `[aws]` section). A file that does not load is left
 /// to the command, which reports it as it always does.
 fn runs_on_aws(stack: &status::Stack) -> bool {

@@ -46,7 +46,10 @@ pub fn data_dir(file: &Path, given: Option<PathBuf>) -> PathBuf {
 }
 
 pub fn run(args: Args) -> ExitCode {
-    let spec = match cutover_spec::load(&args.file) {
+    // A user that cannot be become fails here, before anything starts, not as a crash loop.
+    let spec = match cutover_spec::load_on_host(&args.file, |spec| {
+        cutover_fleet::user::host_problems(spec, true)
+    }) {
         Ok(spec) => spec,
         Err(e) => {
             eprintln!("{e}");
@@ -108,8 +111,21 @@ pub async fn run_stack(
     // Handlers first: a signal that arrives once the addresses are printed must drain, not kill.
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
-    std::fs::create_dir_all(&data_dir)
+    crate::private::restrict_umask();
+    crate::private::data_dir(&data_dir, spec.release.user.is_some())
         .map_err(|e| anyhow::anyhow!("cannot create the data dir {}: {e}", data_dir.display()))?;
+    if !spec.admin.bind.ip().is_loopback() {
+        tracing::warn!(
+            bind = %spec.admin.bind,
+            "the admin API listens beyond loopback (admin.allow_remote): its token crosses the \
+             network in plain HTTP"
+        );
+        eprintln!(
+            "warning: the admin API listens on {} (admin.allow_remote = true): its bearer token \
+             crosses the network in plain HTTP",
+            spec.admin.bind
+        );
+    }
     let token = token::load_or_create(&data_dir).map_err(|e| {
         anyhow::anyhow!(
             "cannot write {}: {e}",
