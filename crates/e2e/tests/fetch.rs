@@ -36,7 +36,7 @@ fn one_bad_url_fails_the_command_and_the_rest_are_saved() {
         .iter()
         .map(|f| f["result"].as_str().unwrap_or("?"))
         .collect();
-    assert_eq!(results, vec!["ok", "failed", "failed", "ok"], "{report}");
+    assert_eq!(results, vec!["ok", "failed", "not_found", "ok"], "{report}");
     assert!(report["files"][1]["reason"]
         .as_str()
         .is_some_and(|r| r.contains("unsupported scheme `ftp`")));

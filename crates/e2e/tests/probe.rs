@@ -181,4 +181,23 @@ fn bad_arguments_are_refused() {
     let (code, _, stderr) = cutover(&["probe", "http://127.0.0.1:1/", "--duration", "soon"]);
     assert_eq!(code, 2);
     assert!(stderr.contains("not a duration"), "{stderr}");
+    // Values no clock can add are refused before anything is sent, not panicked on.
+    let (code, _, stderr) = cutover(&[
+        "probe",
+        "http://127.0.0.1:1/",
+        "--timeout",
+        "18446744073709551615s",
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    let (code, _, stderr) = cutover(&["probe", "http://127.0.0.1:1/", "--rate", "1e12"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("at most 200000 per second"), "{stderr}");
+}
+
+#[test]
+fn a_run_that_sent_nothing_never_passes() {
+    let app = DemoApp::start(&[]);
+    let (code, _, stderr) = cutover(&["probe", &app.url("/"), "--duration", "0s", "--quiet"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("no request was sent"), "{stderr}");
 }

@@ -224,6 +224,9 @@ impl LocalFleet {
             .try_clone()
             .map_err(|e| FleetError::Log(log_path.clone(), e))?;
         cmd.stdout(Stdio::from(log)).stderr(Stdio::from(err_log));
+        // Before the spawn, so that the time an instance ran is never under-counted (a busy
+        // machine can hold this thread between the spawn and the next clock read).
+        let started = Instant::now();
         let mut child = cmd.spawn().map_err(|source| FleetError::Spawn {
             program: argv[0].clone(),
             source,
@@ -239,7 +242,6 @@ impl LocalFleet {
         };
         let (exit_tx, exit_rx) = watch::channel(None);
         let stopping = Arc::new(AtomicBool::new(false));
-        let started = Instant::now();
         let (events, flag, ev_id, version) = (
             self.exits.clone(),
             stopping.clone(),

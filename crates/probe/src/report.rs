@@ -193,8 +193,10 @@ impl Second {
 
 impl Report {
     /// Whether the run stayed within the allowed number of failures.
+    /// Whether the run proves what it was for: something was sent, and at most `max_failed`
+    /// of it failed. A run that sent nothing proves nothing, so it never passes.
     pub fn passed(&self, max_failed: u64) -> bool {
-        self.failed <= max_failed
+        self.requests > 0 && self.failed <= max_failed
     }
 
     /// The human summary printed at the end.
@@ -266,5 +268,7 @@ mod tests {
         assert!(r.latency_ms.p50 >= 2.9 && r.latency_ms.p50 <= 5.1);
         assert!(!r.passed(0));
         assert!(r.passed(3));
+        let nothing = Recorder::new("http://x/").finish(Duration::from_secs(1));
+        assert!(!nothing.passed(0), "a run that sent nothing proves nothing");
     }
 }

@@ -61,6 +61,12 @@ struct Sample {
     outcome: Outcome,
 }
 
+/// The highest open-loop rate accepted: one scheduler thread cannot keep a faster schedule,
+/// and a schedule it cannot keep would be reported as the server's latency.
+pub const MAX_RATE: f64 = 200_000.0;
+/// Most connections (open loop) or clients (closed loop): each is a socket and a task.
+pub const MAX_CLIENTS: usize = 20_000;
+
 /// Runs the probe to the end and returns its report; `on_second` sees each second as it closes.
 pub async fn run(
     config: &ProbeConfig,
@@ -72,17 +78,21 @@ pub async fn run(
             per_second,
             connections,
         } => {
-            if !(per_second.is_finite() && per_second > 0.0) {
+            if !(per_second.is_finite() && per_second > 0.0 && per_second <= MAX_RATE) {
                 return Err(ProbeError::Config(format!(
-                    "rate must be above 0, not {per_second}"
+                    "rate must be above 0 and at most {MAX_RATE} per second, not {per_second}"
                 )));
             }
-            if connections == 0 {
-                return Err(ProbeError::Config("connections must be at least 1".into()));
+            if !(1..=MAX_CLIENTS).contains(&connections) {
+                return Err(ProbeError::Config(format!(
+                    "connections must be between 1 and {MAX_CLIENTS}, not {connections}"
+                )));
             }
         }
-        Load::Concurrency(0) => {
-            return Err(ProbeError::Config("concurrency must be at least 1".into()))
+        Load::Concurrency(n) if !(1..=MAX_CLIENTS).contains(&n) => {
+            return Err(ProbeError::Config(format!(
+                "concurrency must be between 1 and {MAX_CLIENTS}, not {n}"
+            )))
         }
         Load::Concurrency(_) => {}
     }

@@ -27,11 +27,12 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio_util::sync::CancellationToken;
 
 use crate::forward::{is_idempotent, Proxy, ProxyError};
-use crate::headers::{Client, Rules, HOP_BY_HOP};
+use crate::headers::{Client, Rules, HOP_BY_HOP, PROXY_ERROR_FIELD};
 use crate::upstream::{self, Framing};
 
-/// The largest request head read here; a larger one goes to hyper, which answers 431.
-const MAX_HEAD: usize = 64 * 1024;
+/// The largest request head accepted (64 KiB): a larger one goes to hyper, whose buffer has
+/// the same bound, and is answered 431.
+pub(crate) const MAX_HEAD: usize = 64 * 1024;
 /// The most header fields read here (hyper's default); more go to hyper, which answers 431.
 const MAX_HEADERS: usize = 100;
 /// How much is read from the client at a time.
@@ -201,6 +202,8 @@ where
         keep_alive,
         taken.http10,
     );
+    // Nothing has reached the client yet: a body that breaks now can still be answered 502.
+    let mut sent = false;
     loop {
         // What is already read goes out with what came before it, in one write.
         loop {
@@ -212,7 +215,27 @@ where
                     }
                 }
                 Ok(None) => break,
-                Err(why) => return Err(broken(guard.backend().key.as_str(), why)),
+                Err(why) => {
+                    let backend = guard.backend();
+                    backend.metrics.broken_body();
+                    proxy.registry.passive(backend, false);
+                    if sent {
+                        return Err(broken(backend.key.as_str(), why));
+                    }
+                    tracing::debug!(target = %backend.key, %why, "target's body is malformed; answering 502");
+                    out.clear();
+                    // The target connection is not reused; the client's may be.
+                    let keep_alive = keep_alive && !closing.is_closing();
+                    error_response(
+                        out,
+                        ProxyError::TargetReset,
+                        taken.method == Method::HEAD,
+                        keep_alive,
+                        taken.http10,
+                    );
+                    send(io, out).await?;
+                    return Ok(keep_alive);
+                }
             }
         }
         if framing == Framing::Done {
@@ -226,11 +249,17 @@ where
         if !out.is_empty() {
             send(io, out).await?;
             out.clear();
+            sent = true;
         }
         match upstream::body_data(&mut conn, &mut framing).await {
             Ok(Some(data)) => frame(out, &data, chunked),
             Ok(None) => {}
-            Err(why) => return Err(broken(guard.backend().key.as_str(), why)),
+            Err(why) => {
+                let backend = guard.backend();
+                backend.metrics.broken_body();
+                proxy.registry.passive(backend, false);
+                return Err(broken(backend.key.as_str(), why));
+            }
         }
     }
 }
@@ -317,11 +346,13 @@ fn parse(buf: &[u8], proxy: &Proxy, client: &Client, head: &mut Vec<u8>) -> Pars
     let (mut host, mut prior_for, mut has_id) = (None, None, false);
     for f in req.headers.iter() {
         let name = f.name.as_bytes();
-        if is_hop_by_hop(name) || connection.iter().any(|t| t.eq_ignore_ascii_case(name)) {
-            continue;
-        }
+        // The proxy's own fields first: a `Connection` token never removes them.
         if name.eq_ignore_ascii_case(b"host") {
-            host = host.or(Some(f.value));
+            if host.is_some() {
+                // Two Hosts: the general path refuses it with a 400.
+                return Parsed::Handoff;
+            }
+            host = Some(f.value);
             continue;
         }
         if name.eq_ignore_ascii_case(b"x-forwarded-for") {
@@ -331,6 +362,9 @@ fn parse(buf: &[u8], proxy: &Proxy, client: &Client, head: &mut Vec<u8>) -> Pars
         if name.eq_ignore_ascii_case(b"x-forwarded-proto")
             || name.eq_ignore_ascii_case(b"x-forwarded-host")
         {
+            continue;
+        }
+        if is_hop_by_hop(name) || connection.iter().any(|t| t.eq_ignore_ascii_case(name)) {
             continue;
         }
         has_id |= name.eq_ignore_ascii_case(b"x-request-id");
@@ -418,6 +452,7 @@ fn response_head(
     for (name, value) in answer.fields() {
         if is_hop_by_hop(name)
             || name.eq_ignore_ascii_case(b"upgrade")
+            || name.eq_ignore_ascii_case(PROXY_ERROR_FIELD.as_bytes())
             || connection.iter().any(|t| t.eq_ignore_ascii_case(name))
             || ruled(rules, name)
         {

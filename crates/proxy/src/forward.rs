@@ -72,6 +72,73 @@ impl ProxyError {
     }
 }
 
+/// A request the proxy refuses before any target sees it: what a target could read
+/// differently from the proxy (request smuggling) or what would pass the proxy by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Two `Host` fields: which one a target reads is anyone's guess (RFC 9112 §3.2).
+    DuplicateHost,
+    /// `CONNECT` would turn the proxy into a tunnel to anywhere.
+    Connect,
+    /// A GET or HEAD with a chunked body: such a body has no meaning (RFC 9110 §9.3.1) and a
+    /// target may read it as the next request.
+    BodyWithoutMeaning,
+}
+
+impl Refusal {
+    pub fn status(self) -> StatusCode {
+        match self {
+            Refusal::DuplicateHost | Refusal::BodyWithoutMeaning => StatusCode::BAD_REQUEST,
+            Refusal::Connect => StatusCode::METHOD_NOT_ALLOWED,
+        }
+    }
+
+    pub fn text(self) -> &'static str {
+        match self {
+            Refusal::DuplicateHost => "400 Bad Request: more than one Host field\n",
+            Refusal::Connect => "405 Method Not Allowed: CONNECT is not proxied\n",
+            Refusal::BodyWithoutMeaning => {
+                "400 Bad Request: a GET or HEAD request must not carry a chunked body\n"
+            }
+        }
+    }
+
+    pub fn response(self) -> Response<ProxyBody> {
+        let mut resp = Response::new(body::full(self.text()));
+        *resp.status_mut() = self.status();
+        let h = resp.headers_mut();
+        h.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        if self == Refusal::Connect {
+            h.insert(
+                http::header::ALLOW,
+                HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+            );
+        }
+        // The connection may be out of step with the client after such a request.
+        h.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        resp
+    }
+}
+
+/// What in a request head the proxy refuses outright.
+fn screen<B>(req: &Request<B>) -> Option<Refusal> {
+    if req.method() == Method::CONNECT {
+        return Some(Refusal::Connect);
+    }
+    if req.headers().get_all(HOST).iter().count() > 1 {
+        return Some(Refusal::DuplicateHost);
+    }
+    if matches!(*req.method(), Method::GET | Method::HEAD)
+        && req.headers().contains_key(http::header::TRANSFER_ENCODING)
+    {
+        return Some(Refusal::BodyWithoutMeaning);
+    }
+    None
+}
+
 /// The proxy's shared state for one listener.
 #[derive(Clone)]
 pub struct Proxy {
@@ -98,15 +165,22 @@ impl Proxy {
 
     /// Forwards one client request; never fails: errors become 502/503/504 with `x-cutover-error`.
     pub async fn handle(&self, mut req: Request<Incoming>, client: &Client) -> Response<ProxyBody> {
-        let upgrading = req.version() == Version::HTTP_11 && headers::is_upgrade(req.headers());
+        if let Some(refusal) = screen(&req) {
+            return refusal.response();
+        }
+        // Only the upgrades the stack file allows; any other `Upgrade` (h2c) is dropped and the
+        // request goes on as an ordinary one.
+        let upgrading = req.version() == Version::HTTP_11
+            && headers::is_upgrade(req.headers())
+            && headers::upgrade_allowed(req.headers(), &self.rules.upgrades);
         let client_upgrade = upgrading.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, incoming) = req.into_parts();
-        let host = parts.headers.get(HOST).cloned().or_else(|| {
-            parts
-                .uri
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        });
+        // An absolute-form target's authority wins over Host (RFC 9112 §3.2.2).
+        let host = parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            .or_else(|| parts.headers.get(HOST).cloned());
         headers::strip_hop_by_hop(&mut parts.headers, upgrading);
         headers::add_forwarded(&mut parts.headers, client, host.as_ref());
         if let Some(host) = host {
@@ -186,11 +260,13 @@ impl Proxy {
                     ));
                     let (mut parts, _) = resp.into_parts();
                     headers::strip_hop_by_hop(&mut parts.headers, true);
+                    parts.headers.remove(headers::PROXY_ERROR_FIELD);
                     return Response::from_parts(parts, body::empty());
                 }
             }
             let (mut parts, incoming) = resp.into_parts();
             headers::strip_hop_by_hop(&mut parts.headers, false);
+            parts.headers.remove(headers::PROXY_ERROR_FIELD);
             headers::apply(&mut parts.headers, &self.rules.response);
             return Response::from_parts(parts, Tracked::new(incoming, guard, sender).boxed());
         }
@@ -216,6 +292,7 @@ impl Proxy {
         *resp.status_mut() = answer.status;
         *resp.headers_mut() = headers;
         headers::strip_hop_by_hop(resp.headers_mut(), false);
+        resp.headers_mut().remove(headers::PROXY_ERROR_FIELD);
         headers::apply(resp.headers_mut(), &self.rules.response);
         resp
     }

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, HOST, UPGRADE};
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
-pub(crate) const HOP_BY_HOP: [&str; 8] = [
+pub(crate) const HOP_BY_HOP: [&str; 9] = [
     "connection",
     "keep-alive",
     "proxy-connection",
@@ -14,7 +14,25 @@ pub(crate) const HOP_BY_HOP: [&str; 8] = [
     "te",
     "trailer",
     "transfer-encoding",
+    // Belongs to an h2c upgrade (RFC 9113 §3.2.1), which is never passed on.
+    "http2-settings",
 ];
+
+/// Fields a client's `Connection` cannot name away: the target needs `Host`, and the
+/// forwarding fields are the proxy's to write.
+pub(crate) const PROTECTED: [&str; 4] = [
+    "host",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+];
+
+/// The proxy's own mark on answers it made itself; a target's is removed, so that an app's
+/// 5xx never passes for the proxy's.
+pub(crate) const PROXY_ERROR_FIELD: &str = "x-cutover-error";
+
+/// Upgrades passed to a target when the stack file names none.
+pub const DEFAULT_UPGRADES: [&str; 1] = ["websocket"];
 
 /// Rules for one direction: remove, then set (replace), then add (append beside what is there).
 #[derive(Debug, Clone, Default)]
@@ -25,10 +43,23 @@ pub struct Rules {
 }
 
 /// Header rules for requests and responses, from the stack file.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct HeaderRules {
     pub request: Rules,
     pub response: Rules,
+    /// Protocols a client may upgrade to (`Upgrade` tokens, lower case); any other upgrade is
+    /// refused so that nothing reaches a target past the proxy's header handling.
+    pub upgrades: Vec<String>,
+}
+
+impl Default for HeaderRules {
+    fn default() -> Self {
+        Self {
+            request: Rules::default(),
+            response: Rules::default(),
+            upgrades: DEFAULT_UPGRADES.iter().map(|u| (*u).to_owned()).collect(),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +102,7 @@ impl HeaderRules {
                 add: pairs(&l.add_response_headers)?,
                 remove: names(&l.remove_response_headers)?,
             },
+            upgrades: l.upgrades.iter().map(|u| u.to_ascii_lowercase()).collect(),
         })
     }
 }
@@ -95,6 +127,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrading: bool) {
         .flat_map(|v| v.split(','))
         .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
         .filter(|n| !(upgrading && n == UPGRADE))
+        .filter(|n| !PROTECTED.contains(&n.as_str()))
         .collect();
     for name in named {
         headers.remove(name);
@@ -120,6 +153,28 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
                 v.split(',')
                     .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
             })
+}
+
+/// Whether every protocol the `Upgrade` field asks for is one the stack file allows
+/// (`websocket/13` counts as `websocket`).
+pub fn upgrade_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
+    let mut any = false;
+    for value in headers.get_all(UPGRADE) {
+        let Ok(value) = value.to_str() else {
+            return false;
+        };
+        for token in value.split(',') {
+            let name = token.split('/').next().unwrap_or("").trim();
+            if name.is_empty() {
+                continue;
+            }
+            if !allowed.iter().any(|a| a.eq_ignore_ascii_case(name)) {
+                return false;
+            }
+            any = true;
+        }
+    }
+    any
 }
 
 /// The client side of a connection, worked out once per connection rather than per request.

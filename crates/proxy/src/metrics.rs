@@ -77,6 +77,12 @@ impl TargetMetrics {
         self.observe(took);
     }
 
+    /// An answer that broke after its head was counted as a response: it counts as the
+    /// proxy's failure too, so a target that sends garbage bodies shows in its error rate.
+    pub fn broken_body(&self) {
+        self.proxy_errors.add(1);
+    }
+
     pub fn connect_error(&self) {
         self.connect_errors.add(1);
     }

@@ -241,6 +241,8 @@ fn http_builder(header_read_timeout: Duration) -> Arc<auto::Builder<TokioExecuto
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(header_read_timeout)
+        // One request-head limit on both paths: hyper answers 431 past it.
+        .max_buf_size(crate::downstream::MAX_HEAD)
         .keep_alive(true);
     builder.http2().timer(TokioTimer::new());
     Arc::new(builder)

@@ -290,6 +290,7 @@ async fn header_echo_server() -> std::net::SocketAddr {
 async fn forwarded_headers_and_header_rules() {
     let name = |n: &'static str| HeaderName::from_static(n);
     let rules = HeaderRules {
+        upgrades: vec!["websocket".into()],
         request: Rules {
             set: vec![(name("x-team"), HeaderValue::from_static("payments"))],
             add: vec![(name("x-tag"), HeaderValue::from_static("via-lb"))],

@@ -188,6 +188,8 @@ pub struct Listener {
     /// cache stays warm and two workers never share a CPU, but where other processes keep the
     /// CPUs busy it takes away the scheduler's freedom to move a worker off a busy one.
     pub pin_workers: bool,
+    /// Protocols a client may upgrade to; any other `Upgrade` is not passed on.
+    pub upgrades: Vec<String>,
 }
 
 /// How a group spreads requests over its targets.

@@ -90,6 +90,8 @@ pub struct RawListener {
     pub workers: Option<u32>,
     /// Bind each worker thread to a CPU of its own.
     pub pin_workers: Option<bool>,
+    /// Protocols clients may upgrade to (`Upgrade` tokens); default `["websocket"]`.
+    pub upgrades: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]

@@ -58,6 +58,7 @@ impl Spec {
                 balance: Some(l.balance.name().into()),
                 workers: l.workers,
                 pin_workers: Some(l.pin_workers),
+                upgrades: Some(l.upgrades.clone()),
             },
             deploy: RawDeploy {
                 strategy: Some(d.strategy.name().into()),

@@ -458,6 +458,32 @@ fn group(c: &mut Checker, g: &RawGroup) -> Group {
     Group { min, desired, max }
 }
 
+/// The upgrade protocols a listener passes on: tokens as RFC 9110 §7.8 has them, never h2c
+/// (an h2c connection would carry requests past the proxy's header handling).
+fn upgrades(c: &mut Checker, given: &Option<Vec<String>>) -> Vec<String> {
+    let Some(given) = given else {
+        return vec!["websocket".to_owned()];
+    };
+    let mut out = Vec::new();
+    for (i, u) in given.iter().enumerate() {
+        let path = format!("listener.upgrades[{i}]");
+        if !is_header_name(u) {
+            c.problem(
+                path,
+                format!("`{u}` is not a protocol name such as \"websocket\""),
+            );
+        } else if u.eq_ignore_ascii_case("h2c") {
+            c.problem(
+                path,
+                "h2c cannot be passed on: its requests would bypass the proxy's header handling",
+            );
+        } else {
+            out.push(u.to_ascii_lowercase());
+        }
+    }
+    out
+}
+
 /// Far above any machine's cores: a typo such as 10000 is caught rather than spawning threads.
 const MAX_WORKERS: u32 = 1024;
 
@@ -554,6 +580,7 @@ fn listener(c: &mut Checker, l: &RawListener, base_dir: &Path) -> Listener {
         balance,
         workers,
         pin_workers: l.pin_workers.unwrap_or(false),
+        upgrades: upgrades(c, &l.upgrades),
     }
 }
 

@@ -92,6 +92,9 @@ pub fn run(args: Args) -> ExitCode {
     }
     if report.passed(args.max_failed) {
         ExitCode::SUCCESS
+    } else if report.requests == 0 {
+        eprintln!("cutover probe: no request was sent, so nothing was proven");
+        ExitCode::FAILURE
     } else {
         if !args.json {
             eprintln!(
