@@ -41,9 +41,14 @@ pub async fn open(
     let mut tasks = JoinSet::new();
     let main = bind(spec.listener.bind).await?;
     let listener = main.local_addr()?;
+    let proxy = |rules| {
+        let mut proxy = Proxy::new(registry.clone(), rules);
+        proxy.body_timeout = spec.listener.body_timeout;
+        proxy
+    };
     tasks.spawn(cutover_proxy::serve(
         main,
-        Arc::new(Proxy::new(registry.clone(), rules.clone())),
+        Arc::new(proxy(rules.clone())),
         ListenerOptions {
             tls,
             ..workers.clone()
@@ -54,7 +59,7 @@ pub async fn open(
     if let (Some(addr), Some(group)) = (spec.listener.preview, preview) {
         let socket = bind(addr).await?;
         preview_addr = Some(socket.local_addr()?);
-        let mut proxy = Proxy::new(registry.clone(), rules);
+        let mut proxy = proxy(rules);
         proxy.only = Some(Arc::new(move || group.get()));
         tasks.spawn(cutover_proxy::serve(
             socket,

@@ -29,14 +29,23 @@ pub struct Tracked {
     guard: Option<InFlight>,
     /// The connection the body arrives on, back to the pool once the body has been read to its end.
     connection: Option<SendRequest<ProxyBody>>,
+    body_timeout: std::time::Duration,
+    watch: Option<crate::stall::Watch>,
 }
 
 impl Tracked {
-    pub fn new(inner: Incoming, guard: InFlight, connection: SendRequest<ProxyBody>) -> Self {
+    pub fn new(
+        inner: Incoming,
+        guard: InFlight,
+        connection: SendRequest<ProxyBody>,
+        body_timeout: std::time::Duration,
+    ) -> Self {
         Self {
             inner,
             guard: Some(guard),
             connection: Some(connection),
+            body_timeout,
+            watch: None,
         }
     }
 }
@@ -68,6 +77,28 @@ impl Body for Tracked {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if polled.is_pending() {
+            let this = &mut *self;
+            let watch = match (&mut this.watch, &this.guard) {
+                (Some(watch), _) => watch,
+                (watch, Some(guard)) => watch.insert(crate::stall::Watch::new(
+                    this.body_timeout,
+                    &guard.backend().cut,
+                )),
+                (_, None) => return Poll::Pending,
+            };
+            let why = std::task::ready!(watch.poll_stop(cx));
+            if let Some(guard) = &this.guard {
+                guard.backend().metrics.broken_body();
+            }
+            // Dropping the connection ends the exchange with the target.
+            this.connection = None;
+            this.guard = None;
+            return Poll::Ready(Some(Err(why.into())));
+        }
+        if let Some(watch) = &mut self.watch {
+            watch.progressed();
+        }
         match &polled {
             // Servers stop polling once `is_end_stream` says the last frame went out, so finish
             // here rather than waiting for a `None` that may never be asked for.

@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::forward::{is_idempotent, Proxy, ProxyError};
 use crate::headers::{Client, Rules, HOP_BY_HOP, PROXY_ERROR_FIELD};
+use crate::stall::Watch;
 use crate::upstream::{self, Framing};
 
 /// The largest request head accepted (64 KiB): a larger one goes to hyper, whose buffer has
@@ -145,7 +146,7 @@ where
             }
         };
         buf.advance(taken.len);
-        let keep_alive = answer(io, proxy, &taken, &head, &mut out, closing).await?;
+        let keep_alive = answer(io, &mut buf, proxy, &taken, &head, &mut out, closing).await?;
         if !keep_alive {
             let _ = io.shutdown().await;
             return Ok(Outcome::Closed);
@@ -164,6 +165,7 @@ fn head_ends(buf: &[u8], from: usize) -> bool {
 /// Forwards one request and writes its answer; whether the connection stays open.
 async fn answer<IO>(
     io: &mut IO,
+    buf: &mut BytesMut,
     proxy: &Proxy,
     taken: &Taken,
     head: &[u8],
@@ -171,7 +173,7 @@ async fn answer<IO>(
     closing: &Closing,
 ) -> std::io::Result<bool>
 where
-    IO: AsyncWrite + Unpin,
+    IO: AsyncRead + AsyncWrite + Unpin,
 {
     let (mut conn, answer, guard) = match proxy.exchange_bodiless(head, &taken.method).await {
         Ok(exchanged) => exchanged,
@@ -204,6 +206,7 @@ where
     );
     // Nothing has reached the client yet: a body that breaks now can still be answered 502.
     let mut sent = false;
+    let mut watch: Option<Watch> = None;
     loop {
         // What is already read goes out with what came before it, in one write.
         loop {
@@ -251,15 +254,46 @@ where
             out.clear();
             sent = true;
         }
-        match upstream::body_data(&mut conn, &mut framing).await {
-            Ok(Some(data)) => frame(out, &data, chunked),
+        let backend = guard.backend();
+        let watch = watch.get_or_insert_with(|| Watch::new(proxy.body_timeout, &backend.cut));
+        // Waiting on the target, the client is watched too: one that leaves ends the exchange
+        // at once instead of when the target next sends something.
+        let next = tokio::select! {
+            biased;
+            data = upstream::body_data(&mut conn, &mut framing) => data,
+            why = std::future::poll_fn(|cx| watch.poll_stop(cx)) => Err(why),
+            gone = client_gone(io, buf) => {
+                tracing::debug!(target = %backend.key, why = %gone, "client left mid-answer");
+                return Err(std::io::Error::new(std::io::ErrorKind::ConnectionAborted, gone));
+            }
+        };
+        match next {
+            Ok(Some(data)) => {
+                watch.progressed();
+                frame(out, &data, chunked);
+            }
             Ok(None) => {}
             Err(why) => {
-                let backend = guard.backend();
                 backend.metrics.broken_body();
                 proxy.registry.passive(backend, false);
                 return Err(broken(backend.key.as_str(), why));
             }
+        }
+    }
+}
+
+/// Resolves when the client has closed its side (or its connection broke); bytes it sends
+/// meanwhile (pipelined requests) are kept in `buf`, up to the head limit.
+async fn client_gone<IO: AsyncRead + Unpin>(io: &mut IO, buf: &mut BytesMut) -> String {
+    loop {
+        if buf.len() >= MAX_HEAD {
+            return std::future::pending().await;
+        }
+        buf.reserve(READ_CHUNK);
+        match io.read_buf(buf).await {
+            Ok(0) => return "the client closed the connection".into(),
+            Ok(_) => {}
+            Err(e) => return format!("the client's connection broke: {e}"),
         }
     }
 }

@@ -145,6 +145,8 @@ pub struct Proxy {
     pub registry: Arc<Registry>,
     pub rules: HeaderRules,
     pub response_timeout: Duration,
+    /// Upper bound on waiting for the next piece of a response body.
+    pub body_timeout: Duration,
     /// Route only to the group this names, at any weight (a preview listener); `None`: by weight.
     pub only: Option<GroupFilter>,
 }
@@ -159,6 +161,7 @@ impl Proxy {
             registry,
             rules,
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
+            body_timeout: crate::stall::DEFAULT_BODY_TIMEOUT,
             only: None,
         }
     }
@@ -268,7 +271,8 @@ impl Proxy {
             headers::strip_hop_by_hop(&mut parts.headers, false);
             parts.headers.remove(headers::PROXY_ERROR_FIELD);
             headers::apply(&mut parts.headers, &self.rules.response);
-            return Response::from_parts(parts, Tracked::new(incoming, guard, sender).boxed());
+            let body = Tracked::new(incoming, guard, sender, self.body_timeout);
+            return Response::from_parts(parts, body.boxed());
         }
         self.unavailable(&tried).response()
     }
@@ -288,7 +292,7 @@ impl Proxy {
                 return ProxyError::TargetReset.response();
             }
         };
-        let mut resp = Response::new(RawBody::new(conn, &answer, guard).boxed());
+        let mut resp = Response::new(RawBody::new(conn, &answer, guard, self.body_timeout).boxed());
         *resp.status_mut() = answer.status;
         *resp.headers_mut() = headers;
         headers::strip_hop_by_hop(resp.headers_mut(), false);

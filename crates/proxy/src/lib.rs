@@ -11,6 +11,7 @@ pub mod metrics;
 mod redirect;
 pub mod registry;
 pub mod server;
+mod stall;
 pub mod table;
 pub mod target;
 pub mod tls;

@@ -341,15 +341,25 @@ pub struct RawBody {
     framing: Framing,
     keep_alive: bool,
     guard: Option<InFlight>,
+    /// Upper bound on waiting for the next piece.
+    body_timeout: std::time::Duration,
+    watch: Option<crate::stall::Watch>,
 }
 
 impl RawBody {
-    pub fn new(conn: Conn, head: &Head, guard: InFlight) -> Self {
+    pub fn new(
+        conn: Conn,
+        head: &Head,
+        guard: InFlight,
+        body_timeout: std::time::Duration,
+    ) -> Self {
         let mut body = Self {
             conn: Some(conn),
             framing: head.framing,
             keep_alive: head.keep_alive,
             guard: Some(guard),
+            body_timeout,
+            watch: None,
         };
         if body.framing == Framing::Done {
             body.finish();
@@ -385,7 +395,26 @@ impl Body for RawBody {
         let Some(conn) = this.conn.as_mut() else {
             return Poll::Ready(None);
         };
-        match ready!(poll_data(conn, &mut this.framing, cx)) {
+        let polled = poll_data(conn, &mut this.framing, cx);
+        if polled.is_pending() {
+            let watch = match (&mut this.watch, &this.guard) {
+                (Some(watch), _) => watch,
+                (watch, Some(guard)) => watch.insert(crate::stall::Watch::new(
+                    this.body_timeout,
+                    &guard.backend().cut,
+                )),
+                (_, None) => return Poll::Pending,
+            };
+            let why = ready!(watch.poll_stop(cx));
+            if let Some(guard) = &this.guard {
+                guard.backend().metrics.broken_body();
+            }
+            return this.fail(why);
+        }
+        if let Some(watch) = &mut this.watch {
+            watch.progressed();
+        }
+        match ready!(polled) {
             Ok(Some(data)) => {
                 if this.framing == Framing::Done {
                     this.finish();

@@ -4,8 +4,13 @@
 
 mod support;
 
+use std::time::{Duration, Instant};
+
+use cutover_proxy::headers::HeaderRules;
+use cutover_proxy::ListenerOptions;
 use support::wire::exchange;
 use support::Stack;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A target that answers every request with the head it received as the body, so a test sees
 /// exactly what reached the target; `/forged` also claims to be a proxy error, and `/bad-chunk`
@@ -167,4 +172,155 @@ async fn a_malformed_chunked_answer_is_a_502_and_the_pipeline_goes_on() {
         metrics.proxy_errors >= 1,
         "the broken answer counts against the target: {metrics:?}"
     );
+}
+
+/// A target that answers health checks, and everything else with a head promising 100 bytes,
+/// 10 of them, and then nothing for a minute.
+async fn stalling_target() -> String {
+    support::each_connection(|mut s| async move {
+        let mut buf = vec![0u8; 4096];
+        let mut seen = Vec::new();
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+            let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") else {
+                continue;
+            };
+            let head: Vec<u8> = seen.drain(..end + 4).collect();
+            if head.starts_with(b"GET /health") {
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+                continue;
+            }
+            // A body, if one was sent, is simply left unread.
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n0123456789")
+                .await;
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            return;
+        }
+    })
+    .await
+    .to_string()
+}
+
+async fn stalling_stack(body_timeout: Duration) -> (Stack, String) {
+    let target = stalling_target().await;
+    let stack = Stack::start_with(
+        HeaderRules::default(),
+        ListenerOptions {
+            workers: 1,
+            ..ListenerOptions::default()
+        },
+        |p| p.body_timeout = body_timeout,
+    )
+    .await;
+    stack.group("web", 100);
+    stack.add_healthy("web", &target).await;
+    (stack, target)
+}
+
+fn in_flight(stack: &Stack, target: &str) -> usize {
+    stack
+        .registry
+        .status()
+        .into_iter()
+        .flat_map(|g| g.targets)
+        .find(|t| t.target == target)
+        .map_or(0, |t| t.in_flight)
+}
+
+/// Sends `request` and reads what comes until the proxy closes the connection.
+async fn read_all(stack: &Stack, request: &[u8]) -> (Vec<u8>, Duration) {
+    let started = Instant::now();
+    let mut s = tokio::net::TcpStream::connect(stack.addr)
+        .await
+        .expect("connect");
+    s.write_all(request).await.expect("write");
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(support::DEADLINE, s.read_to_end(&mut got))
+        .await
+        .expect("the proxy ends the answer");
+    (got, started.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_stalls_is_cut_after_the_body_timeout_on_both_paths() {
+    let (stack, target) = stalling_stack(Duration::from_millis(300)).await;
+    for request in [
+        &b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n"[..],
+        &b"POST /slow HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi"[..],
+    ] {
+        let (got, took) = read_all(&stack, request).await;
+        let text = String::from_utf8_lossy(&got);
+        assert!(
+            text.contains("0123456789"),
+            "the part that came is passed on: {text}"
+        );
+        assert!(
+            took < Duration::from_secs(10),
+            "cut after the body timeout, took {took:?}"
+        );
+        support::wait_until("the stalled request to leave the in-flight count", || {
+            in_flight(&stack, &target) == 0
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_releases_the_target_at_once() {
+    let (stack, target) = stalling_stack(Duration::from_secs(600)).await;
+    let mut s = tokio::net::TcpStream::connect(stack.addr)
+        .await
+        .expect("connect");
+    s.write_all(b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .expect("write");
+    let mut first = [0u8; 64];
+    let n = s.read(&mut first).await.expect("the head arrives");
+    assert!(n > 0);
+    assert_eq!(in_flight(&stack, &target), 1);
+    drop(s);
+    support::wait_until("the abandoned request to leave the in-flight count", || {
+        in_flight(&stack, &target) == 0
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_drain_deadline_really_cuts_a_stalled_answer() {
+    let (stack, target) = stalling_stack(Duration::from_secs(600)).await;
+    let client = {
+        let addr = stack.addr;
+        tokio::spawn(async move {
+            let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            s.write_all(b"POST /slow HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi")
+                .await
+                .expect("write");
+            let mut got = Vec::new();
+            let _ = s.read_to_end(&mut got).await;
+            got
+        })
+    };
+    support::wait_until("the request to reach the target", || {
+        in_flight(&stack, &target) == 1
+    })
+    .await;
+    let started = Instant::now();
+    let handle = stack
+        .registry
+        .deregister("web", &target, Duration::from_millis(300))
+        .expect("registered");
+    let report = handle.wait().await;
+    assert_eq!(report.cut, 1, "{report:?}");
+    let got = tokio::time::timeout(support::DEADLINE, client)
+        .await
+        .expect("the client's answer ends at the cut")
+        .expect("client");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(String::from_utf8_lossy(&got).contains("0123456789"));
 }

@@ -190,6 +190,9 @@ pub struct Listener {
     pub pin_workers: bool,
     /// Protocols a client may upgrade to; any other `Upgrade` is not passed on.
     pub upgrades: Vec<String>,
+    /// A target that sends nothing of a response body for this long has it cut.
+    #[serde(with = "crate::duration::serde_str")]
+    pub body_timeout: Duration,
 }
 
 /// How a group spreads requests over its targets.

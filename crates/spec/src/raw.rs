@@ -92,6 +92,8 @@ pub struct RawListener {
     pub pin_workers: Option<bool>,
     /// Protocols clients may upgrade to (`Upgrade` tokens); default `["websocket"]`.
     pub upgrades: Option<Vec<String>>,
+    /// Upper bound on waiting for the next piece of a target's response body.
+    pub body_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]

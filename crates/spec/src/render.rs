@@ -59,6 +59,7 @@ impl Spec {
                 workers: l.workers,
                 pin_workers: Some(l.pin_workers),
                 upgrades: Some(l.upgrades.clone()),
+                body_timeout: Some(format(l.body_timeout)),
             },
             deploy: RawDeploy {
                 strategy: Some(d.strategy.name().into()),

@@ -43,6 +43,7 @@ pub mod defaults {
     pub const MAX_P99_RATIO: f64 = 1.5;
     pub const COOLDOWN: &str = "5m";
     pub const FETCH_TIMEOUT: &str = "10m";
+    pub const BODY_TIMEOUT: &str = "60s";
     pub const MAX_UNPACKED_SIZE: &str = "2GiB";
     pub const POLICY_PERIOD: &str = "1m";
     pub const POLICY_PERIODS: u32 = 1;
@@ -581,6 +582,11 @@ fn listener(c: &mut Checker, l: &RawListener, base_dir: &Path) -> Listener {
         workers,
         pin_workers: l.pin_workers.unwrap_or(false),
         upgrades: upgrades(c, &l.upgrades),
+        body_timeout: c.positive_duration(
+            "listener.body_timeout",
+            &l.body_timeout,
+            defaults::BODY_TIMEOUT,
+        ),
     }
 }
 

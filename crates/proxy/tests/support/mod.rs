@@ -49,8 +49,19 @@ pub struct Stack {
 
 impl Stack {
     pub async fn start(rules: HeaderRules, options: ListenerOptions) -> Self {
+        Self::start_with(rules, options, |_| {}).await
+    }
+
+    /// Like [`Stack::start`], with the proxy's settings changed by `configure` first.
+    pub async fn start_with(
+        rules: HeaderRules,
+        options: ListenerOptions,
+        configure: impl FnOnce(&mut Proxy),
+    ) -> Self {
         let registry = Registry::new();
-        let proxy = Arc::new(Proxy::new(registry.clone(), rules));
+        let mut proxy = Proxy::new(registry.clone(), rules);
+        configure(&mut proxy);
+        let proxy = Arc::new(proxy);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");

@@ -1,0 +1,61 @@
+//! Bounds on a response body in progress: a target that stops sending mid-body is given up
+//! after the body timeout, and a drain deadline cuts the body for real. Without them a target
+//! could hold a client, a connection and an in-flight count (so a drain, and a shutdown) for
+//! as long as it liked.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::time::{Instant, Sleep};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+
+/// Upper bound on waiting for the next piece of a response body (nginx's
+/// `proxy_read_timeout` has the same default).
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Why a body was given up.
+pub(crate) fn stalled(period: Duration) -> String {
+    format!(
+        "the target sent no body data for {}",
+        humantime::format_duration(period)
+    )
+}
+
+pub(crate) const CUT: &str = "the target's drain deadline passed";
+
+/// Watches one body; made only once the body first has to wait, so that bodies that arrive
+/// whole cost no timer.
+pub(crate) struct Watch {
+    period: Duration,
+    idle: Pin<Box<Sleep>>,
+    cut: Pin<Box<WaitForCancellationFutureOwned>>,
+}
+
+impl Watch {
+    pub fn new(period: Duration, cut: &CancellationToken) -> Self {
+        Self {
+            period,
+            idle: Box::pin(tokio::time::sleep(period)),
+            cut: Box::pin(cut.clone().cancelled_owned()),
+        }
+    }
+
+    /// Data arrived: the idle period starts again.
+    pub fn progressed(&mut self) {
+        let next = Instant::now() + self.period;
+        self.idle.as_mut().reset(next);
+    }
+
+    /// While the body waits: why it must end now, if it must.
+    pub fn poll_stop(&mut self, cx: &mut Context<'_>) -> Poll<String> {
+        if self.cut.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(CUT.to_owned());
+        }
+        if self.idle.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(stalled(self.period));
+        }
+        Poll::Pending
+    }
+}
