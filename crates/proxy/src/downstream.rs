@@ -26,7 +26,7 @@ use http::{Method, StatusCode};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio_util::sync::CancellationToken;
 
-use crate::forward::{is_idempotent, Proxy, ProxyError};
+use crate::forward::{is_idempotent, Proxy, ProxyError, Refusal};
 use crate::headers::{Client, Rules, HOP_BY_HOP, PROXY_ERROR_FIELD};
 use crate::stall::Watch;
 use crate::upstream::{self, Framing};
@@ -89,6 +89,8 @@ enum Parsed {
     Taken(Taken),
     Partial,
     Handoff,
+    /// Refused outright: this answer, then the connection closes.
+    Refused(Refusal),
 }
 
 /// Serves requests on a client connection until it ends or a request needs hyper.
@@ -122,6 +124,13 @@ where
                     match parse(&buf, proxy, client, &mut head) {
                         Parsed::Taken(taken) => break taken,
                         Parsed::Handoff => return Ok(Outcome::Handoff(buf.split().freeze())),
+                        Parsed::Refused(refusal) => {
+                            out.clear();
+                            refused(&mut out, refusal);
+                            send(io, &out).await?;
+                            let _ = io.shutdown().await;
+                            return Ok(Outcome::Closed);
+                        }
                         Parsed::Partial => {}
                     }
                 }
@@ -339,6 +348,17 @@ fn parse(buf: &[u8], proxy: &Proxy, client: &Client, head: &mut Vec<u8>) -> Pars
     let (Some(method), Some(path), Some(version)) = (req.method, req.path, req.version) else {
         return Parsed::Handoff;
     };
+    // Both framings at once is the smuggling pair; hyper would drop the length and read chunks,
+    // which is safe, but nothing is gained by accepting it (nginx refuses it too).
+    let has = |field: &[u8]| {
+        req.headers
+            .iter()
+            .any(|f| f.name.as_bytes().eq_ignore_ascii_case(field))
+    };
+    if has(b"content-length") && has(b"transfer-encoding") {
+        return Parsed::Refused(Refusal::TwoFramings);
+    }
+
     let method = match Method::from_bytes(method.as_bytes()) {
         Ok(method) if is_idempotent(&method) => method,
         _ => return Parsed::Handoff,
@@ -516,6 +536,17 @@ fn response_head(
     }
     connection_field(out, keep_alive, http10);
     out.extend_from_slice(b"\r\n");
+}
+
+/// The answer to a request refused outright; the connection closes after it.
+fn refused(out: &mut Vec<u8>, refusal: Refusal) {
+    let text = refusal.text();
+    status_line(out, refusal.status(), b"");
+    field(out, b"content-type", b"text/plain; charset=utf-8");
+    let _ = write!(out, "content-length: {}\r\n", text.len());
+    date(out);
+    out.extend_from_slice(b"connection: close\r\n\r\n");
+    out.extend_from_slice(text.as_bytes());
 }
 
 /// A 502/503/504 the proxy answers itself, as [`ProxyError::response`] does on the general path.

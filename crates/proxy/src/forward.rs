@@ -83,12 +83,17 @@ pub enum Refusal {
     /// A GET or HEAD with a chunked body: such a body has no meaning (RFC 9110 §9.3.1) and a
     /// target may read it as the next request.
     BodyWithoutMeaning,
+    /// Both Content-Length and Transfer-Encoding: the classic smuggling pair (RFC 9112 §6.3
+    /// allows rejecting it, as nginx does).
+    TwoFramings,
 }
 
 impl Refusal {
     pub fn status(self) -> StatusCode {
         match self {
-            Refusal::DuplicateHost | Refusal::BodyWithoutMeaning => StatusCode::BAD_REQUEST,
+            Refusal::DuplicateHost | Refusal::BodyWithoutMeaning | Refusal::TwoFramings => {
+                StatusCode::BAD_REQUEST
+            }
             Refusal::Connect => StatusCode::METHOD_NOT_ALLOWED,
         }
     }
@@ -100,6 +105,7 @@ impl Refusal {
             Refusal::BodyWithoutMeaning => {
                 "400 Bad Request: a GET or HEAD request must not carry a chunked body\n"
             }
+            Refusal::TwoFramings => "400 Bad Request: both Content-Length and Transfer-Encoding\n",
         }
     }
 
@@ -250,6 +256,14 @@ impl Proxy {
                 }
             };
             let status = resp.status();
+            if status == StatusCode::SWITCHING_PROTOCOLS && client_upgrade.is_none() {
+                // A switch nobody asked for: passing it on would leave the client's
+                // connection in a protocol neither side agreed on.
+                backend.metrics.proxy_error(started.elapsed());
+                self.registry.passive(backend, false);
+                tracing::debug!(target = %backend.key, "target switched protocols unasked");
+                return ProxyError::TargetReset.response();
+            }
             backend.metrics.response(status.as_u16(), started.elapsed());
             self.registry.passive(backend, true);
 
@@ -268,6 +282,11 @@ impl Proxy {
                 }
             }
             let (mut parts, incoming) = resp.into_parts();
+            if parts.headers.contains_key(http::header::TRANSFER_ENCODING) {
+                // Chunks framed the body; a length beside them is false (RFC 9112 §6.3) and
+                // would make the client's framing disagree with the body sent.
+                parts.headers.remove(http::header::CONTENT_LENGTH);
+            }
             headers::strip_hop_by_hop(&mut parts.headers, false);
             parts.headers.remove(headers::PROXY_ERROR_FIELD);
             headers::apply(&mut parts.headers, &self.rules.response);

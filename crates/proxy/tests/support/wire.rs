@@ -24,14 +24,33 @@ impl Answer {
 
 /// Splits what a client read into responses: by content-length, chunks, or to the end. The
 /// answer to a HEAD (the index of which is in `heads`) has no body whatever its fields say.
-pub fn answers(mut wire: &[u8], heads: &[usize]) -> Vec<Answer> {
+pub fn answers(wire: &[u8], heads: &[usize]) -> Vec<Answer> {
+    split(wire, heads, true)
+}
+
+/// Like [`answers`], for wire that may hold garbage: what is not a response head ends the
+/// list as an answer with status 0 and the rest as its body.
+pub fn answers_or_garbage(wire: &[u8], heads: &[usize]) -> Vec<Answer> {
+    split(wire, heads, false)
+}
+
+fn split(mut wire: &[u8], heads: &[usize], strict: bool) -> Vec<Answer> {
     let mut out = Vec::new();
     while !wire.is_empty() {
         let mut fields = [httparse::EMPTY_HEADER; 64];
         let mut parsed = httparse::Response::new(&mut fields);
-        let len = match parsed.parse(wire).expect("a response head") {
-            httparse::Status::Complete(len) => len,
-            httparse::Status::Partial => panic!("a response head cut short: {wire:?}"),
+        let len = match parsed.parse(wire) {
+            Ok(httparse::Status::Complete(len)) => len,
+            _ if !strict => {
+                out.push(Answer {
+                    status: 0,
+                    headers: Vec::new(),
+                    body: wire.to_vec(),
+                });
+                return out;
+            }
+            Ok(httparse::Status::Partial) => panic!("a response head cut short: {wire:?}"),
+            Err(e) => panic!("a response head: {e}: {wire:?}"),
         };
         let headers: Vec<(String, String)> = parsed
             .headers
@@ -46,11 +65,13 @@ pub fn answers(mut wire: &[u8], heads: &[usize]) -> Vec<Answer> {
         let status = parsed.code.expect("status");
         wire = &wire[len..];
         let get = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v);
-        let body = if heads.contains(&out.len()) {
+        // 1xx, 204 and 304 never have a body (RFC 9112 §6.3), whatever their fields say.
+        let bodiless = status < 200 || status == 204 || status == 304;
+        let body = if heads.contains(&out.len()) || bodiless {
             Vec::new()
         } else if let Some(n) = get("content-length") {
             let n: usize = n.parse().expect("length");
-            let (body, rest) = wire.split_at(n);
+            let (body, rest) = wire.split_at(n.min(wire.len()));
             wire = rest;
             body.to_vec()
         } else if get("transfer-encoding").is_some_and(|v| v == "chunked") {
