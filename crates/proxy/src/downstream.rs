@@ -681,7 +681,7 @@ mod tests {
         let mut head = Vec::new();
         match parse(request.as_bytes(), &proxy, &client, &mut head) {
             Parsed::Taken(taken) => Some((taken, String::from_utf8(head).expect("ascii"))),
-            Parsed::Partial | Parsed::Handoff => None,
+            Parsed::Partial | Parsed::Handoff | Parsed::Refused(_) => None,
         }
     }
 
