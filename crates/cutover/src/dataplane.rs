@@ -275,6 +275,16 @@ struct DrainStarted {
 
 async fn deregister(State(s): State<Arc<Server>>, Json(d): Json<Deregister>) -> Response {
     let timeout = Duration::from_millis(d.timeout_ms);
+    if timeout > cutover_spec::duration::MAX {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "timeout_ms {} is longer than the longest drain allowed ({} ms)",
+                d.timeout_ms,
+                cutover_spec::duration::MAX.as_millis()
+            ),
+        );
+    }
     match s.registry.deregister(&d.group, &d.target, timeout) {
         Some(handle) => {
             let id = s.next_drain.fetch_add(1, Ordering::Relaxed);
@@ -585,3 +595,7 @@ fn kill_group(pid: u32, ticks: u64) {
         );
     }
 }
+
+#[cfg(test)]
+#[path = "dataplane_tests.rs"]
+mod tests;

@@ -465,6 +465,20 @@ fn parse(buf: &[u8], proxy: &Proxy, client: &Client, head: &mut Vec<u8>) -> Pars
     })
 }
 
+/// [`parse`] for the fuzz targets: the length taken, when this path takes the head.
+#[cfg(test)]
+pub(crate) fn parse_for_fuzz(
+    buf: &[u8],
+    proxy: &Proxy,
+    client: &Client,
+    head: &mut Vec<u8>,
+) -> Option<usize> {
+    match parse(buf, proxy, client, head) {
+        Parsed::Taken(taken) => Some(taken.len),
+        _ => None,
+    }
+}
+
 fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");

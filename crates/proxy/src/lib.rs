@@ -5,6 +5,8 @@ pub mod body;
 pub mod downstream;
 pub mod drain;
 pub mod forward;
+#[cfg(test)]
+mod fuzz;
 pub mod headers;
 pub mod health;
 pub mod metrics;

@@ -239,7 +239,12 @@ impl Registry {
         let registry = self.clone();
         let (group, target) = (group.to_owned(), target.to_owned());
         tokio::spawn(async move {
-            let report = drain::drain(backend.clone(), tokio::time::Instant::now() + timeout).await;
+            // A deadline past what the clock can hold is no deadline: drain until done.
+            let now = tokio::time::Instant::now();
+            let deadline = now
+                .checked_add(timeout)
+                .unwrap_or_else(|| now + Duration::from_secs(30 * 24 * 3600));
+            let report = drain::drain(backend.clone(), deadline).await;
             registry.forget(&group, &target, &backend);
             let _ = tx.send(Some(report));
         });

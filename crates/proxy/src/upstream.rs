@@ -241,9 +241,13 @@ pub(crate) fn parse_head(
             Version::HTTP_11
         };
         let start = buf.as_ptr() as usize;
+        // Offsets of what httparse found, into `buf`. An empty part (no reason phrase, an
+        // empty value) may be a slice of static memory instead: it becomes an empty range.
         let span = |part: &[u8]| {
-            let at = part.as_ptr() as usize - start;
-            at..at + part.len()
+            (part.as_ptr() as usize)
+                .checked_sub(start)
+                .filter(|at| !part.is_empty() && at + part.len() <= len)
+                .map_or(0..0, |at| at..at + part.len())
         };
         let reason = span(parsed.reason.unwrap_or("").as_bytes());
         let mut fields = Vec::with_capacity(parsed.headers.len());

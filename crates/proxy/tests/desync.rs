@@ -209,6 +209,7 @@ fn responses(head: &[u8]) -> Vec<u8> {
         }
         "/fold" => b"HTTP/1.1 200 OK\r\nx-a: 1\r\n 2\r\ncontent-length: 2\r\n\r\nok",
         "/bad-length" => b"HTTP/1.1 200 OK\r\ncontent-length: 2, 3\r\n\r\nok",
+        "/no-reason" => b"HTTP/1.1 200\r\nx-empty:\r\ncontent-length: 2\r\n\r\nok",
         _ => b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n",
     };
     answer.to_vec()
@@ -289,6 +290,13 @@ const RESPONSES: &[ResponseCase] = &[
         head_request: false,
         status: 502,
         body: b"502 Bad Gateway (target-reset)\n",
+    },
+    ResponseCase {
+        name: "a status line without a reason phrase, an empty field",
+        path: "/no-reason",
+        head_request: false,
+        status: 200,
+        body: b"ok",
     },
     ResponseCase {
         name: "a list as Content-Length",
