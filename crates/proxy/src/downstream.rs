@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use crate::forward::{is_idempotent, Proxy, ProxyError, Refusal};
 use crate::headers::{Client, Rules, HOP_BY_HOP, PROXY_ERROR_FIELD};
 use crate::stall::Watch;
-use crate::upstream::{self, Framing};
+use crate::upstream::{self, head_ends, Framing};
 
 /// The largest request head accepted (64 KiB): a larger one goes to hyper, whose buffer has
 /// the same bound, and is answered 431.
@@ -161,14 +161,6 @@ where
             return Ok(Outcome::Closed);
         }
     }
-}
-
-/// Whether the bytes past `from` (with the two before, which may begin it) end a head: a blank
-/// line, CRLF or bare LF. A head that arrives a byte at a time is then scanned once instead of
-/// parsed again from its start on every read, which would cost the square of its length.
-fn head_ends(buf: &[u8], from: usize) -> bool {
-    let new = &buf[from.saturating_sub(2).min(buf.len())..];
-    memchr::memmem::find(new, b"\n\r\n").is_some() || memchr::memmem::find(new, b"\n\n").is_some()
 }
 
 /// Forwards one request and writes its answer; whether the connection stays open.

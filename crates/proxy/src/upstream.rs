@@ -174,6 +174,14 @@ pub fn request_head(parts: &http::request::Parts) -> Vec<u8> {
     head
 }
 
+/// Whether the bytes past `from` (with the two before, which may begin it) end a head: a blank
+/// line, CRLF or bare LF. A head that arrives a byte at a time is then scanned once instead of
+/// parsed again from its start on every read, which would cost the square of its length.
+pub(crate) fn head_ends(buf: &[u8], from: usize) -> bool {
+    let new = &buf[from.saturating_sub(2).min(buf.len())..];
+    memchr::memmem::find(new, b"\n\r\n").is_some() || memchr::memmem::find(new, b"\n\n").is_some()
+}
+
 /// Writes the request head (the request has no body) and reads the response head.
 pub async fn exchange(
     conn: &mut Conn,
@@ -184,10 +192,16 @@ pub async fn exchange(
         .write_all(head)
         .await
         .map_err(|e| ExchangeError::Closed(e.to_string()))?;
+    // How far the buffer is known to hold no whole head: a target that trickles its head is
+    // parsed again only once a blank line has arrived, as on the client side.
+    let mut scanned: Option<usize> = None;
     loop {
-        if let Some(head) = parse_head(&mut conn.buf, method)? {
-            return Ok(head);
+        if scanned.is_none_or(|from| head_ends(&conn.buf, from)) {
+            if let Some(head) = parse_head(&mut conn.buf, method)? {
+                return Ok(head);
+            }
         }
+        scanned = Some(conn.buf.len());
         if conn.buf.len() >= MAX_HEAD {
             return Err(ExchangeError::Malformed(format!(
                 "response head longer than {MAX_HEAD} bytes"

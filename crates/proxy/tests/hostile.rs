@@ -324,3 +324,58 @@ async fn the_drain_deadline_really_cuts_a_stalled_answer() {
     assert!(started.elapsed() < Duration::from_secs(10));
     assert!(String::from_utf8_lossy(&got).contains("0123456789"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_head_trickled_a_byte_at_a_time_arrives_whole() {
+    // The head is parsed again only when a blank line may have arrived: one byte per write
+    // must still come out as the same answer.
+    let target = support::each_connection(|mut s| async move {
+        let mut buf = vec![0u8; 4096];
+        let mut seen = Vec::new();
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+            while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head: Vec<u8> = seen.drain(..end + 4).collect();
+                if head.starts_with(b"GET /health") {
+                    let _ = s
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                        .await;
+                    continue;
+                }
+                let mut answer = b"HTTP/1.1 200 OK\r\n".to_vec();
+                for i in 0..20 {
+                    answer.extend_from_slice(
+                        format!("x-field-{i}: {}\r\n", "v".repeat(20)).as_bytes(),
+                    );
+                }
+                answer.extend_from_slice(b"content-length: 5\r\n\r\nwhole");
+                for b in answer {
+                    if s.write_all(&[b]).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_micros(200)).await;
+                }
+            }
+        }
+    })
+    .await
+    .to_string();
+    let stack = Stack::one_worker().await;
+    stack.group("web", 100);
+    stack.add_healthy("web", &target).await;
+    let answers = exchange(
+        &stack,
+        b"GET /t HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        &[],
+    )
+    .await;
+    assert_eq!(answers.len(), 1, "{answers:?}");
+    assert_eq!(answers[0].body, b"whole");
+    assert_eq!(
+        answers[0].header("x-field-19"),
+        Some("vvvvvvvvvvvvvvvvvvvv")
+    );
+}
