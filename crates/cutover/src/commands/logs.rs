@@ -1,6 +1,6 @@
 //! `cutover logs [INSTANCE | --version V] [-f]`: instance output from the data dir's `logs/`.
 
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{IsTerminal, Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -59,6 +59,7 @@ pub fn run(args: Args) -> ExitCode {
         return ExitCode::FAILURE;
     }
     let prefix = files.len() > 1;
+    let terminal = std::io::stdout().is_terminal();
     let mut offsets = vec![0u64; files.len()];
     loop {
         for (i, (id, path)) in files.iter().enumerate() {
@@ -72,13 +73,22 @@ pub fn run(args: Args) -> ExitCode {
             if f.seek(SeekFrom::Start(offsets[i])).is_err() {
                 continue;
             }
-            let mut text = String::new();
-            if f.read_to_string(&mut text).is_err() {
+            let mut bytes = Vec::new();
+            if f.read_to_end(&mut bytes).is_err() {
                 continue;
             }
-            offsets[i] += text.len() as u64;
+            offsets[i] += bytes.len() as u64;
+            // An instance writes what it likes: bytes that are not UTF-8 are shown replaced, and
+            // on a terminal control characters are shown escaped, so a hostile service cannot
+            // drive the operator's terminal with escape sequences.
+            let text = String::from_utf8_lossy(&bytes);
             let mut out = std::io::stdout().lock();
             for line in text.lines() {
+                let line = if terminal {
+                    std::borrow::Cow::Owned(defang(line))
+                } else {
+                    std::borrow::Cow::Borrowed(line)
+                };
                 let _ = if prefix {
                     writeln!(out, "{id} | {line}")
                 } else {
@@ -90,5 +100,29 @@ pub fn run(args: Args) -> ExitCode {
             return ExitCode::SUCCESS;
         }
         std::thread::sleep(FOLLOW_POLL);
+    }
+}
+
+/// Control characters other than tab, escaped (`\u{1b}`), in one line of output.
+fn defang(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() && c != '\t' {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn escape_sequences_are_shown_not_obeyed() {
+        assert_eq!(
+            super::defang("ok\u{1b}]0;owned\u{7}\tend\r"),
+            "ok\\u{1b}]0;owned\\u{7}\tend\\u{d}"
+        );
     }
 }
