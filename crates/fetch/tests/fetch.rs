@@ -302,8 +302,8 @@ async fn fifty_files_in_parallel() {
     }
 }
 
-#[tokio::test]
-async fn https_with_a_private_ca_given_by_ca_cert() {
+/// The test server over TLS with a certificate for `localhost` that no system root knows.
+async fn tls_server() -> (Server, rcgen::CertifiedKey) {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
     let der = cert.cert.der().clone();
@@ -314,6 +314,12 @@ async fn https_with_a_private_ca_given_by_ca_cert() {
         .with_single_cert(vec![der], key)
         .expect("tls config");
     let server = Server::start(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)))).await;
+    (server, cert)
+}
+
+#[tokio::test]
+async fn https_with_a_private_ca_given_by_ca_cert() {
+    let (server, cert) = tls_server().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let urls = vec![server.url("/f/s.bin")];
     // Without the CA: the system roots do not know it, and that is not retried.
@@ -347,16 +353,7 @@ async fn https_with_a_private_ca_given_by_ca_cert() {
 
 #[tokio::test]
 async fn redirects_never_drop_from_https_to_http_and_are_bounded() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
-    let der = cert.cert.der().clone();
-    let key =
-        rustls::pki_types::PrivateKeyDer::try_from(cert.key_pair.serialize_der()).expect("key");
-    let config = rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(vec![der], key)
-        .expect("tls config");
-    let server = Server::start(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)))).await;
+    let (server, cert) = tls_server().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let ca = dir.path().join("ca.pem");
     std::fs::write(&ca, cert.cert.pem()).expect("ca");

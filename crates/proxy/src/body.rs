@@ -79,18 +79,13 @@ impl Body for Tracked {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         if polled.is_pending() {
             let this = &mut *self;
-            let watch = match (&mut this.watch, &this.guard) {
-                (Some(watch), _) => watch,
-                (watch, Some(guard)) => watch.insert(crate::stall::Watch::new(
-                    this.body_timeout,
-                    &guard.backend().cut,
-                )),
-                (_, None) => return Poll::Pending,
-            };
-            let why = std::task::ready!(watch.poll_stop(cx));
-            if let Some(guard) = &this.guard {
-                guard.backend().metrics.broken_body();
-            }
+            let period = this.body_timeout;
+            let why = std::task::ready!(crate::stall::poll_stop(
+                &mut this.watch,
+                this.guard.as_ref(),
+                period,
+                cx
+            ));
             // Dropping the connection ends the exchange with the target.
             this.connection = None;
             this.guard = None;

@@ -9,6 +9,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::time::{Instant, Sleep};
+
+use crate::backend::InFlight;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 /// Upper bound on waiting for the next piece of a response body (nginx's
@@ -58,4 +60,25 @@ impl Watch {
         }
         Poll::Pending
     }
+}
+
+/// For a body that has to wait: makes its watch on first use, and says why the body must end
+/// now, if it must (charging the target with it). Pending too when nothing is in flight any
+/// more, so nothing is left to watch.
+pub(crate) fn poll_stop(
+    watch: &mut Option<Watch>,
+    guard: Option<&InFlight>,
+    period: Duration,
+    cx: &mut Context<'_>,
+) -> Poll<String> {
+    let watch = match (watch, guard) {
+        (Some(watch), _) => watch,
+        (watch, Some(guard)) => watch.insert(Watch::new(period, &guard.backend().cut)),
+        (_, None) => return Poll::Pending,
+    };
+    let why = std::task::ready!(watch.poll_stop(cx));
+    if let Some(guard) = guard {
+        guard.backend().metrics.broken_body();
+    }
+    Poll::Ready(why)
 }

@@ -415,18 +415,13 @@ impl Body for RawBody {
         };
         let polled = poll_data(conn, &mut this.framing, cx);
         if polled.is_pending() {
-            let watch = match (&mut this.watch, &this.guard) {
-                (Some(watch), _) => watch,
-                (watch, Some(guard)) => watch.insert(crate::stall::Watch::new(
-                    this.body_timeout,
-                    &guard.backend().cut,
-                )),
-                (_, None) => return Poll::Pending,
-            };
-            let why = ready!(watch.poll_stop(cx));
-            if let Some(guard) = &this.guard {
-                guard.backend().metrics.broken_body();
-            }
+            let period = this.body_timeout;
+            let why = ready!(crate::stall::poll_stop(
+                &mut this.watch,
+                this.guard.as_ref(),
+                period,
+                cx
+            ));
             return this.fail(why);
         }
         if let Some(watch) = &mut this.watch {
