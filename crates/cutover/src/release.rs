@@ -34,6 +34,9 @@ pub enum ReleaseError {
     /// The deploy was aborted while its release was being prepared.
     #[error("release {version}: {reason}")]
     Cancelled { version: String, reason: String },
+    /// Not a version: it would name something other than a directory of its own.
+    #[error("{0}")]
+    BadVersion(String),
 }
 
 pub struct Releases {
@@ -82,12 +85,7 @@ impl Releases {
         cancel: impl std::future::Future<Output = String>,
     ) -> Result<PathBuf, ReleaseError> {
         // A version names a directory here: one that is not a plain name never gets that far.
-        if let Err(reason) = cutover_spec::version::check(version) {
-            return Err(ReleaseError::Cancelled {
-                version: version.escape_debug().to_string(),
-                reason,
-            });
-        }
+        cutover_spec::version::check(version).map_err(ReleaseError::BadVersion)?;
         let dest = self.dir_of(version);
         if dest.is_dir() {
             return Ok(dest);
@@ -469,7 +467,7 @@ mod tests {
         for bad in [".", "..", "../x", &"v".repeat(300)] {
             assert!(matches!(
                 r.prepare(bad).await,
-                Err(ReleaseError::Cancelled { .. })
+                Err(ReleaseError::BadVersion(_))
             ));
         }
     }
