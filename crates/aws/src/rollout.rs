@@ -217,6 +217,9 @@ impl<'a, C: Compute, T: TrafficPlane> Rollout<'a, C, T> {
             aborted: self.aborted.as_ref().map(|(r, _)| r.clone()),
             step: StepObserved::default(),
             promotion: Promotion::NotConfigured,
+            // EC2 instances that die are Auto Scaling's or the operator's to replace; every
+            // failure aborts here.
+            lost: 0,
         };
         let mut plan = self.settings.strategy.plan(&observed);
         if first {

@@ -87,6 +87,7 @@ async fn status(State(state): State<Arc<AdminState>>) -> Response {
         body["deployment"] = json!(c.deployment(None));
         body["scaling"] = json!(c.last_scaling());
         body["preview"] = json!(c.preview());
+        body["restarts"] = c.restarts();
         if let Some((version, left)) = c.warm() {
             body["warm"] = json!({ "version": version, "for_s": left.as_secs() });
         }

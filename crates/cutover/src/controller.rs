@@ -9,10 +9,11 @@ use cutover_deploy::{
     judge, steady, Action, Canary, InstanceView, Observed, Progress, Promote, Promotion, Rolling,
     Sample, Set, State, StepObserved, Strategy, Traffic, Verdict,
 };
+use cutover_deploy::{CrashLoop, End, Restarts};
 use cutover_fleet::autoscale::Autoscaler;
-use cutover_fleet::{Backoff, Exit, Instance, InstanceId, LaunchSpec, LocalFleet};
+use cutover_fleet::{Exit, Instance, InstanceId, LaunchSpec, LocalFleet};
 use cutover_proxy::metrics::MetricsSnapshot;
-use cutover_proxy::target::TargetState;
+use cutover_proxy::target::{Reason, TargetState};
 use cutover_spec::Spec;
 use cutover_store::{DeploymentRow, InstanceRow, ScalingRow, Store};
 use serde::Serialize;
@@ -119,8 +120,26 @@ pub struct InstanceStatus {
 struct Tracked {
     instance: Instance,
     launched: Instant,
-    ever_healthy: bool,
+    /// When the load balancer first found it healthy.
+    healthy_at: Option<Instant>,
+    /// Its slot has been told it served past the settle window.
+    settled: bool,
+    /// How it ended (failed or lost), once its slot has been told: it is judged once.
+    ended: Option<State>,
     group: &'static str,
+}
+
+impl Tracked {
+    fn new(instance: Instance, group: &'static str) -> Self {
+        Self {
+            instance,
+            launched: Instant::now(),
+            healthy_at: None,
+            settled: false,
+            ended: None,
+            group,
+        }
+    }
 }
 
 /// What the executor keeps of the deployment in progress beyond its record: the strategy and
@@ -140,6 +159,8 @@ struct Run {
     cancel_prepare: CancellationToken,
     /// Blue-green's probe through the preview listener: `None` when there is none to run.
     check: Option<Check>,
+    /// Instances of the target version lost after they served, during this deploy.
+    lost: BTreeSet<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -159,6 +180,7 @@ impl Run {
             preparing: false,
             cancel_prepare: CancellationToken::new(),
             check: None,
+            lost: BTreeSet::new(),
             strategy,
             step: 0,
             window: None,
@@ -185,8 +207,8 @@ struct Warm {
 struct Inner {
     current: String,
     instances: BTreeMap<InstanceId, Tracked>,
-    /// Instances that exited on their own, with how.
-    exited: BTreeMap<InstanceId, String>,
+    /// Instances that exited on their own: how, and when.
+    exited: BTreeMap<InstanceId, (String, Instant)>,
     draining: BTreeSet<InstanceId>,
     /// Launches under way: version and group.
     launching: Vec<(String, &'static str)>,
@@ -201,8 +223,10 @@ struct Inner {
     sampling: Vec<Sampling>,
     last_scaling: Option<ScalingRow>,
     launch_error: Option<String>,
-    crashes: u32,
-    hold_launches_until: Option<Instant>,
+    /// Each launch's slot and the back-off of slots whose instances died young.
+    restarts: Restarts,
+    /// The current release crash-loops in most slots (said once, loudly, when it starts).
+    crash_loop: Option<CrashLoop>,
     deployment: Option<(Deployment, Instant)>,
     /// Command of each release that has one of its own (`cutover deploy --command`).
     commands: BTreeMap<String, String>,
@@ -218,7 +242,6 @@ pub struct Controller {
     fleet: LocalFleet,
     plane: Plane,
     store: Store,
-    backoff: Backoff,
     inner: Mutex<Inner>,
     wake: tokio::sync::Notify,
 }
@@ -289,6 +312,7 @@ impl Controller {
             }
         }
         let mut instances = BTreeMap::new();
+        let mut restarts = Restarts::default();
         let release = &spec.release;
         // A warm set whose window is still open survives the restart; one whose window closed
         // meanwhile is drained like any other old version.
@@ -376,15 +400,8 @@ impl Controller {
                     group
                 }
             };
-            instances.insert(
-                instance.id.clone(),
-                Tracked {
-                    instance,
-                    launched: Instant::now(),
-                    ever_healthy: false,
-                    group,
-                },
-            );
+            restarts.adopt(&instance.version, &instance.id.0);
+            instances.insert(instance.id.clone(), Tracked::new(instance, group));
         }
         if !instances.is_empty() {
             tracing::info!(adopted = instances.len(), "re-adopted running instances");
@@ -430,7 +447,6 @@ impl Controller {
             fleet,
             plane,
             store,
-            backoff: Backoff::default(),
             inner: Mutex::new(Inner {
                 current,
                 instances,
@@ -446,8 +462,8 @@ impl Controller {
                 sampling,
                 last_scaling,
                 launch_error: None,
-                crashes: 0,
-                hold_launches_until: None,
+                restarts,
+                crash_loop: None,
                 deployment,
                 commands,
                 history,
@@ -522,68 +538,88 @@ impl Controller {
                 (None, Some(signal)) => format!("killed by signal {signal}"),
                 (None, None) => "exited".to_owned(),
             };
-            inner.exited.insert(exit.id.clone(), how);
-            let crashes = inner.crashes + 1;
-            inner.crashes = crashes;
-            let delay = self
-                .backoff
-                .delay(crashes, Duration::from_millis(exit.ran_for_ms));
-            if exit.ran_for_ms >= self.backoff.stable_after.as_millis() as u64 {
-                inner.crashes = 0;
-            }
-            inner.hold_launches_until = Some(Instant::now() + delay);
-            tracing::warn!(instance = %exit.id, code = ?exit.code, signal = ?exit.signal, ?delay, "instance exited; replacing");
+            tracing::warn!(instance = %exit.id, code = ?exit.code, signal = ?exit.signal, ran_for_ms = exit.ran_for_ms, "instance exited; replacing");
+            inner.exited.insert(exit.id.clone(), (how, Instant::now()));
         }
     }
 
     /// What the planners see: each tracked instance with its state.
     fn observe(&self, inner: &mut Inner) -> Vec<InstanceView> {
-        let health: BTreeMap<(String, String), (TargetState, Option<&'static str>)> = self
+        let health: BTreeMap<(String, String), (TargetState, Option<Reason>)> = self
             .plane
             .status()
             .into_iter()
             .filter(|g| GROUPS.contains(&g.name.as_str()))
             .flat_map(|g| {
                 let name = g.name;
-                g.targets.into_iter().map(move |t| {
-                    (
-                        (name.clone(), t.target),
-                        (t.state, t.reason.map(|r| r.as_str())),
-                    )
-                })
+                g.targets
+                    .into_iter()
+                    .map(move |t| ((name.clone(), t.target), (t.state, t.reason)))
             })
             .collect();
         let live = inner.live;
+        let now = Instant::now();
+        let Inner {
+            instances,
+            exited,
+            draining,
+            restarts,
+            ..
+        } = inner;
+        let policy = restarts.policy();
         let mut views = Vec::new();
-        for (id, t) in inner.instances.iter_mut() {
+        for (id, t) in instances.iter_mut() {
             let h = health.get(&(t.group.to_owned(), t.instance.target()));
-            if matches!(h, Some((TargetState::Healthy, _))) {
-                t.ever_healthy = true;
+            if matches!(h, Some((TargetState::Healthy, _))) && t.healthy_at.is_none() {
+                t.healthy_at = Some(now);
             }
+            // Dead: what its release does if it died young, what befell it otherwise.
+            let dead = |at: Instant| match t.ended {
+                Some(end) => end,
+                None if policy.early(t.healthy_at, at) => State::Failed,
+                None => State::Lost,
+            };
             let mut detail = None;
-            let state = if inner.draining.contains(id) {
+            let state = if draining.contains(id) {
                 State::Draining
-            } else if let Some(how) = inner.exited.get(id) {
+            } else if let Some((how, at)) = exited.get(id) {
                 detail = Some(how.clone());
-                State::Failed
+                dead(*at)
             } else {
                 match h {
                     Some((TargetState::Healthy, _)) => State::Healthy,
                     // It answers, and says it is not well; or it was well and no longer is.
                     Some((TargetState::Unhealthy, reason))
-                        if t.ever_healthy || *reason == Some("Target.ResponseCodeMismatch") =>
+                        if t.healthy_at.is_some()
+                            || *reason == Some(Reason::ResponseCodeMismatch) =>
                     {
                         detail = Some(format!(
                             "unhealthy, {}",
-                            reason.unwrap_or("Target.FailedHealthChecks")
+                            reason.unwrap_or(Reason::FailedHealthChecks).as_str()
                         ));
-                        State::Failed
+                        dead(now)
                     }
                     // Still coming up: refusing connections while starting is not a failure
                     // until the progress deadline says so.
                     _ => State::Starting,
                 }
             };
+            match state {
+                State::Failed | State::Lost if t.ended.is_none() => {
+                    t.ended = Some(state);
+                    let end = if state == State::Failed {
+                        End::Early
+                    } else {
+                        End::Lost
+                    };
+                    restarts.ended(&id.0, end, now);
+                }
+                State::Healthy if !t.settled && !policy.early(t.healthy_at, now) => {
+                    t.settled = true;
+                    restarts.settled(&id.0);
+                }
+                _ => {}
+            }
             views.push((
                 t.launched,
                 InstanceView {
@@ -636,9 +672,6 @@ impl Controller {
                         .map(|v| Action::Drain { id: v.id.clone() }),
                 );
             }
-            let may_launch = inner
-                .hold_launches_until
-                .is_none_or(|t| Instant::now() >= t);
             let current = inner.current.clone();
             let live = inner.live;
             let launching = inner
@@ -646,18 +679,96 @@ impl Controller {
                 .iter()
                 .filter(|(v, g)| *v == current && *g == live)
                 .count() as u32;
-            actions.extend(steady::plan(
-                &current,
-                inner.desired,
-                &views,
-                launching,
-                may_launch,
-            ));
+            actions.extend(steady::plan(&current, inner.desired, &views, launching));
+            self.watch_crash_loop(&mut inner);
             actions
         };
-        for action in actions {
+        let (launches, others): (Vec<Action>, Vec<Action>) = actions
+            .into_iter()
+            .partition(|a| matches!(a, Action::Launch { .. }));
+        for action in others {
             self.act(&mut inner, action);
         }
+        self.admit(&mut inner, launches);
+    }
+
+    /// Carries out the launches a plan asks for whose slots may take one now; the others wait
+    /// for a later step, when the plan asks again.
+    fn admit(self: &Arc<Self>, inner: &mut Inner, launches: Vec<Action>) {
+        let mut wanted: BTreeMap<String, Vec<(InstanceId, Set)>> = BTreeMap::new();
+        for action in launches {
+            if let Action::Launch { version, set } = action {
+                let id = InstanceId::new(&version);
+                wanted.entry(version).or_default().push((id, set));
+            }
+        }
+        let now = Instant::now();
+        for (version, wanted) in wanted {
+            let ids = wanted.iter().map(|(id, _)| id.0.clone()).collect();
+            let admitted = inner.restarts.admit(&version, ids, now);
+            for (id, set) in wanted {
+                if admitted.contains(&id.0) {
+                    let action = Action::Launch {
+                        version: version.clone(),
+                        set,
+                    };
+                    self.record(inner, &action);
+                    let group = match set {
+                        Set::Live => inner.live,
+                        Set::Next => other(inner.live),
+                    };
+                    inner.launching.push((version.clone(), group));
+                    let this = self.clone();
+                    let version = version.clone();
+                    tokio::spawn(async move { this.launch(id, version, group).await });
+                }
+            }
+        }
+    }
+
+    /// Says so, once and loudly, when the current release starts or stops crash-looping in
+    /// most of its slots.
+    fn watch_crash_loop(&self, inner: &mut Inner) {
+        let looping = inner.restarts.crash_loop(&inner.current, inner.desired);
+        if looping == inner.crash_loop {
+            return;
+        }
+        match &looping {
+            Some(l) => {
+                tracing::error!(version = %l.version, slots = l.slots, of = l.of, "{l}");
+                self.persist(
+                    "event",
+                    self.store.event(
+                        None,
+                        "crash_loop",
+                        &serde_json::json!({ "reason": l.to_string() }),
+                    ),
+                );
+            }
+            None => tracing::info!(version = %inner.current, "instances start and stay up again"),
+        }
+        inner.crash_loop = looping;
+    }
+
+    /// Slots backing off, and the crash loop if there is one: for `cutover status`.
+    pub fn restarts(&self) -> serde_json::Value {
+        let inner = self.lock();
+        let held: Vec<serde_json::Value> = inner
+            .restarts
+            .held(Instant::now())
+            .into_iter()
+            .map(|h| {
+                serde_json::json!({
+                    "version": h.version,
+                    "died_young": h.deaths,
+                    "for_ms": u64::try_from(h.for_.as_millis()).unwrap_or(u64::MAX),
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "backing_off": held,
+            "crash_loop": inner.crash_loop.as_ref().map(|l| l.to_string()),
+        })
     }
 
     /// One planner step of the deployment in progress: observe, judge, plan, route, record.
@@ -673,7 +784,7 @@ impl Controller {
         let deadline_passed = started.elapsed() > deadline
             && inner.instances.values().any(|t| {
                 t.instance.version == deployment.to
-                    && !t.ever_healthy
+                    && t.healthy_at.is_none()
                     && t.launched.elapsed() > deadline
             });
         let live = inner.live;
@@ -723,7 +834,14 @@ impl Controller {
             Some(Check::NotStarted | Check::Running) => Promotion::Pending,
             Some(Check::Done(p)) => p.clone(),
         };
+        run.lost.extend(
+            views
+                .iter()
+                .filter(|v| v.state == State::Lost && v.version == deployment.to)
+                .map(|v| v.id.clone()),
+        );
         let observed = Observed {
+            lost: u32::try_from(run.lost.len()).unwrap_or(u32::MAX),
             promotion,
             target: deployment.to.clone(),
             previous: deployment.from.clone(),
@@ -841,6 +959,14 @@ impl Controller {
                 }
                 inner.launch_error = None;
                 inner.run = None;
+                // Slots of versions that will not be launched again are forgotten.
+                let warm = inner.warm.as_ref().map(|w| w.version.clone());
+                let current = inner.current.clone();
+                let keep: Vec<&str> = [Some(current.as_str()), warm.as_deref()]
+                    .into_iter()
+                    .flatten()
+                    .collect();
+                inner.restarts.retain(&keep);
                 inner.history.push(d);
                 self.prune(inner);
             }
@@ -892,31 +1018,27 @@ impl Controller {
         }
     }
 
+    /// Puts the intent on disk before anything happens, so a restart knows what was under way.
+    fn record(&self, inner: &Inner, action: &Action) {
+        let deployment = inner
+            .deployment
+            .as_ref()
+            .filter(|(d, _)| !d.finished())
+            .map(|(d, _)| d.id);
+        self.persist(
+            "event",
+            self.store
+                .event(deployment, "action", &serde_json::json!(action)),
+        );
+    }
+
     fn act(self: &Arc<Self>, inner: &mut Inner, action: Action) {
         let already = matches!(&action, Action::Drain { id } | Action::Remove { id } if inner.draining.contains(&InstanceId(id.clone())));
-        if !already {
-            // The intent is on disk before anything happens, so a restart knows what was under way.
-            let deployment = inner
-                .deployment
-                .as_ref()
-                .filter(|(d, _)| !d.finished())
-                .map(|(d, _)| d.id);
-            self.persist(
-                "event",
-                self.store
-                    .event(deployment, "action", &serde_json::json!(action)),
-            );
+        if !already && !matches!(action, Action::Launch { .. }) {
+            self.record(inner, &action);
         }
         match action {
-            Action::Launch { version, set } => {
-                let group = match set {
-                    Set::Live => inner.live,
-                    Set::Next => other(inner.live),
-                };
-                inner.launching.push((version.clone(), group));
-                let this = self.clone();
-                tokio::spawn(async move { this.launch(version, group).await });
-            }
+            Action::Launch { .. } => self.admit(inner, vec![action]),
             Action::Drain { id } | Action::Remove { id }
                 if inner.draining.contains(&InstanceId(id.clone())) => {}
             Action::Drain { id } => {
@@ -926,7 +1048,7 @@ impl Controller {
         }
     }
 
-    async fn launch(self: Arc<Self>, version: String, group: &'static str) {
+    async fn launch(self: Arc<Self>, id: InstanceId, version: String, group: &'static str) {
         let release = &self.spec.release;
         let command = self
             .lock()
@@ -943,7 +1065,6 @@ impl Controller {
             stop_signal: signal_of(release.stop_signal),
             stop_timeout: release.stop_timeout,
         };
-        let id = InstanceId::new(&version);
         // Recorded before the process exists, so a restart can find it even if its pid never was.
         self.persist("instance", self.store.instance_intended(&id.0, &version));
         let launched = self.fleet.launch_as(id.clone(), &spec).await;
@@ -975,15 +1096,9 @@ impl Controller {
                         log: instance.log.display().to_string(),
                     }),
                 );
-                inner.instances.insert(
-                    instance.id.clone(),
-                    Tracked {
-                        instance,
-                        launched: Instant::now(),
-                        ever_healthy: false,
-                        group,
-                    },
-                );
+                inner
+                    .instances
+                    .insert(instance.id.clone(), Tracked::new(instance, group));
             }
             Err((launched, e)) => {
                 inner.exited.remove(&id);
@@ -993,12 +1108,10 @@ impl Controller {
                     .deployment
                     .as_ref()
                     .is_some_and(|(d, _)| !d.finished() && d.to == version);
+                // A launch that fails is a death before any health check: its slot backs off.
+                inner.restarts.ended(&id.0, End::Early, Instant::now());
                 if deploying {
                     inner.launch_error = Some(e);
-                } else {
-                    inner.crashes += 1;
-                    let delay = self.backoff.delay(inner.crashes, Duration::ZERO);
-                    inner.hold_launches_until = Some(Instant::now() + delay);
                 }
                 if let Some(instance) = launched {
                     let this = self.clone();
@@ -1036,6 +1149,7 @@ impl Controller {
             }
             this.persist("instance", this.store.instance_stopped(&id.0));
             let mut inner = this.lock();
+            inner.restarts.ended(&id.0, End::Stopped, Instant::now());
             inner.instances.remove(&id);
             inner.draining.remove(&id);
             inner.exited.remove(&id);
@@ -1539,7 +1653,7 @@ impl Controller {
         let pending = inner
             .instances
             .iter()
-            .any(|(id, t)| !t.ever_healthy && !inner.draining.contains(id))
+            .any(|(id, t)| t.healthy_at.is_none() && !inner.draining.contains(id))
             || !inner.launching.is_empty();
         let current = inner.desired;
         if let Some(d) = scaler.decide(current, now, pending) {

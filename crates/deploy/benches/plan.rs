@@ -47,6 +47,7 @@ fn observed(new_set: Set) -> Observed {
             ..StepObserved::default()
         },
         promotion: Default::default(),
+        lost: 0,
     }
 }
 

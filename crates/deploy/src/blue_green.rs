@@ -40,6 +40,32 @@ mod tests {
     use crate::observed::Action;
 
     #[test]
+    fn a_lost_instance_of_either_set_is_replaced_without_an_abort() {
+        let p = plan(&observed(
+            2,
+            vec![old("a", L), old("b", H), new("n1", L), new("n2", H)],
+        ));
+        assert_eq!(p.progress, Progress::Rolling);
+        assert_eq!(
+            p.actions,
+            vec![
+                Action::Remove { id: "a".into() },
+                Action::Remove { id: "n1".into() },
+                Action::Launch {
+                    version: V1.into(),
+                    set: Set::Live
+                },
+                launch_next(),
+            ]
+        );
+        let p = plan(&observed(2, vec![old("a", H), old("b", H), new("n1", F)]));
+        assert!(
+            matches!(p.progress, Progress::Aborting { .. }),
+            "died young: the release's fault"
+        );
+    }
+
+    #[test]
     fn the_new_set_waits_at_weight_zero_then_flips_in_one_plan() {
         let p = plan(&observed(2, vec![old("a", H), old("b", H)]));
         assert_eq!(p.actions, vec![launch_next(), launch_next()]);

@@ -5,6 +5,7 @@ pub mod blue_green;
 pub mod canary;
 pub mod observed;
 pub mod replace_group;
+pub mod restarts;
 pub mod rolling;
 pub mod steady;
 pub mod strategy;
@@ -15,5 +16,6 @@ pub use observed::{
     Action, InstanceView, Observed, Plan, Progress, Promote, Promotion, Set, State, StepObserved,
     Traffic,
 };
+pub use restarts::{Backoff, CrashLoop, End, Restarts};
 pub use rolling::{plan, Rolling};
 pub use strategy::Strategy;

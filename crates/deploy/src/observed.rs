@@ -24,8 +24,13 @@ pub enum State {
     Starting,
     /// Healthy and taking traffic.
     Healthy,
-    /// Crashed, exited, or failed its health checks.
+    /// Crashed, exited, or failed its health checks before it had served for long: what its
+    /// release does, so a deploy of that release gives up.
     Failed,
+    /// It served, then died or stopped answering once past the settle window: what happened to
+    /// this instance (the OOM killer, an operator, the host), not what its release does. It is
+    /// replaced at once and is never a reason to abort.
+    Lost,
     /// Deregistered; the executor waits for the drain confirmation, then stops it.
     Draining,
 }
@@ -61,7 +66,14 @@ pub struct Observed {
     pub step: StepObserved,
     /// Blue-green's check of the new set through the preview listener, before the flip.
     pub promotion: Promotion,
+    /// Instances of the target version lost after they served, since the deploy began. One
+    /// such loss is bad luck and is replaced; more than [`LOST_PER_INSTANCE`] times the desired
+    /// size is a release that cannot stay up.
+    pub lost: u32,
 }
+
+/// Losses of the target version, per desired instance, a deploy tolerates.
+pub const LOST_PER_INSTANCE: u32 = 2;
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum Promotion {
@@ -230,7 +242,7 @@ pub(crate) mod tests {
 
     pub const V1: &str = "v1";
     pub const V2: &str = "v2";
-    pub use State::{Draining as D, Failed as F, Healthy as H, Starting as S};
+    pub use State::{Draining as D, Failed as F, Healthy as H, Lost as L, Starting as S};
 
     pub fn inst(id: &str, version: &str, set: Set, state: State) -> InstanceView {
         InstanceView {
@@ -263,6 +275,7 @@ pub(crate) mod tests {
             aborted: None,
             step: StepObserved::default(),
             promotion: Promotion::default(),
+            lost: 0,
         }
     }
 

@@ -16,10 +16,18 @@ pub fn plan(o: &Observed) -> Plan {
     // Everything new is healthy: it takes all traffic, and the old set drains.
     let mut actions = Vec::new();
     size_next(o, o.desired, &mut actions);
-    for i in o.instances.iter().filter(|i| i.version != o.target) {
+    for i in &o.instances {
+        if i.version == o.target {
+            if i.state == State::Lost {
+                actions.push(Action::Remove { id: i.id.clone() });
+            }
+            continue;
+        }
         match i.state {
             State::Healthy => actions.push(Action::Drain { id: i.id.clone() }),
-            State::Starting | State::Failed => actions.push(Action::Remove { id: i.id.clone() }),
+            State::Starting | State::Failed | State::Lost => {
+                actions.push(Action::Remove { id: i.id.clone() })
+            }
             State::Draining => {}
         }
     }

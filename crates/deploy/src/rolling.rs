@@ -41,11 +41,12 @@ fn launching(o: &Observed, version: &str) -> u32 {
 fn roll(s: Rolling, o: &Observed) -> Plan {
     let mut actions = Vec::new();
     let d = o.desired;
-    // Dead instances of the old version take no traffic: clear them away, they free capacity.
+    // Dead instances take no traffic: clear them away, they free capacity. A lost one of the
+    // new version is replaced like any other shortfall.
     for i in o
         .instances
         .iter()
-        .filter(|i| i.version != o.target && i.state == State::Failed)
+        .filter(|i| i.state == State::Lost || (i.version != o.target && i.state == State::Failed))
     {
         actions.push(Action::Remove { id: i.id.clone() });
     }
@@ -313,6 +314,23 @@ mod tests {
             matches!(p.progress, Progress::Aborting { ref reason } if reason.contains("deadline"))
         );
         assert_eq!(p.actions, vec![remove("n1")]);
+    }
+
+    #[test]
+    fn a_new_instance_lost_after_it_served_is_replaced_and_the_deploy_goes_on() {
+        use State::Lost as L;
+        let o = observed(
+            2,
+            vec![inst("a", V1, H), inst("n1", V2, L), inst("n2", V2, H)],
+        );
+        let p = plan(SURGE, &o);
+        assert_eq!(p.progress, Progress::Rolling, "{p:?}");
+        assert_eq!(p.actions, vec![remove("n1"), launch(V2)]);
+        // An old one lost the same way is cleared away too; nothing aborts.
+        let o = observed(2, vec![inst("a", V1, L), inst("b", V1, H)]);
+        let p = plan(SURGE, &o);
+        assert_eq!(p.progress, Progress::Rolling);
+        assert_eq!(p.actions[0], remove("a"));
     }
 
     #[test]

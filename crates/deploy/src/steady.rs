@@ -3,19 +3,18 @@
 use crate::observed::{Action, InstanceView, Set, State};
 
 /// Actions that bring `version` back to `desired` instances in the live set; `instances` comes
-/// oldest first. `may_launch` is
-/// false while a crash-looping group waits out its back-off. The next set, where a previous
+/// oldest first. A dead instance is replaced in the same plan: whether its slot must first wait
+/// out a back-off is the executor's to say ([`crate::restarts`]). The next set, where a previous
 /// version may be kept warm for a rollback, is the executor's to expire; only its dead go here.
 pub fn plan(
     version: &str,
     desired: u32,
     instances: &[InstanceView],
     launching: u32,
-    may_launch: bool,
 ) -> Vec<Action> {
     let mut actions: Vec<Action> = instances
         .iter()
-        .filter(|i| i.state == State::Failed)
+        .filter(|i| matches!(i.state, State::Failed | State::Lost))
         .map(|i| Action::Remove { id: i.id.clone() })
         .collect();
     // Instances of another version only linger after an interrupted deploy: drain them once ours are up.
@@ -28,7 +27,7 @@ pub fn plan(
         })
         .collect();
     let live = ours.len() as u32 + launching;
-    if live < desired && may_launch {
+    if live < desired {
         for _ in live..desired {
             actions.push(Action::Launch {
                 version: version.to_owned(),
@@ -96,7 +95,6 @@ mod tests {
                 inst("b", "v1", State::Healthy),
             ],
             0,
-            true,
         );
         assert_eq!(
             a,
@@ -112,9 +110,7 @@ mod tests {
                 }
             ]
         );
-        let waiting = plan("v1", 3, &[inst("b", "v1", State::Healthy)], 1, false);
-        assert!(waiting.is_empty(), "back-off holds launches");
-        let counted = plan("v1", 2, &[inst("b", "v1", State::Healthy)], 1, true);
+        let counted = plan("v1", 2, &[inst("b", "v1", State::Healthy)], 1);
         assert!(counted.is_empty(), "a launch in flight counts");
     }
 
@@ -129,7 +125,6 @@ mod tests {
                 inst("n2", "v2", State::Healthy),
             ],
             0,
-            true,
         );
         assert_eq!(
             a,
@@ -146,7 +141,6 @@ mod tests {
                 inst("n1", "v2", State::Starting),
             ],
             0,
-            true,
         );
         assert!(a.is_empty(), "the old one stays until ours is healthy");
     }
@@ -160,7 +154,7 @@ mod tests {
             inst("booting", "v1", State::Starting),
         ];
         assert_eq!(
-            plan("v1", 2, &fleet, 0, true),
+            plan("v1", 2, &fleet, 0),
             vec![
                 Action::Remove {
                     id: "booting".into()

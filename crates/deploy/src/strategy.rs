@@ -1,7 +1,7 @@
 //! The strategy a deploy runs, and what the strategies that stand a new set beside the old share.
 
 use crate::canary::Canary;
-use crate::observed::{Action, Observed, Plan, Progress, Set, State, Traffic};
+use crate::observed::{Action, Observed, Plan, Progress, Set, State, Traffic, LOST_PER_INSTANCE};
 use crate::rolling::Rolling;
 use crate::{blue_green, canary, replace_group, rolling};
 
@@ -67,6 +67,13 @@ pub(crate) fn failure(o: &Observed) -> Option<String> {
             bad.id, o.target
         ));
     }
+    let tolerated = o.desired.max(1).saturating_mul(LOST_PER_INSTANCE);
+    if o.lost > tolerated {
+        return Some(format!(
+            "{} lost {} instances after they had served, more than {tolerated} for {} desired: it does not stay up",
+            o.target, o.lost, o.desired
+        ));
+    }
     if o.deadline_passed {
         return Some(format!(
             "{} did not become healthy before the progress deadline",
@@ -86,6 +93,7 @@ pub(crate) fn tend(o: &Observed) -> Vec<Action> {
             State::Failed if i.version != o.target => {
                 actions.push(Action::Remove { id: i.id.clone() })
             }
+            State::Lost => actions.push(Action::Remove { id: i.id.clone() }),
             State::Healthy if stray => actions.push(Action::Drain { id: i.id.clone() }),
             State::Starting if stray => actions.push(Action::Remove { id: i.id.clone() }),
             _ => {}
@@ -145,7 +153,8 @@ pub(crate) fn abort(o: &Observed, reason: String, floor: u32, natural: bool) -> 
     for i in &o.instances {
         let never_served =
             i.version == o.target && matches!(i.state, State::Starting | State::Failed);
-        if never_served || (i.version != o.target && i.state == State::Failed) {
+        let dead = i.state == State::Lost || (i.version != o.target && i.state == State::Failed);
+        if never_served || dead {
             actions.push(Action::Remove { id: i.id.clone() });
         }
     }
@@ -180,7 +189,16 @@ pub(crate) fn abort(o: &Observed, reason: String, floor: u32, natural: bool) -> 
     let traffic = if natural {
         Traffic::Natural
     } else {
-        Traffic::Next(100 - capacity_percent(old_healthy, o.desired))
+        // The new set takes what the old one cannot yet carry, but never more than its own
+        // healthy instances can: with an old instance lost meanwhile, the old set carries the
+        // rest as best it can.
+        let new_healthy = o.count(Set::Next, &o.target, State::Healthy);
+        let short = 100 - capacity_percent(old_healthy, o.desired);
+        Traffic::Next(match (old_healthy, new_healthy) {
+            (_, 0) => 0,
+            (0, _) => 100,
+            _ => short.min(capacity_percent(new_healthy, o.desired)),
+        })
     };
     Plan::simple(progress, actions, traffic)
 }

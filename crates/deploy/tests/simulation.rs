@@ -19,13 +19,15 @@ const NEW: &str = "v2";
 const START: u32 = 2;
 /// Ticks a new instance may stay unhealthy before the deploy gives up on it.
 const DEADLINE: u32 = 8;
+/// Ticks healthy after which a death is the instance's bad luck (lost), not its release's fault.
+const SETTLE: u32 = 3;
 
 /// What goes wrong with one instance of the new version.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Fault {
     None,
     NeverHealthy,
-    /// Crashes this many ticks after turning healthy.
+    /// Crashes this many ticks after turning healthy: failed if before [`SETTLE`], lost after.
     CrashAfter(u32),
     /// Fails its health checks this many ticks after turning healthy.
     UnhealthyAfter(u32),
@@ -54,10 +56,15 @@ struct World {
     weights: (u32, u32),
     /// Healthy instances that later failed: capacity the planner could not have kept.
     failures: u32,
+    /// Instances of the new version lost after they had served.
+    lost_new: u32,
+    /// Ticks at which one settled healthy instance, of either version, dies for no fault of
+    /// its release (the OOM killer, an operator, the host).
+    deaths: Vec<u32>,
 }
 
 impl World {
-    fn new(desired: u32, faults: Vec<Fault>) -> Self {
+    fn new(desired: u32, faults: Vec<Fault>, deaths: Vec<u32>) -> Self {
         let instances = (0..desired)
             .map(|i| Sim {
                 id: format!("o{i:05}"),
@@ -77,6 +84,8 @@ impl World {
             faults,
             weights: (100, 0),
             failures: 0,
+            lost_new: 0,
+            deaths,
         }
     }
 
@@ -96,12 +105,33 @@ impl World {
                     let since = now - i.healthy_at.unwrap_or(now);
                     if let Fault::CrashAfter(k) | Fault::UnhealthyAfter(k) = i.fault {
                         if since >= k {
-                            i.state = State::Failed;
+                            i.state = if k < SETTLE {
+                                State::Failed
+                            } else {
+                                self.lost_new += 1;
+                                State::Lost
+                            };
                             failed += 1;
                         }
                     }
                 }
                 _ => {}
+            }
+        }
+        if self.deaths.contains(&now) {
+            let settled: Vec<usize> = (0..self.instances.len())
+                .filter(|&n| {
+                    let i = &self.instances[n];
+                    i.state == State::Healthy && i.healthy_at.is_some_and(|at| now >= at + SETTLE)
+                })
+                .collect();
+            if !settled.is_empty() {
+                let victim = &mut self.instances[settled[now as usize % settled.len()]];
+                victim.state = State::Lost;
+                if victim.version == NEW {
+                    self.lost_new += 1;
+                }
+                failed += 1;
             }
         }
         self.failures += failed;
@@ -205,6 +235,8 @@ struct Case {
     canary_bad: bool,
     /// The analysis never gets enough requests for a verdict.
     quiet: bool,
+    /// Ticks at which a settled healthy instance dies independently of its release.
+    deaths: Vec<u32>,
 }
 
 fn strategy(desired: u32) -> impl proptest::strategy::Strategy<Value = (u32, u32, Deploy)> {
@@ -267,9 +299,10 @@ fn case() -> impl proptest::strategy::Strategy<Value = Case> {
             proptest::collection::vec(fault(), 0..12),
             any::<bool>(),
             proptest::bool::weighted(0.2),
+            proptest::collection::vec(1..60u32, 0..=2),
         )
             .prop_map(
-                move |((max_surge, max_unavailable, strategy), faults, bad, quiet)| Case {
+                move |((max_surge, max_unavailable, strategy), faults, bad, quiet, deaths)| Case {
                     desired,
                     max_surge,
                     max_unavailable,
@@ -277,6 +310,7 @@ fn case() -> impl proptest::strategy::Strategy<Value = Case> {
                     faults,
                     canary_bad: bad,
                     quiet,
+                    deaths,
                 },
             )
     })
@@ -285,7 +319,7 @@ fn case() -> impl proptest::strategy::Strategy<Value = Case> {
 /// The fake executor: observes, plans, routes, acts, and keeps the step record, as the
 /// controller does; returns how the deployment ended.
 fn run(case: &Case, store: &Store, id: u64) -> Progress {
-    let mut world = World::new(case.desired, case.faults.clone());
+    let mut world = World::new(case.desired, case.faults.clone(), case.deaths.clone());
     let floor = case.desired - case.max_unavailable;
     let mut progress = Progress::Rolling;
     let mut aborted = None;
@@ -322,6 +356,7 @@ fn run(case: &Case, store: &Store, id: u64) -> Progress {
             aborted: aborted.clone(),
             step: step.clone(),
             promotion: Default::default(),
+            lost: world.lost_new,
         };
         let plan: Plan = case.strategy.plan(&observed);
         // No weight for a set with nothing healthy in it while the other has something.
@@ -455,6 +490,7 @@ proptest! {
                 );
             }
         }
+        // Independent deaths of instances that had served never make a deploy give up.
         if case.faults.iter().all(|f| matches!(f, Fault::None | Fault::SlowDrain(_)))
             && !(case.canary_bad && !case.quiet && matches!(case.strategy, Deploy::Canary(_)))
         {

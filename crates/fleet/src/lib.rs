@@ -1,7 +1,6 @@
 //! The fleet: instances of a release as supervised local processes, each in its own process group.
 
 pub mod autoscale;
-pub mod backoff;
 pub mod command;
 pub mod cpu;
 pub mod instance;
@@ -9,7 +8,6 @@ pub mod local;
 pub mod logs;
 pub mod user;
 
-pub use backoff::Backoff;
 pub use command::{CommandError, LaunchSpec};
 pub use instance::{Instance, InstanceId};
 pub use local::{Exit, FleetError, LocalFleet, StopReport};

@@ -184,6 +184,21 @@ pub fn run(args: Args) -> ExitCode {
                     i["reason"].as_str().unwrap_or("")
                 );
             }
+            if let Some(looping) = status["restarts"]["crash_loop"].as_str() {
+                println!("CRASH LOOP: {looping}");
+            }
+            for h in status["restarts"]["backing_off"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                println!(
+                    "  a slot of {} waits {} ms before its next launch: {} instances in a row died young",
+                    h["version"].as_str().unwrap_or("?"),
+                    h["for_ms"],
+                    h["died_young"]
+                );
+            }
             if let Some(w) = status["warm"].as_object() {
                 println!(
                     "warm: {} for {} s more; `cutover rollback` flips traffic back to it",

@@ -1,0 +1,86 @@
+//! Faults on one host: instances killed one after another, releases that crash-loop. The group
+//! never empties, and what dies young backs off alone.
+
+use std::time::{Duration, Instant};
+
+use cutover_e2e::stack::{assert_no_infra_failures, stack_file, Stack, RELEASE};
+use serde_json::Value;
+
+/// Instances that count towards the group's size: running, or starting.
+fn alive(stack: &Stack) -> Vec<Value> {
+    stack
+        .instances()
+        .into_iter()
+        .filter(|i| i["state"] == "healthy" || i["state"] == "starting")
+        .collect()
+}
+
+#[test]
+fn instances_killed_one_after_another_are_each_replaced_at_once() {
+    let file = stack_file(RELEASE, "desired = 4", "", "");
+    let stack = Stack::start_from(&file, 4);
+    let probe = stack.probe_at(300, 20);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut slowest = Duration::ZERO;
+    // Eight kills, each as soon as the last victim's replacement is healthy and has served a
+    // moment (well under the 60 s a single crash counter once called "stable").
+    for kill in 0..8 {
+        let victim = stack.wait("a healthy instance that has served a while", || {
+            std::thread::sleep(Duration::from_millis(100));
+            let all = stack.instances();
+            (all.len() == 4 && all.iter().all(|i| i["state"] == "healthy"))
+                .then(|| all[kill % all.len()].clone())
+        });
+        std::thread::sleep(Duration::from_millis(2_200));
+        let pid = i32::try_from(victim["pid"].as_i64().expect("pid")).expect("pid fits");
+        // SAFETY: killing a process this test's stack started.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+        let killed = Instant::now();
+        stack.wait("a replacement to be launched", || {
+            let all = alive(&stack);
+            (all.len() == 4 && all.iter().all(|i| i["id"] != victim["id"])).then_some(())
+        });
+        slowest = slowest.max(killed.elapsed());
+    }
+    // Before: the fifth death of an instance younger than 60 s held every launch for 8 s.
+    assert!(
+        slowest < Duration::from_secs(3),
+        "a replacement took {slowest:?} to be launched"
+    );
+    let report = probe.join().expect("probe");
+    assert_no_infra_failures(&report);
+    assert_eq!(report["failed"], 0, "{report}");
+    stack.stop_and_check_no_orphans();
+}
+
+#[test]
+fn a_release_that_dies_young_backs_off_per_slot_and_says_it_crash_loops() {
+    // Healthy after two checks (~0.4 s), dead at 1 s: inside the settle window, every time.
+    let release = "command = \"demo-app --port {port} --version {version} --crash-after 1s\"";
+    let file = stack_file(release, "desired = 2", "", "");
+    let stack = Stack::start_from(&file, 0);
+    let status = stack.wait("the stack to report a crash loop", || {
+        let s = stack.status();
+        s["restarts"]["crash_loop"].is_string().then_some(s)
+    });
+    let said = status["restarts"]["crash_loop"].as_str().unwrap_or("");
+    assert!(said.contains("v1 is crash-looping"), "{said}");
+    // Its slots wait, ever longer: a launch is held back while the loop goes on.
+    let held = stack.wait("a slot backing off", || {
+        let s = stack.status();
+        let held = s["restarts"]["backing_off"].as_array().cloned()?;
+        (!held.is_empty()).then_some(held)
+    });
+    assert!(
+        held.iter()
+            .all(|h| h["died_young"].as_u64().unwrap_or(0) >= 1),
+        "{held:?}"
+    );
+    let (code, out) = stack.run(&["status"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("CRASH LOOP") || out.contains("waits"),
+        "status says so: {out}"
+    );
+    stack.stop_and_check_no_orphans();
+}
