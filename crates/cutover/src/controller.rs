@@ -745,7 +745,15 @@ impl Controller {
                     ),
                 );
             }
-            None => tracing::info!(version = %inner.current, "instances start and stay up again"),
+            // Only the release that looped can recover; a deploy that moved on says nothing.
+            None if inner
+                .crash_loop
+                .as_ref()
+                .is_some_and(|l| l.version == inner.current) =>
+            {
+                tracing::info!(version = %inner.current, "instances start and stay up again")
+            }
+            None => {}
         }
         inner.crash_loop = looping;
     }
