@@ -41,9 +41,13 @@ pub async fn open(
     let mut tasks = JoinSet::new();
     let main = bind(spec.listener.bind).await?;
     let listener = main.local_addr()?;
+    // One budget for the listener and its preview: both send to the same targets.
+    let budget = cutover_proxy::tries::RetryBudget::new(spec.listener.retry_budget);
     let proxy = |rules| {
         let mut proxy = Proxy::new(registry.clone(), rules);
         proxy.body_timeout = spec.listener.body_timeout;
+        proxy.try_timeout = spec.listener.try_timeout;
+        proxy.budget = budget.clone();
         proxy
     };
     tasks.spawn(cutover_proxy::serve(

@@ -53,6 +53,49 @@ fn instances_killed_one_after_another_are_each_replaced_at_once() {
     stack.stop_and_check_no_orphans();
 }
 
+/// Whether the data plane has `target` out of rotation by passive health.
+fn ejected(stack: &Stack, target: &str) -> bool {
+    stack.status()["groups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|g| g["targets"].as_array().cloned().unwrap_or_default())
+        .any(|t| t["target"] == target && t["ejected"] == true)
+}
+
+#[test]
+fn a_hung_instance_costs_no_request_and_is_ejected_within_a_second() {
+    let file = stack_file(RELEASE, "desired = 4", "", "");
+    let stack = Stack::start_from(&file, 4);
+    let probe = stack.probe_at(500, 8);
+    // Long enough for the group's latency to be known, so tries are bounded.
+    std::thread::sleep(Duration::from_secs(2));
+    let victim = stack
+        .instances()
+        .into_iter()
+        .find(|i| i["state"] == "healthy")
+        .expect("a healthy instance");
+    let pid = i32::try_from(victim["pid"].as_i64().expect("pid")).expect("pid fits");
+    let target = format!("127.0.0.1:{}", victim["port"].as_u64().expect("port"));
+    // SAFETY: stopping a process this test's stack started; it is resumed below.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    let stopped = Instant::now();
+    stack.wait("the hung instance to be ejected", || {
+        std::thread::sleep(Duration::from_millis(20));
+        ejected(&stack, &target).then_some(())
+    });
+    let took = stopped.elapsed();
+    eprintln!("hung instance ejected after {took:?}");
+    let report = probe.join().expect("probe");
+    // SAFETY: as above; the stack stops it (or has replaced it) from here.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    // Before: every request sent to it waited for the probe's 2 s timeout until active checks
+    // took it out, and those in flight waited for the proxy's 60 s.
+    assert_eq!(report["failed"], 0, "{report}");
+    assert!(took < Duration::from_secs(1), "ejected after {took:?}");
+    stack.stop_and_check_no_orphans();
+}
+
 #[test]
 fn a_release_that_dies_young_backs_off_per_slot_and_says_it_crash_loops() {
     // Healthy after two checks (~0.4 s), dead at 1 s: inside the settle window, every time.

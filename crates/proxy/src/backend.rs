@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::body::ProxyBody;
 use crate::metrics::TargetMetrics;
+use crate::tries::Pace;
 use crate::upstream;
 use crate::worker::{shard, Counter, SHARDS};
 
@@ -39,6 +40,8 @@ pub struct Backend {
     /// The group it was registered in (a target in two groups is two backends).
     pub group: Arc<str>,
     pub metrics: TargetMetrics,
+    /// Its progress and its group's latency, for per-try timeouts.
+    pub pace: Pace,
     /// Consecutive proxy-visible failures, for passive health.
     pub failures: AtomicU32,
     /// Requests counted at the last once-a-second sample, and the rate it gave.
@@ -87,6 +90,7 @@ impl Backend {
             key,
             group,
             metrics: TargetMetrics::default(),
+            pace: Pace::default(),
             failures: AtomicU32::new(0),
             sampled: AtomicU64::new(0),
             rate: AtomicU64::new(0),

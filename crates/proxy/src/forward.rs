@@ -12,6 +12,7 @@ use crate::backend::{Backend, ConnectError, InFlight};
 use crate::body::{self, BoxError, ProxyBody, Tracked};
 use crate::headers::{self, Client, HeaderRules};
 use crate::registry::Registry;
+use crate::tries::{self, RetryBudget, Retrying, TryTimeout};
 use crate::upgrade;
 use crate::upstream::{self, ExchangeError, RawBody};
 
@@ -155,6 +156,10 @@ pub struct Proxy {
     pub body_timeout: Duration,
     /// Route only to the group this names, at any weight (a preview listener); `None`: by weight.
     pub only: Option<GroupFilter>,
+    /// How long one try of an idempotent bodiless request waits before going elsewhere.
+    pub try_timeout: TryTimeout,
+    /// Bounds the retries after try timeouts in flight at once.
+    pub budget: Arc<RetryBudget>,
 }
 
 /// Names the one group a preview listener reaches; asked per request, so it can follow a
@@ -169,6 +174,8 @@ impl Proxy {
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
             body_timeout: crate::stall::DEFAULT_BODY_TIMEOUT,
             only: None,
+            try_timeout: TryTimeout::Auto,
+            budget: RetryBudget::new(cutover_spec::validate::defaults::RETRY_BUDGET),
         }
     }
 
@@ -323,8 +330,10 @@ impl Proxy {
     /// Sends an idempotent request without a body (its head as it goes to the target) and reads
     /// the response head, on a pooled connection of the proxy's own. Whatever breaks before a
     /// response head arrives costs the client nothing: the request is sent again, to another
-    /// target when there is one. The request counts as in flight until the guard drops, after
-    /// its body has been read.
+    /// target when there is one. So does a try that waits past its try timeout, while the retry
+    /// budget has room; a target that answered nothing at all during that try is hung and is
+    /// ejected at once. The request counts as in flight until the guard drops, after its body
+    /// has been read.
     pub(crate) async fn exchange_bodiless(
         &self,
         head: &[u8],
@@ -332,8 +341,15 @@ impl Proxy {
     ) -> Result<(upstream::Conn, upstream::Head, InFlight), ProxyError> {
         let mut tried: Vec<Arc<Backend>> = Vec::new();
         let mut replayed = false;
-        for _ in 0..MAX_ATTEMPTS {
-            let Some(backend) = self.pick(&tried, replayed) else {
+        // Picked when a try timed out, so a retry is only started where one can go.
+        let mut next: Option<Arc<Backend>> = None;
+        // Held until a response head arrives: retries after a try timeout count against the
+        // budget while they wait.
+        let mut retrying: Option<Retrying> = None;
+        let first = Instant::now();
+        let deadline = tokio::time::Instant::from_std(first) + self.response_timeout;
+        for attempt in 1..=MAX_ATTEMPTS {
+            let Some(backend) = next.take().or_else(|| self.pick(&tried, replayed)) else {
                 break;
             };
             let guard = backend.begin();
@@ -351,10 +367,58 @@ impl Proxy {
                     }
                 },
             };
-            let deadline = tokio::time::Instant::from_std(started) + self.response_timeout;
-            let exchanged =
-                tokio::time::timeout_at(deadline, upstream::exchange(&mut conn, head, method))
-                    .await;
+            let exchanged = {
+                let exchange = upstream::exchange(&mut conn, head, method);
+                tokio::pin!(exchange);
+                let try_deadline = tries::limit(self.try_timeout, &backend.pace)
+                    .map(|limit| tokio::time::Instant::from_std(started) + limit)
+                    .filter(|at| *at < deadline);
+                let mut exchanged = None;
+                if let Some(at) = try_deadline {
+                    match tokio::time::timeout_at(at, &mut exchange).await {
+                        Ok(answer) => exchanged = Some(answer),
+                        Err(_) => {
+                            // Hung, or just slow? A target with requests waiting on it that
+                            // answered nothing at all during the whole try is hung: ejected,
+                            // and the try is dead, so moving it adds no load and needs no
+                            // budget. A slow request on a target that answers others is retried
+                            // once at most, within the budget.
+                            let hung = backend.in_flight() >= tries::HUNG_MIN_IN_FLIGHT
+                                && !backend.pace.answered_since(started);
+                            if hung {
+                                self.registry.stalled(backend);
+                            }
+                            tried.push(backend.clone());
+                            let other = (attempt < MAX_ATTEMPTS)
+                                .then(|| self.pick(&tried, false))
+                                .flatten();
+                            if let Some(other) = other {
+                                let admitted = match (hung, &retrying) {
+                                    (true, _) => Some(None),
+                                    (false, None) => self.budget.admit(self.in_flight()).map(Some),
+                                    (false, Some(_)) => None,
+                                };
+                                if let Some(admitted) = admitted {
+                                    tracing::debug!(target = %backend.key, other = %other.key, hung, "try timed out; sending elsewhere");
+                                    backend.metrics.gave_up();
+                                    if admitted.is_some() {
+                                        retrying = admitted;
+                                    }
+                                    next = Some(other);
+                                    continue;
+                                }
+                            }
+                            // Nowhere else to go, or no budget: this try waits as long as the
+                            // request may.
+                            tried.pop();
+                        }
+                    }
+                }
+                match exchanged {
+                    Some(answer) => Ok(answer),
+                    None => tokio::time::timeout_at(deadline, &mut exchange).await,
+                }
+            };
             let answer = match exchanged {
                 Ok(Ok(answer)) => answer,
                 Ok(Err(ExchangeError::Closed(why))) if pooled => {
@@ -384,6 +448,7 @@ impl Proxy {
                     return Err(ProxyError::TargetTimeout);
                 }
             };
+            drop(retrying);
             let elapsed = started.elapsed();
             backend.metrics.response(answer.status.as_u16(), elapsed);
             self.registry.passive(backend, true);
@@ -393,6 +458,18 @@ impl Proxy {
             return Ok((conn, answer, guard));
         }
         Err(self.unavailable(&tried))
+    }
+
+    /// Requests in flight to every target this listener can reach: what the retry budget is a
+    /// share of. Read only when a try times out.
+    fn in_flight(&self) -> usize {
+        self.registry
+            .table()
+            .groups
+            .iter()
+            .flat_map(|g| g.targets.iter())
+            .map(|b| b.in_flight())
+            .sum()
     }
 
     /// The next target to try: by weight (or the preview group), never one already tried. After

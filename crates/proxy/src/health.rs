@@ -61,6 +61,7 @@ pub fn spawn(
                 group: group.clone(),
                 backend: backend.clone(),
                 event: Event::Check(result),
+                why: "health check",
             };
             if reports.send(report).is_err() {
                 return;

@@ -17,6 +17,7 @@ mod stall;
 pub mod table;
 pub mod target;
 pub mod tls;
+pub mod tries;
 mod upgrade;
 pub mod upstream;
 pub mod worker;

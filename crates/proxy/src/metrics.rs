@@ -83,6 +83,17 @@ impl TargetMetrics {
         self.proxy_errors.add(1);
     }
 
+    /// A try given up for taking too long (the request went to another target): the target's
+    /// failure, without a latency, since it never answered.
+    pub fn gave_up(&self) {
+        self.proxy_errors.add(1);
+    }
+
+    /// Response heads from the target so far.
+    pub fn answered(&self) -> u64 {
+        self.classes.iter().map(Counter::get).sum()
+    }
+
     pub fn connect_error(&self) {
         self.connect_errors.add(1);
     }

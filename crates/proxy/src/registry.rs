@@ -1,6 +1,6 @@
 //! The observer: owns groups, targets and their health, applies reports, and publishes routing snapshots.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -17,6 +17,7 @@ use crate::health::{self, HealthConfig};
 use crate::metrics::MetricsSnapshot;
 use crate::table::{Balance, GroupRoute, Snapshot};
 use crate::target::{Event, Health, Reason, TargetState};
+use crate::tries;
 
 /// Something that happened to a target, sent to the observer by health checkers and the request path.
 #[derive(Debug)]
@@ -24,6 +25,8 @@ pub struct Report {
     pub group: String,
     pub backend: Arc<Backend>,
     pub event: Event,
+    /// Why, for the log.
+    pub why: &'static str,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +45,12 @@ pub enum RegistryError {
 const PASSIVE_THRESHOLD: u32 = 3;
 /// How long an ejected target stays out before an active check may readmit it.
 const EJECT_BACK_OFF: Duration = Duration::from_secs(5);
+/// How often the tick notes which targets answered: the resolution of telling a hung target
+/// (nothing answered during a whole try) from a slow request.
+const PROGRESS_TICK: Duration = Duration::from_millis(100);
+const TICKS_PER_SECOND: u32 = 10;
+/// Seconds of answers a group's p99 is taken over.
+const P99_WINDOW: usize = 10;
 
 struct TargetEntry {
     backend: Arc<Backend>,
@@ -56,6 +65,41 @@ struct GroupState {
     targets: BTreeMap<String, TargetEntry>,
     /// Counts of targets that have left, so group totals never go backwards.
     retired: MetricsSnapshot,
+    /// The group's totals once a second, oldest first, over [`P99_WINDOW`] seconds.
+    window: VecDeque<MetricsSnapshot>,
+    /// The last p99 worth trusting, handed to targets as they join.
+    p99: Option<Duration>,
+}
+
+impl GroupState {
+    fn totals(&self) -> MetricsSnapshot {
+        let mut total = self.retired.clone();
+        for e in self.targets.values() {
+            total.add(&e.backend.metrics.snapshot());
+        }
+        total
+    }
+
+    /// The p99 of the answers in the window, once there are enough of them to trust; the last
+    /// trusted one while traffic is thin.
+    fn recent_p99(&mut self) -> Option<Duration> {
+        let now = self.totals();
+        if self.window.len() >= P99_WINDOW {
+            self.window.pop_front();
+        }
+        let p99 = self.window.front().and_then(|oldest| {
+            let recent = now.since(oldest);
+            let answers: u64 = recent.latency.iter().sum();
+            (answers >= tries::P99_MIN_ANSWERS)
+                .then(|| recent.quantile(0.99))
+                .flatten()
+        });
+        self.window.push_back(now);
+        if p99.is_some() {
+            self.p99 = p99;
+        }
+        self.p99
+    }
 }
 
 /// A target as `cutover status` shows it.
@@ -97,25 +141,46 @@ impl Registry {
         });
         let weak = Arc::downgrade(&registry);
         tokio::spawn(async move {
-            let mut second = tokio::time::interval(std::time::Duration::from_secs(1));
+            let mut tick = tokio::time::interval(PROGRESS_TICK);
+            let mut ticks: u32 = 0;
             loop {
                 tokio::select! {
                     report = rx.recv() => {
                         let (Some(report), Some(registry)) = (report, weak.upgrade()) else { return };
                         registry.apply(report);
                     }
-                    _ = second.tick() => {
+                    _ = tick.tick() => {
                         let Some(registry) = weak.upgrade() else { return };
-                        for g in registry.lock().values() {
-                            for e in g.targets.values() {
-                                e.backend.sample_rate();
-                            }
-                        }
+                        ticks = ticks.wrapping_add(1);
+                        registry.tick(ticks.is_multiple_of(TICKS_PER_SECOND));
                     }
                 }
             }
         });
         registry
+    }
+
+    /// Notes which targets answered since the last tick; once a second also their request
+    /// rates and each group's recent p99 (for `auto` try timeouts).
+    fn tick(&self, second: bool) {
+        let now = std::time::Instant::now();
+        let mut groups = self.lock();
+        for g in groups.values_mut() {
+            for e in g.targets.values() {
+                e.backend.pace.tick(e.backend.metrics.answered(), now);
+                if second {
+                    e.backend.sample_rate();
+                }
+            }
+            if second {
+                let p99 = g.recent_p99();
+                if p99.is_some() {
+                    for e in g.targets.values() {
+                        e.backend.pace.set_group_p99(p99);
+                    }
+                }
+            }
+        }
     }
 
     /// The current routing snapshot: a lock-free read.
@@ -155,6 +220,9 @@ impl Registry {
                 health,
                 targets: BTreeMap::new(),
                 retired: MetricsSnapshot::default(),
+                // Counts start at zero: the first second's answers are in the window at once.
+                window: VecDeque::from([MetricsSnapshot::default()]),
+                p99: None,
             });
         self.publish(&groups);
         Ok(())
@@ -193,6 +261,7 @@ impl Registry {
             }
         }
         let backend = Backend::new(Arc::from(group), target.to_owned(), addr);
+        backend.pace.set_group_p99(g.p99);
         let checker = CancellationToken::new();
         health::spawn(
             group.to_owned(),
@@ -277,17 +346,44 @@ impl Registry {
         }
         let failures = backend.failures.fetch_add(1, Ordering::Relaxed) + 1;
         if failures == PASSIVE_THRESHOLD {
-            let until = std::time::Instant::now() + EJECT_BACK_OFF;
-            let _ = self.reports.send(Report {
-                group: backend.group.to_string(),
-                backend: backend.clone(),
-                event: Event::Eject { until },
-            });
+            self.eject(backend, "consecutive failures");
         }
+    }
+
+    /// A try on `backend` timed out and the target answered nothing at all meanwhile: it is
+    /// hung (stopped, deadlocked, its event loop blocked), so it is ejected at once, before
+    /// active checks notice and before the other requests waiting on it time out too. Many
+    /// waiting tries find out at about the same time; one ejection is enough.
+    pub fn stalled(&self, backend: &Arc<Backend>) {
+        if backend
+            .failures
+            .fetch_max(PASSIVE_THRESHOLD, Ordering::Relaxed)
+            < PASSIVE_THRESHOLD
+        {
+            self.eject(backend, "no answer during a whole try");
+        }
+    }
+
+    fn eject(&self, backend: &Arc<Backend>, why: &'static str) {
+        let until = std::time::Instant::now() + EJECT_BACK_OFF;
+        let _ = self.reports.send(Report {
+            group: backend.group.to_string(),
+            backend: backend.clone(),
+            event: Event::Eject { until },
+            why,
+        });
     }
 
     fn apply(&self, report: Report) {
         let mut groups = self.lock();
+        if matches!(report.event, Event::Eject { .. }) && !others_routable(&groups, &report.backend)
+        {
+            // Ejecting the last target that takes traffic would turn some failed requests into
+            // every request failing (no healthy target): it stays, and active checks judge it.
+            report.backend.failures.store(0, Ordering::Relaxed);
+            tracing::debug!(target = %report.backend.key, why = report.why, "not ejected: the last routable target");
+            return;
+        }
         let Some(g) = groups.get_mut(&report.group) else {
             return;
         };
@@ -304,7 +400,9 @@ impl Registry {
             .on(report.event, thresholds, std::time::Instant::now());
         if matches!(report.event, Event::Eject { .. }) {
             report.backend.failures.store(0, Ordering::Relaxed);
-            tracing::warn!(group = %report.group, target = %report.backend.key, "ejected after consecutive failures");
+            if !before.is_ejected() {
+                tracing::warn!(group = %report.group, target = %report.backend.key, why = report.why, "ejected");
+            }
         }
         if before.is_routable() != entry.health.is_routable() || before.state != entry.health.state
         {
@@ -382,12 +480,7 @@ impl Registry {
     /// A group's totals, including targets that have left.
     pub fn group_metrics(&self, group: &str) -> Option<MetricsSnapshot> {
         let groups = self.lock();
-        let g = groups.get(group)?;
-        let mut total = g.retired.clone();
-        for e in g.targets.values() {
-            total.add(&e.backend.metrics.snapshot());
-        }
-        Some(total)
+        Some(groups.get(group)?.totals())
     }
 
     /// Prometheus text for every target and group.
@@ -416,6 +509,15 @@ impl Registry {
         }
         out
     }
+}
+
+/// Whether any target but `backend` takes traffic, in a group with weight.
+fn others_routable(groups: &BTreeMap<String, GroupState>, backend: &Arc<Backend>) -> bool {
+    groups.values().filter(|g| g.weight > 0).any(|g| {
+        g.targets
+            .values()
+            .any(|e| e.health.is_routable() && !Arc::ptr_eq(&e.backend, backend))
+    })
 }
 
 async fn resolve(target: &str) -> Result<SocketAddr, RegistryError> {

@@ -193,6 +193,35 @@ pub struct Listener {
     /// A target that sends nothing of a response body for this long has it cut.
     #[serde(with = "crate::duration::serde_str")]
     pub body_timeout: Duration,
+    /// How long one try of an idempotent bodiless request waits for a response head before it
+    /// is sent to another target.
+    pub try_timeout: TryTimeout,
+    /// Retries after a try timeout in flight at once, as a share (percent) of requests in
+    /// flight; at least three are always allowed unless it is 0.
+    pub retry_budget: u32,
+}
+
+/// How long one try may wait for a target's response head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TryTimeout {
+    /// From the group's own latency: a multiple of its recent p99, with a floor.
+    Auto,
+    /// A fixed bound.
+    After(#[serde(with = "crate::duration::serde_str")] Duration),
+    /// One try waits as long as the whole request may.
+    Off,
+}
+
+impl TryTimeout {
+    /// As the stack file spells it.
+    pub fn text(self) -> String {
+        match self {
+            TryTimeout::Auto => "auto".into(),
+            TryTimeout::Off => "off".into(),
+            TryTimeout::After(d) => humantime::format_duration(d).to_string(),
+        }
+    }
 }
 
 /// How a group spreads requests over its targets.

@@ -94,6 +94,10 @@ pub struct RawListener {
     pub upgrades: Option<Vec<String>>,
     /// Upper bound on waiting for the next piece of a target's response body.
     pub body_timeout: Option<String>,
+    /// `auto` (from the group's latency), `off`, or a duration such as "500ms".
+    pub try_timeout: Option<String>,
+    /// Percent of in-flight requests that may be retries after a try timeout at once.
+    pub retry_budget: Option<u32>,
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]

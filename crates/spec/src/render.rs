@@ -60,6 +60,8 @@ impl Spec {
                 pin_workers: Some(l.pin_workers),
                 upgrades: Some(l.upgrades.clone()),
                 body_timeout: Some(format(l.body_timeout)),
+                try_timeout: Some(l.try_timeout.text()),
+                retry_budget: Some(l.retry_budget),
             },
             deploy: RawDeploy {
                 strategy: Some(d.strategy.name().into()),

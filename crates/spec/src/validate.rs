@@ -47,6 +47,7 @@ pub mod defaults {
     pub const COOLDOWN: &str = "5m";
     pub const FETCH_TIMEOUT: &str = "10m";
     pub const BODY_TIMEOUT: &str = "60s";
+    pub const RETRY_BUDGET: u32 = 20;
     pub const MAX_UNPACKED_SIZE: &str = "2GiB";
     pub const POLICY_PERIOD: &str = "1m";
     pub const POLICY_PERIODS: u32 = 1;
@@ -616,6 +617,42 @@ fn listener(c: &mut Checker, l: &RawListener, base_dir: &Path) -> Listener {
             &l.body_timeout,
             defaults::BODY_TIMEOUT,
         ),
+        try_timeout: try_timeout(c, &l.try_timeout),
+        retry_budget: match l.retry_budget {
+            None => defaults::RETRY_BUDGET,
+            Some(p) if p <= 100 => p,
+            Some(p) => {
+                c.problem(
+                    "listener.retry_budget",
+                    format!("expected a percentage from 0 to 100, got {p}"),
+                );
+                defaults::RETRY_BUDGET
+            }
+        },
+    }
+}
+
+fn try_timeout(c: &mut Checker, value: &Option<String>) -> TryTimeout {
+    match value.as_deref().map(str::trim) {
+        None | Some("auto") => TryTimeout::Auto,
+        Some("off") => TryTimeout::Off,
+        Some(text) => match duration::parse(text) {
+            Ok(d) if !d.is_zero() => TryTimeout::After(d),
+            Ok(_) => {
+                c.problem(
+                    "listener.try_timeout",
+                    "expected a duration above zero (or \"auto\", or \"off\")",
+                );
+                TryTimeout::Auto
+            }
+            Err(e) => {
+                c.problem(
+                    "listener.try_timeout",
+                    format!("expected \"auto\", \"off\" or a duration: {e}"),
+                );
+                TryTimeout::Auto
+            }
+        },
     }
 }
 

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use cutover_spec::{parse, Pause, PolicyKind, SpecError, Strategy, Threshold};
+use cutover_spec::{parse, Pause, PolicyKind, SpecError, Strategy, Threshold, TryTimeout};
 
 fn ok(text: &str) -> cutover_spec::Spec {
     match parse(text, Path::new("cutover.toml"), Path::new("/srv")) {
@@ -58,6 +58,8 @@ add_request_headers = { "x-trace" = "lb" }
 add_response_headers = { "via" = "cutover" }
 remove_response_headers = ["server"]
 workers = 4
+try_timeout = "300ms"
+retry_budget = 10
 pin_workers = true
 [deploy]
 strategy = "canary"
@@ -148,6 +150,8 @@ fn minimal_file_gets_one_host_defaults() {
     );
     assert_eq!(spec.listener.bind.to_string(), "127.0.0.1:8080");
     assert_eq!(spec.listener.workers, None, "one worker per CPU");
+    assert_eq!(spec.listener.try_timeout, TryTimeout::Auto);
+    assert_eq!(spec.listener.retry_budget, 20);
     assert!(!spec.listener.pin_workers);
     assert_eq!(spec.deploy.strategy, Strategy::Rolling);
     assert_eq!((spec.deploy.max_surge, spec.deploy.max_unavailable), (1, 0));
@@ -170,6 +174,11 @@ fn every_field_is_read() {
     );
     assert!(spec.health.matcher.matches(301) && !spec.health.matcher.matches(200 + 1));
     assert!(!spec.health.fail_open);
+    assert_eq!(
+        spec.listener.try_timeout,
+        TryTimeout::After(Duration::from_millis(300))
+    );
+    assert_eq!(spec.listener.retry_budget, 10);
     let tls = spec.listener.tls.as_ref().expect("tls");
     assert_eq!(tls.cert, Path::new("/srv/certs/cert.pem"));
     assert_eq!(tls.key, Path::new("/etc/key.pem"));
@@ -318,7 +327,7 @@ fn unknown_keys_are_refused_by_name_everywhere() {
 
 #[test]
 fn semantic_rules_name_the_key() {
-    let text = "[service]\nname = \"web\"\n[release]\ncommand = \"app --p {prot}\"\n[group]\nmin = 3\ndesired = 2\nmax = 1\n[health]\ninterval = \"1s\"\ntimeout = \"1s\"\nmatcher = \"200-1000\"\n[deploy]\nmax_surge = 0\nsteps = [{ weight = 150 }, {}]\n[listener]\nworkers = 0\n";
+    let text = "[service]\nname = \"web\"\n[release]\ncommand = \"app --p {prot}\"\n[group]\nmin = 3\ndesired = 2\nmax = 1\n[health]\ninterval = \"1s\"\ntimeout = \"1s\"\nmatcher = \"200-1000\"\n[deploy]\nmax_surge = 0\nsteps = [{ weight = 150 }, {}]\n[listener]\nworkers = 0\ntry_timeout = \"soon\"\nretry_budget = 120\n";
     let found = problems(text).join("\n");
     for expected in [
         "cutover.toml:4:1: release.command: unknown placeholder `{prot}`",
@@ -330,6 +339,8 @@ fn semantic_rules_name_the_key() {
         "deploy.steps[0].weight: expected a percentage 0-100, found 150",
         "deploy.steps[1]: a step needs instances, weight or pause",
         "cutover.toml:17:1: listener.workers: expected 1 to 1024, got 0",
+        "cutover.toml:18:1: listener.try_timeout: expected \"auto\", \"off\" or a duration",
+        "cutover.toml:19:1: listener.retry_budget: expected a percentage from 0 to 100, got 120",
     ] {
         assert!(
             found.contains(expected),
