@@ -12,6 +12,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::body::ProxyBody;
+use crate::cost::PeakEwma;
 use crate::metrics::TargetMetrics;
 use crate::tries::Pace;
 use crate::upstream;
@@ -42,6 +43,8 @@ pub struct Backend {
     pub metrics: TargetMetrics,
     /// Its progress and its group's latency, for per-try timeouts.
     pub pace: Pace,
+    /// Its recent response times, for latency-aware balancing.
+    pub latency: PeakEwma,
     /// Consecutive proxy-visible failures, for passive health.
     pub failures: AtomicU32,
     /// Requests counted at the last once-a-second sample, and the rate it gave.
@@ -91,6 +94,7 @@ impl Backend {
             group,
             metrics: TargetMetrics::default(),
             pace: Pace::default(),
+            latency: PeakEwma::default(),
             failures: AtomicU32::new(0),
             sampled: AtomicU64::new(0),
             rate: AtomicU64::new(0),

@@ -271,7 +271,9 @@ impl Proxy {
                 tracing::debug!(target = %backend.key, "target switched protocols unasked");
                 return ProxyError::TargetReset.response();
             }
-            backend.metrics.response(status.as_u16(), started.elapsed());
+            let elapsed = started.elapsed();
+            backend.metrics.response(status.as_u16(), elapsed);
+            backend.latency.observe(elapsed, started + elapsed);
             self.registry.passive(backend, true);
 
             if status == StatusCode::SWITCHING_PROTOCOLS {
@@ -401,6 +403,9 @@ impl Proxy {
                                 if let Some(admitted) = admitted {
                                     tracing::debug!(target = %backend.key, other = %other.key, hung, "try timed out; sending elsewhere");
                                     backend.metrics.gave_up();
+                                    // At least this slow: its cost rises at once.
+                                    let waited = started.elapsed();
+                                    backend.latency.observe(waited, started + waited);
                                     if admitted.is_some() {
                                         retrying = admitted;
                                     }
@@ -451,6 +456,7 @@ impl Proxy {
             drop(retrying);
             let elapsed = started.elapsed();
             backend.metrics.response(answer.status.as_u16(), elapsed);
+            backend.latency.observe(elapsed, started + elapsed);
             self.registry.passive(backend, true);
             // Idle from the head on: a long body only makes the connection look older in the
             // pool, so it is dropped sooner, never later. One clock read fewer per request.

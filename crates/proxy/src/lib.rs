@@ -2,6 +2,7 @@
 
 pub mod backend;
 pub mod body;
+pub mod cost;
 pub mod downstream;
 pub mod drain;
 pub mod forward;

@@ -46,6 +46,25 @@ impl GroupRoute {
                     .filter(untried)
                     .min_by_key(|b| b.in_flight())
             }
+            Balance::PeakEwma => {
+                let n = self.targets.len();
+                if n < 2 {
+                    return self.targets.first().filter(untried);
+                }
+                // Two distinct targets at random; the cheaper one. A retry (some tried)
+                // that draws a tried one takes the cheapest untried instead.
+                let i = fastrand::usize(..n);
+                let j = (i + 1 + fastrand::usize(..n - 1)) % n;
+                let (a, b) = (&self.targets[i], &self.targets[j]);
+                let cost = |b: &Arc<Backend>| b.latency.cost(b.in_flight());
+                if untried(&a) && untried(&b) {
+                    return Some(if cost(a) <= cost(b) { a } else { b });
+                }
+                self.targets
+                    .iter()
+                    .filter(untried)
+                    .min_by(|a, b| cost(a).total_cmp(&cost(b)))
+            }
         }
     }
 }
@@ -197,6 +216,39 @@ mod tests {
         let c = GroupRoute::new(Arc::from("c"), 5, Balance::RoundRobin, vec![backend(2)]);
         let snap = Snapshot::new(vec![a, b, c]);
         assert!((0..100).all(|_| snap.pick(&[]).is_some_and(|(g, _)| &*g.name == "c")));
+    }
+
+    #[test]
+    fn peak_ewma_sends_a_slow_target_almost_nothing_and_retries_elsewhere() {
+        let targets: Vec<_> = (1..=4).map(backend).collect();
+        let now = std::time::Instant::now();
+        for (i, b) in targets.iter().enumerate() {
+            let ms = if i == 0 { 500 } else { 2 };
+            b.latency.observe(std::time::Duration::from_millis(ms), now);
+        }
+        let snap = Snapshot::new(vec![GroupRoute::new(
+            "a".into(),
+            1,
+            Balance::PeakEwma,
+            targets.clone(),
+        )]);
+        let to_slow = (0..1000)
+            .filter(|_| {
+                snap.pick(&[])
+                    .is_some_and(|(_, b)| Arc::ptr_eq(&b, &targets[0]))
+            })
+            .count();
+        assert_eq!(to_slow, 0, "never the dearer of two");
+        // Requests waiting on the fast ones make the slow one worth a try.
+        let _held: Vec<_> = (0..900)
+            .map(|i| targets[1 + i % 3].clone().begin())
+            .collect();
+        assert!((0..1000).any(|_| snap
+            .pick(&[])
+            .is_some_and(|(_, b)| Arc::ptr_eq(&b, &targets[0]))));
+        let (_, b) = snap.pick(&targets[1..]).expect("the untried one");
+        assert!(Arc::ptr_eq(&b, &targets[0]));
+        assert!(snap.pick(&targets).is_none());
     }
 
     #[test]

@@ -242,3 +242,72 @@ async fn slow_requests_on_a_busy_target(percent: u32, retried: bool) {
     done.store(true, Ordering::SeqCst);
     keep_answering.await.expect("task");
 }
+
+/// Requests answered by each version, sent `n` at a time for `total`.
+async fn shares(
+    stack: &Stack,
+    total: usize,
+    n: usize,
+) -> std::collections::BTreeMap<String, usize> {
+    let client = client();
+    let mut counts = std::collections::BTreeMap::new();
+    for _ in 0..total / n {
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..n {
+            let (client, url) = (client.clone(), stack.url("/"));
+            tasks.spawn(async move { client.get(&url).send().await });
+        }
+        while let Some(r) = tasks.join_next().await {
+            let r = r.expect("task").expect("an answer");
+            assert_eq!(r.status(), 200);
+            let version = r
+                .headers()
+                .get("x-app-version")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("?")
+                .to_owned();
+            *counts.entry(version).or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peak_ewma_sends_a_slow_target_a_small_share_where_round_robin_sends_it_its_quarter() {
+    let slow = Backend::start(&["--version", "slow", "--latency", "100ms"]).await;
+    let fast: Vec<Backend> = fast_backends().await;
+    let mut seen = Vec::new();
+    for balance in [
+        cutover_proxy::Balance::RoundRobin,
+        cutover_proxy::Balance::PeakEwma,
+    ] {
+        let stack =
+            Stack::start_with(HeaderRules::default(), ListenerOptions::default(), |_| {}).await;
+        stack
+            .registry
+            .ensure_group("web", 100, balance, support::health())
+            .expect("group");
+        stack.add_healthy("web", &slow.key()).await;
+        for f in &fast {
+            stack.add_healthy("web", &f.key()).await;
+        }
+        let counts = shares(&stack, 400, 8).await;
+        seen.push((balance, counts.get("slow").copied().unwrap_or(0)));
+    }
+    assert!(
+        (80..=120).contains(&seen[0].1),
+        "round robin: about a quarter each ({seen:?})"
+    );
+    assert!(
+        seen[1].1 <= 20,
+        "peak-ewma: at most 5% to the slow one ({seen:?})"
+    );
+}
+
+async fn fast_backends() -> Vec<Backend> {
+    let mut out = Vec::new();
+    for _ in 0..3 {
+        out.push(Backend::start(&["--version", "fast"]).await);
+    }
+    out
+}

@@ -230,6 +230,9 @@ impl TryTimeout {
 pub enum Balance {
     RoundRobin,
     LeastOutstanding,
+    /// Power of two choices over each target's peak-EWMA latency times its requests in flight:
+    /// a slow target gets less traffic the slower it is.
+    PeakEwma,
 }
 
 impl Balance {
@@ -237,6 +240,7 @@ impl Balance {
         match s {
             "round-robin" => Some(Balance::RoundRobin),
             "least-outstanding" => Some(Balance::LeastOutstanding),
+            "peak-ewma" => Some(Balance::PeakEwma),
             _ => None,
         }
     }
@@ -245,6 +249,7 @@ impl Balance {
         match self {
             Balance::RoundRobin => "round-robin",
             Balance::LeastOutstanding => "least-outstanding",
+            Balance::PeakEwma => "peak-ewma",
         }
     }
 }

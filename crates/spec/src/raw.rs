@@ -84,7 +84,7 @@ pub struct RawListener {
     pub add_response_headers: Option<BTreeMap<String, String>>,
     pub remove_request_headers: Option<Vec<String>>,
     pub remove_response_headers: Option<Vec<String>>,
-    /// `round-robin` or `least-outstanding`.
+    /// `round-robin`, `least-outstanding` or `peak-ewma`.
     pub balance: Option<String>,
     /// Worker threads serving the listener (default: one per CPU).
     pub workers: Option<u32>,

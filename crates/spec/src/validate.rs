@@ -583,7 +583,7 @@ fn listener(c: &mut Checker, l: &RawListener, base_dir: &Path) -> Listener {
         Some(b) => Balance::parse(b).unwrap_or_else(|| {
             c.problem(
                 "listener.balance",
-                format!("`{b}` is not one of round-robin, least-outstanding"),
+                format!("`{b}` is not one of round-robin, least-outstanding, peak-ewma"),
             );
             Balance::RoundRobin
         }),
