@@ -433,9 +433,10 @@ impl Proxy {
                     backend.clear_raw_pool();
                     continue;
                 }
-                Ok(Err(ExchangeError::Closed(why))) if !replayed => {
-                    // A fresh connection broke before the answer: the target closed or died.
-                    tracing::debug!(target = %backend.key, %why, "target closed before answering; sending again");
+                Ok(Err(ExchangeError::Closed(why) | ExchangeError::BrokeOff(why))) if !replayed => {
+                    // A fresh connection broke before the answer, or any broke in the middle
+                    // of a small answer: the target closed or died.
+                    tracing::debug!(target = %backend.key, %why, "target broke off before answering; sending again");
                     self.registry.passive(backend, false);
                     replayed = true;
                     tried.push(backend.clone());

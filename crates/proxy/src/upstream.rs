@@ -27,6 +27,10 @@ const MAX_HEAD: usize = 64 * 1024;
 const MAX_HEADERS: usize = 128;
 /// How much is read from a target at a time.
 const READ_CHUNK: usize = 16 * 1024;
+/// Bodies framed by a length up to this are read whole before the head goes to the client.
+const SMALL_BODY: u64 = 64 * 1024;
+/// How long the rest of such a body is waited for before the answer goes out as it comes.
+const SMALL_BODY_GRACE: std::time::Duration = std::time::Duration::from_millis(100);
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -75,6 +79,11 @@ pub enum ExchangeError {
     /// may not have seen the request (safe to send again only because it is idempotent).
     #[error("the target closed the connection before answering: {0}")]
     Closed(String),
+    /// The connection failed in the middle of a small body read whole before answering: the
+    /// target saw the request, and nothing went to the client, so an idempotent one can go
+    /// elsewhere.
+    #[error("the target broke off in the middle of its answer: {0}")]
+    BrokeOff(String),
     /// The target answered with something that is not an HTTP/1.x response head; not retried.
     #[error("the target's response is malformed: {0}")]
     Malformed(String),
@@ -198,6 +207,7 @@ pub async fn exchange(
     loop {
         if scanned.is_none_or(|from| head_ends(&conn.buf, from)) {
             if let Some(head) = parse_head(&mut conn.buf, method)? {
+                whole_small_body(conn, &head).await?;
                 return Ok(head);
             }
         }
@@ -215,6 +225,37 @@ pub async fn exchange(
             return Err(ExchangeError::Closed("end of stream".into()));
         }
     }
+}
+
+/// A small body framed by its length is read whole before the answer goes to the client, for a
+/// moment at most: a target that breaks off in the middle of it (a reset, a crash) then costs
+/// the client nothing, since nothing was sent yet and the request can go elsewhere. Most such
+/// bodies came in the same read as their head, so this seldom waits; one still trickling after
+/// [`SMALL_BODY_GRACE`] is passed on as it comes (and bounded by the body timeout) as before.
+async fn whole_small_body(conn: &mut Conn, head: &Head) -> Result<(), ExchangeError> {
+    let Framing::Length(len) = head.framing else {
+        return Ok(());
+    };
+    if len > SMALL_BODY || conn.buf.len() as u64 >= len {
+        return Ok(());
+    }
+    // At most SMALL_BODY, so it fits in usize.
+    let len = len as usize;
+    let rest = async {
+        while conn.buf.len() < len {
+            conn.buf.reserve(len - conn.buf.len());
+            let n = read_some(&mut conn.stream, &mut conn.buf)
+                .await
+                .map_err(|e| ExchangeError::BrokeOff(e.to_string()))?;
+            if n == 0 {
+                return Err(ExchangeError::BrokeOff("end of stream".into()));
+            }
+        }
+        Ok(())
+    };
+    tokio::time::timeout(SMALL_BODY_GRACE, rest)
+        .await
+        .unwrap_or(Ok(()))
 }
 
 async fn read_some(stream: &mut TcpStream, buf: &mut BytesMut) -> std::io::Result<usize> {

@@ -1,5 +1,5 @@
-//! Hung and slow targets: per-try timeouts, ejection of a target that answers nothing, and the
-//! retry budget.
+//! Hung, slow and resetting targets: per-try timeouts, ejection of a target that answers
+//! nothing, the retry budget, latency-aware balancing, and answers broken off mid-body.
 
 mod support;
 
@@ -310,4 +310,56 @@ async fn fast_backends() -> Vec<Backend> {
         out.push(Backend::start(&["--version", "fast"]).await);
     }
     out
+}
+
+/// A target whose every answer breaks off in its body with a reset: head and half the body,
+/// then SO_LINGER 0 and close. Its health checks pass.
+async fn resetting_target() -> String {
+    each_connection(|mut s| async move {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+        if seen.starts_with(b"GET /health") {
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+                .await;
+            return;
+        }
+        let _ = s
+            .write_all(
+                b"HTTP/1.1 200 OK\r\ncontent-length: 20\r\nx-app-version: resets\r\n\r\nhalf of it",
+            )
+            .await;
+        let _ = s.flush().await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let _ = s.set_linger(Some(Duration::ZERO));
+    })
+    .await
+    .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_broken_off_mid_body_by_a_reset_is_sent_again_elsewhere() {
+    let stack = stack(|_| {}).await;
+    let up = Backend::start(&["--version", "up"]).await;
+    let resets = resetting_target().await;
+    stack.add_healthy("web", &up.key()).await;
+    stack.add_healthy("web", &resets).await;
+    let client = client();
+    for _ in 0..40 {
+        let r = client.get(stack.url("/")).send().await.expect("an answer");
+        assert_eq!(r.status(), 200);
+        let version = r
+            .headers()
+            .get("x-app-version")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = r.text().await.expect("a whole body");
+        assert_eq!(version.as_deref(), Some("up"), "{body}");
+    }
 }
