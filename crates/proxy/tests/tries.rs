@@ -337,7 +337,7 @@ async fn resetting_target() -> String {
             .await;
         let _ = s.flush().await;
         tokio::time::sleep(Duration::from_millis(20)).await;
-        let _ = s.set_linger(Some(Duration::ZERO));
+        let _ = s.set_zero_linger();
     })
     .await
     .to_string()
