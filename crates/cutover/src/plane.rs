@@ -96,6 +96,7 @@ fn unknown_drain() -> DrainReport {
         target: String::new(),
         completed: 0,
         cut: 0,
+        closed: 0,
         took_ms: 0,
     }
 }

@@ -1,4 +1,5 @@
-//! The demo service's routes: health, hello, and the key endpoint, with the fault knobs applied.
+//! The demo service's routes: health, hello, the key endpoint and the long-lived ones, with the
+//! fault knobs applied.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -28,6 +29,10 @@ pub struct AppState {
     pub error_rate: f64,
     pub latency: Option<Duration>,
     pub admin: Option<(Credentials, KeyFile)>,
+    /// Set once the service is stopping: long-lived connections close cleanly.
+    pub closing: tokio::sync::watch::Sender<bool>,
+    /// WebSockets open now: a stopping service waits for their close frames to go out.
+    pub sockets: std::sync::atomic::AtomicUsize,
 }
 
 impl AppState {
@@ -56,6 +61,8 @@ impl AppState {
             error_rate: config.error_rate,
             latency: config.latency,
             admin,
+            closing: tokio::sync::watch::Sender::new(false),
+            sockets: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 }
@@ -65,6 +72,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/", get(hello))
         .route("/health", get(health))
         .route("/add_public_key", post(add_public_key))
+        .route("/ws", get(crate::live::echo))
+        .route("/events", get(crate::live::events))
         .layer(axum::middleware::map_response_with_state(
             state.clone(),
             stamp_version,

@@ -4,6 +4,7 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod keys;
+pub mod live;
 pub mod server;
 
 pub use app::AppState;

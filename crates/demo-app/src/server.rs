@@ -29,6 +29,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
     drain_timeout: Duration,
 ) -> std::io::Result<Shutdown> {
+    let closing = state.closing.clone();
+    let sockets = state.clone();
     let in_flight = Arc::new(AtomicUsize::new(0));
     let counter = in_flight.clone();
     let app = router(state).layer(axum::middleware::from_fn(
@@ -40,6 +42,8 @@ pub async fn serve(
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.await;
+        // WebSockets and event streams end cleanly instead of holding the shutdown up.
+        closing.send_replace(true);
         let _ = stopping_tx.send(());
     });
     let server = server.into_future();
@@ -48,7 +52,15 @@ pub async fn serve(
         result = &mut server => { result?; return Ok(Shutdown::Drained); }
         signalled = stopping_rx => { if signalled.is_err() { return Ok(Shutdown::Drained); } }
     }
-    match tokio::time::timeout(drain_timeout, server).await {
+    let drained = async {
+        server.await?;
+        // Upgraded connections are not the server's to wait for: their close frames are.
+        while sockets.sockets.load(Ordering::SeqCst) > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok::<(), std::io::Error>(())
+    };
+    match tokio::time::timeout(drain_timeout, drained).await {
         Ok(result) => result.map(|()| Shutdown::Drained),
         Err(_) => Ok(Shutdown::TimedOut {
             cut: in_flight.load(Ordering::SeqCst),

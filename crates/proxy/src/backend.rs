@@ -64,6 +64,10 @@ pub struct Backend {
     changed: Notify,
     /// Cancelled at the drain deadline: upgraded tunnels close with a close frame.
     pub cut: CancellationToken,
+    /// Cancelled when a drain starts closing long-lived connections (WebSockets, event
+    /// streams): each then closes cleanly at a random moment within [`Backend::spread`].
+    pub winding: CancellationToken,
+    spread_ms: AtomicU64,
 }
 
 impl std::fmt::Debug for Backend {
@@ -106,6 +110,8 @@ impl Backend {
             raw: (0..SHARDS).map(|_| Mutex::new(Vec::new())).collect(),
             changed: Notify::new(),
             cut: CancellationToken::new(),
+            winding: CancellationToken::new(),
+            spread_ms: AtomicU64::new(0),
         })
     }
 
@@ -140,6 +146,24 @@ impl Backend {
         InFlight {
             backend: self,
             upgraded: false,
+        }
+    }
+
+    /// Asks long-lived connections to close cleanly, spread over `spread`.
+    pub fn wind_down(&self, spread: Duration) {
+        let ms = u64::try_from(spread.as_millis()).unwrap_or(u64::MAX);
+        self.spread_ms.store(ms, Ordering::SeqCst);
+        self.winding.cancel();
+    }
+
+    /// Resolves at this connection's moment to close once the drain winds long-lived
+    /// connections down: a random point within the spread, so that clients told to go do not all
+    /// reconnect at once.
+    pub async fn wound_down(self: Arc<Self>) {
+        self.winding.cancelled().await;
+        let spread = self.spread_ms.load(Ordering::SeqCst);
+        if spread > 0 {
+            tokio::time::sleep(Duration::from_millis(fastrand::u64(..spread))).await;
         }
     }
 

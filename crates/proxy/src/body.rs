@@ -84,6 +84,7 @@ impl Body for Tracked {
                 &mut this.watch,
                 this.guard.as_ref(),
                 period,
+                false,
                 cx
             ));
             // Dropping the connection ends the exchange with the target.

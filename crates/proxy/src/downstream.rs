@@ -207,6 +207,15 @@ where
     );
     // Nothing has reached the client yet: a body that breaks now can still be answered 502.
     let mut sent = false;
+    // An event stream ends cleanly whatever ends it (a drain, its deadline, the target dying):
+    // its client reconnects where it left off.
+    let stream = answer.is_event_stream();
+    let end_stream = |out: &mut Vec<u8>| {
+        if chunked {
+            out.extend_from_slice(b"0\r\n\r\n");
+        }
+        guard.backend().metrics.long_ended(true);
+    };
     let mut watch: Option<Watch> = None;
     loop {
         // What is already read goes out with what came before it, in one write.
@@ -219,6 +228,12 @@ where
                     }
                 }
                 Ok(None) => break,
+                Err(why) if stream && sent => {
+                    tracing::debug!(target = %guard.backend().key, %why, "event stream broke; ending it cleanly");
+                    end_stream(out);
+                    send(io, out).await?;
+                    return Ok(false);
+                }
                 Err(why) => {
                     let backend = guard.backend();
                     backend.metrics.broken_body();
@@ -256,7 +271,10 @@ where
             sent = true;
         }
         let backend = guard.backend();
-        let watch = watch.get_or_insert_with(|| Watch::new(proxy.body_timeout, &backend.cut));
+        let watch = watch.get_or_insert_with(|| match stream {
+            true => Watch::for_stream(proxy.body_timeout, backend),
+            false => Watch::new(proxy.body_timeout, &backend.cut),
+        });
         // Waiting on the target, the client is watched too: one that leaves ends the exchange
         // at once instead of when the target next sends something.
         let next = tokio::select! {
@@ -274,6 +292,12 @@ where
                 frame(out, &data, chunked);
             }
             Ok(None) => {}
+            Err(why) if stream => {
+                tracing::debug!(target = %backend.key, %why, "ending the event stream cleanly");
+                end_stream(out);
+                send(io, out).await?;
+                return Ok(false);
+            }
             Err(why) => {
                 backend.metrics.broken_body();
                 proxy.registry.passive(backend, false);

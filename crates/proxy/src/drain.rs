@@ -17,6 +17,10 @@ pub struct DrainReport {
     pub completed: u64,
     /// Requests and upgraded connections still open at the deadline.
     pub cut: usize,
+    /// Long-lived connections (WebSockets, event streams) the drain closed cleanly, each at
+    /// its moment within the spread before the deadline.
+    #[serde(default)]
+    pub closed: u64,
     pub took_ms: u64,
 }
 
@@ -48,6 +52,7 @@ impl DrainHandle {
                     target: String::new(),
                     completed: 0,
                     cut: 0,
+                    closed: 0,
                     took_ms: 0,
                 });
             }
@@ -57,12 +62,24 @@ impl DrainHandle {
 
 /// Upper bound on waiting for cut tunnels to finish their close frames.
 const CUT_GRACE: Duration = Duration::from_secs(1);
+/// Longest spread of the clean closes of long-lived connections before the deadline.
+const MAX_SPREAD: Duration = Duration::from_secs(5);
+
+/// How long before the deadline long-lived connections start to be closed, spread out: half
+/// the drain at most, so they have the first half to leave by themselves.
+pub fn spread(timeout: Duration) -> Duration {
+    (timeout / 2).min(MAX_SPREAD)
+}
 
 /// Waits for in-flight requests and upgraded connections to reach zero; at `deadline`, cuts what remains.
 pub async fn drain(backend: Arc<Backend>, deadline: Instant) -> DrainReport {
     let start = Instant::now();
     let _watch = backend.watch();
     let finished_before = backend.finished();
+    let closed_before = backend.metrics.long_closed();
+    let spread = spread(deadline.saturating_duration_since(start));
+    let wind_at = deadline.checked_sub(spread).unwrap_or(deadline);
+    let mut wound = false;
     let mut cut = 0;
     let mut finished_at_cut = None;
     loop {
@@ -74,6 +91,10 @@ pub async fn drain(backend: Arc<Backend>, deadline: Instant) -> DrainReport {
         }
         tokio::select! {
             _ = &mut changed => {}
+            _ = tokio::time::sleep_until(wind_at), if !wound => {
+                wound = true;
+                backend.wind_down(spread);
+            }
             _ = tokio::time::sleep_until(deadline) => {
                 cut = backend.in_flight() + backend.upgraded();
                 finished_at_cut = Some(backend.finished());
@@ -100,6 +121,7 @@ pub async fn drain(backend: Arc<Backend>, deadline: Instant) -> DrainReport {
         target: backend.key.clone(),
         completed,
         cut,
+        closed: backend.metrics.long_closed().saturating_sub(closed_before),
         took_ms: u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX),
     }
 }

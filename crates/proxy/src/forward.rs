@@ -190,6 +190,7 @@ impl Proxy {
             && headers::is_upgrade(req.headers())
             && headers::upgrade_allowed(req.headers(), &self.rules.upgrades);
         let client_upgrade = upgrading.then(|| hyper::upgrade::on(&mut req));
+        let websocket = upgrading && headers::is_websocket(req.headers());
         let (mut parts, incoming) = req.into_parts();
         // An absolute-form target's authority wins over Host (RFC 9112 §3.2.2).
         let host = parts
@@ -283,6 +284,7 @@ impl Proxy {
                         client_side,
                         target_side,
                         guard.into_upgraded(),
+                        websocket,
                     ));
                     let (mut parts, _) = resp.into_parts();
                     headers::strip_hop_by_hop(&mut parts.headers, true);

@@ -155,6 +155,19 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
             })
 }
 
+/// Whether the upgrade asked for is to WebSocket (`websocket`, any case, any version suffix).
+pub fn is_websocket(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(UPGRADE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| {
+            let name = t.trim().split('/').next().unwrap_or("");
+            name.eq_ignore_ascii_case("websocket")
+        })
+}
+
 /// Whether every protocol the `Upgrade` field asks for is one the stack file allows
 /// (`websocket/13` counts as `websocket`).
 pub fn upgrade_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {

@@ -34,6 +34,12 @@ pub struct TargetMetrics {
     /// Errors the proxy answered for this target: connect failures, broken responses, timeouts.
     proxy_errors: Counter,
     connect_errors: Counter,
+    /// Long-lived connections (WebSockets, event streams) the proxy ended cleanly: a close
+    /// frame, or the end of the stream.
+    long_closed: Counter,
+    /// Long-lived connections that ended without: the target broke off mid-frame, or a close
+    /// could not be written.
+    long_broken: Counter,
     latency: Box<[Counter]>,
 }
 
@@ -44,6 +50,10 @@ pub struct MetricsSnapshot {
     pub responses: [u64; 5],
     pub proxy_errors: u64,
     pub connect_errors: u64,
+    #[serde(default)]
+    pub long_closed: u64,
+    #[serde(default)]
+    pub long_broken: u64,
     /// Counts per latency bucket (the bounds are fixed), for quantiles.
     #[serde(default)]
     pub latency: Vec<u64>,
@@ -56,6 +66,8 @@ impl Default for TargetMetrics {
             classes: Default::default(),
             proxy_errors: Counter::default(),
             connect_errors: Counter::default(),
+            long_closed: Counter::default(),
+            long_broken: Counter::default(),
             latency: (0..=BUCKETS).map(|_| Counter::default()).collect(),
         }
     }
@@ -94,6 +106,14 @@ impl TargetMetrics {
         self.classes.iter().map(Counter::get).sum()
     }
 
+    /// A long-lived connection ended: cleanly (`true`) or not.
+    pub fn long_ended(&self, cleanly: bool) {
+        match cleanly {
+            true => self.long_closed.add(1),
+            false => self.long_broken.add(1),
+        }
+    }
+
     pub fn connect_error(&self) {
         self.connect_errors.add(1);
     }
@@ -102,6 +122,11 @@ impl TargetMetrics {
         let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
         let i = bucket_bounds().partition_point(|&b| b < micros);
         self.latency[i].add(1);
+    }
+
+    /// Long-lived connections ended cleanly by the proxy so far.
+    pub fn long_closed(&self) -> u64 {
+        self.long_closed.get()
     }
 
     /// Requests so far (cheaper than a whole snapshot).
@@ -115,6 +140,8 @@ impl TargetMetrics {
             responses: std::array::from_fn(|i| self.classes[i].get()),
             proxy_errors: self.proxy_errors.get(),
             connect_errors: self.connect_errors.get(),
+            long_closed: self.long_closed.get(),
+            long_broken: self.long_broken.get(),
             latency: self.latency.iter().map(Counter::get).collect(),
         }
     }
@@ -128,6 +155,8 @@ impl MetricsSnapshot {
         }
         self.proxy_errors += other.proxy_errors;
         self.connect_errors += other.connect_errors;
+        self.long_closed += other.long_closed;
+        self.long_broken += other.long_broken;
         if self.latency.len() < other.latency.len() {
             self.latency.resize(other.latency.len(), 0);
         }
@@ -145,6 +174,8 @@ impl MetricsSnapshot {
             }),
             proxy_errors: self.proxy_errors.saturating_sub(earlier.proxy_errors),
             connect_errors: self.connect_errors.saturating_sub(earlier.connect_errors),
+            long_closed: self.long_closed.saturating_sub(earlier.long_closed),
+            long_broken: self.long_broken.saturating_sub(earlier.long_broken),
             latency: self
                 .latency
                 .iter()

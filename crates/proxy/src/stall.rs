@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use tokio::time::{Instant, Sleep};
 
-use crate::backend::InFlight;
+use std::sync::Arc;
+
+use crate::backend::{Backend, InFlight};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 /// Upper bound on waiting for the next piece of a response body (nginx's
@@ -26,6 +28,9 @@ pub(crate) fn stalled(period: Duration) -> String {
 }
 
 pub(crate) const CUT: &str = "the target's drain deadline passed";
+pub(crate) const WOUND_DOWN: &str = "the target's drain closes its event streams";
+
+type Wind = Pin<Box<dyn Future<Output = ()> + Send + Sync>>;
 
 /// Watches one body; made only once the body first has to wait, so that bodies that arrive
 /// whole cost no timer.
@@ -33,6 +38,8 @@ pub(crate) struct Watch {
     period: Duration,
     idle: Pin<Box<Sleep>>,
     cut: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// For an event stream: its moment to end cleanly once a drain winds streams down.
+    wind: Option<Wind>,
 }
 
 impl Watch {
@@ -41,7 +48,15 @@ impl Watch {
             period,
             idle: Box::pin(tokio::time::sleep(period)),
             cut: Box::pin(cut.clone().cancelled_owned()),
+            wind: None,
         }
+    }
+
+    /// For an event stream from `backend`: it also ends when the drain winds it down.
+    pub fn for_stream(period: Duration, backend: &Arc<Backend>) -> Self {
+        let mut watch = Self::new(period, &backend.cut);
+        watch.wind = Some(Box::pin(backend.clone().wound_down()));
+        watch
     }
 
     /// Data arrived: the idle period starts again.
@@ -55,6 +70,11 @@ impl Watch {
         if self.cut.as_mut().poll(cx).is_ready() {
             return Poll::Ready(CUT.to_owned());
         }
+        if let Some(wind) = &mut self.wind {
+            if wind.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(WOUND_DOWN.to_owned());
+            }
+        }
         if self.idle.as_mut().poll(cx).is_ready() {
             return Poll::Ready(stalled(self.period));
         }
@@ -63,21 +83,23 @@ impl Watch {
 }
 
 /// For a body that has to wait: makes its watch on first use, and says why the body must end
-/// now, if it must (charging the target with it). Pending too when nothing is in flight any
-/// more, so nothing is left to watch.
+/// now, if it must (charging the target with it, unless it is an event stream, which then
+/// ends cleanly). Pending too when nothing is in flight any more, so nothing is left to watch.
 pub(crate) fn poll_stop(
     watch: &mut Option<Watch>,
     guard: Option<&InFlight>,
     period: Duration,
+    stream: bool,
     cx: &mut Context<'_>,
 ) -> Poll<String> {
     let watch = match (watch, guard) {
         (Some(watch), _) => watch,
+        (watch, Some(guard)) if stream => watch.insert(Watch::for_stream(period, guard.backend())),
         (watch, Some(guard)) => watch.insert(Watch::new(period, &guard.backend().cut)),
         (_, None) => return Poll::Pending,
     };
     let why = std::task::ready!(watch.poll_stop(cx));
-    if let Some(guard) = guard {
+    if let (Some(guard), false) = (guard, stream) {
         guard.backend().metrics.broken_body();
     }
     Poll::Ready(why)

@@ -106,6 +106,18 @@ pub struct Head {
 }
 
 impl Head {
+    /// Whether the body is a Server-Sent Events stream (`text/event-stream`), which the proxy
+    /// ends cleanly rather than breaking it off: its clients reconnect where they left off. Only
+    /// a body without a length can be one, so length-framed answers pay nothing to ask.
+    pub fn is_event_stream(&self) -> bool {
+        matches!(self.framing, Framing::Chunked(_) | Framing::UntilClose)
+            && self.fields().any(|(name, value)| {
+                name.eq_ignore_ascii_case(b"content-type")
+                    && value.len() >= 17
+                    && value[..17].eq_ignore_ascii_case(b"text/event-stream")
+            })
+    }
+
     /// The header fields in the order the target sent them.
     pub fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
         self.fields
@@ -403,6 +415,8 @@ pub struct RawBody {
     /// Upper bound on waiting for the next piece.
     body_timeout: std::time::Duration,
     watch: Option<crate::stall::Watch>,
+    /// An event stream: whatever ends it, it ends cleanly.
+    stream: bool,
 }
 
 impl RawBody {
@@ -419,6 +433,7 @@ impl RawBody {
             guard: Some(guard),
             body_timeout,
             watch: None,
+            stream: head.is_event_stream(),
         };
         if body.framing == Framing::Done {
             body.finish();
@@ -436,8 +451,15 @@ impl RawBody {
 
     fn fail(&mut self, why: impl Into<String>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         self.conn = None;
-        self.guard = None;
         self.framing = Framing::Done;
+        let guard = self.guard.take();
+        if self.stream {
+            // An event stream ends at once, and cleanly: its client reconnects.
+            if let Some(guard) = guard {
+                guard.backend().metrics.long_ended(true);
+            }
+            return Poll::Ready(None);
+        }
         Poll::Ready(Some(Err(why.into().into())))
     }
 }
@@ -461,6 +483,7 @@ impl Body for RawBody {
                 &mut this.watch,
                 this.guard.as_ref(),
                 period,
+                this.stream,
                 cx
             ));
             return this.fail(why);
