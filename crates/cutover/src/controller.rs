@@ -20,6 +20,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::drains::{self, Drains};
 use crate::plane::Plane;
 
 /// The two target groups managed instances join: the live one takes the traffic between
@@ -59,6 +60,9 @@ pub struct Deployment {
     /// For a rollback to a warm set: microseconds from the command to the traffic flip.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub flip_us: Option<u64>,
+    /// What draining its old instances came to.
+    #[serde(default)]
+    pub drains: Drains,
 }
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
@@ -292,6 +296,13 @@ impl Controller {
                 progress,
                 steps: serde_json::from_value(row.steps.clone()).unwrap_or_default(),
                 flip_us: None,
+                drains: Drains::from_events(
+                    store
+                        .events(row.id)
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|(_, kind, detail)| (kind.as_str(), detail)),
+                ),
             };
             if d.finished() {
                 history.push(d);
@@ -1147,7 +1158,8 @@ impl Controller {
         tokio::spawn(async move {
             if let Some(handle) = this.plane.deregister(group, &target, timeout).await {
                 let report = handle.wait().await;
-                tracing::info!(instance = %id, completed = report.completed, cut = report.cut, "drained");
+                tracing::info!(instance = %id, completed = report.completed, closed = report.closed, cut = report.cut, "drained");
+                this.drained(&id, &report);
             }
             let exited = this.lock().exited.contains_key(&id);
             if exited {
@@ -1164,6 +1176,25 @@ impl Controller {
             drop(inner);
             this.wake.notify_one();
         });
+    }
+
+    /// Counts a drain towards the deployment in progress, and records it.
+    fn drained(&self, id: &InstanceId, report: &cutover_proxy::DrainReport) {
+        let mut inner = self.lock();
+        let deployment = inner
+            .deployment
+            .as_mut()
+            .filter(|(d, _)| !d.finished())
+            .map(|(d, _)| {
+                d.drains.add(report);
+                d.id
+            });
+        drop(inner);
+        self.persist(
+            "event",
+            self.store
+                .event(deployment, drains::EVENT, &Drains::event(&id.0, report)),
+        );
     }
 
     /// The strategy called `name`, or the stack file's, with the stack file's settings.
@@ -1256,6 +1287,7 @@ impl Controller {
             progress: Progress::Rolling,
             steps: Vec::new(),
             flip_us: None,
+            drains: Drains::default(),
         };
         let mut run = Run::new(strategy);
         if matches!(run.strategy, Strategy::BlueGreen) && !onto_warm && self.preview.get().is_some()

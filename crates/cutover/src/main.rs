@@ -4,6 +4,7 @@ mod admin;
 mod commands;
 mod controller;
 mod dataplane;
+mod drains;
 mod listeners;
 mod plane;
 mod private;

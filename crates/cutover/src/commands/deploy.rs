@@ -193,6 +193,9 @@ fn drive(stack: &Stack, path: &str, body: Value, json_out: bool, no_wait: bool) 
                     );
                 } else {
                     eprintln!("deployed {to} in {} ms", deployment["duration_ms"]);
+                    if let Some(line) = crate::drains::describe_json(&deployment["drains"]) {
+                        eprintln!("{line}");
+                    }
                 }
                 Ok(())
             }
@@ -274,6 +277,9 @@ pub fn history(args: HistoryArgs) -> ExitCode {
                     step["what"].as_str().unwrap_or("?"),
                     step["verdict"].as_str().unwrap_or("?")
                 );
+            }
+            if let Some(line) = crate::drains::describe_json(&d["drains"]) {
+                println!("       {line}");
             }
         }
         Ok(())
