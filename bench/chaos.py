@@ -3,6 +3,8 @@
   chaos.py wait CUTOVER FILE                 until 4 instances are healthy
   chaos.py kill9 CUTOVER FILE SECONDS        kill -9 a random instance every 2 s
   chaos.py stop CUTOVER FILE SECONDS         SIGSTOP one instance, watch, SIGCONT at the end
+  chaos.py slow CUTOVER FILE SECONDS         SIGUSR1 to one demo-app: +500 ms on every answer
+  chaos.py breaks CUTOVER FILE SECONDS       SIGUSR2 to one demo-app: answers broken off mid-body
   chaos.py report NAME RATE PROBE FAULT      one JSON line
   chaos.py table JSON RESULTS                the table (or the JSON lines as one array)
 """
@@ -110,6 +112,29 @@ def stop(cutover, file, seconds):
     return {"deaths": [], "empty_s": 0.0, "ejected_s": ejected}
 
 
+def requests_by_target(cutover, file):
+    s = status(cutover, file)
+    return {t["target"]: t.get("requests", 0) for g in s.get("groups", []) for t in g.get("targets", [])}
+
+
+def switch(sig):
+    def fault(cutover, file, seconds):
+        """Switches a run-time fault on in one instance for the rest of the run; the share of
+        requests it was sent meanwhile."""
+        time.sleep(2)
+        _, _, healthy = counts(status(cutover, file))
+        v = healthy[0]
+        target = f"127.0.0.1:{v['port']}"
+        before = requests_by_target(cutover, file)
+        os.kill(v["pid"], sig)
+        time.sleep(max(seconds - 3, 1))
+        after = requests_by_target(cutover, file)
+        sent = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+        total = sum(sent.values()) or 1
+        return {"deaths": [], "empty_s": 0.0, "victim_share": round(sent.get(target, 0) / total, 4)}
+    return fault
+
+
 def report(name, rate, probe_file, fault_file):
     with open(probe_file) as f:
         p = json.load(f)
@@ -135,6 +160,7 @@ def report(name, rate, probe_file, fault_file):
         "never_back": len(deaths) - len(healthy),
         "no_healthy_s": round(fault["empty_s"], 2),
         "ejected_s": fault.get("ejected_s"),
+        "victim_share": fault.get("victim_share"),
     }
     print(json.dumps(row))
 
@@ -145,16 +171,17 @@ def table(as_json, results):
     if as_json == "1":
         print(json.dumps(rows, indent=2))
         return
-    print("| row | requests | failed | by kind | deaths | back at 4 launched (median/max s) | back at 4 healthy (median/max s) | no healthy instance (s) | hung target out after (s) | p99 ms |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| row | requests | failed | by kind | deaths | back at 4 launched (median/max s) | back at 4 healthy (median/max s) | no healthy instance (s) | hung target out after (s) | share to the faulty one | p99 ms |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         kinds = ", ".join(f"{k} {v}" for k, v in {**r["errors"], **r["statuses"]}.items()) or "none"
         fmt = lambda a, b: "-" if a is None else f"{a} / {b}"
         ej = "-" if r["ejected_s"] is None else f"{r['ejected_s']:.2f}"
+        share = "-" if r.get("victim_share") is None else f"{100 * r['victim_share']:.1f}%"
         print(
             f"| {r['row']} | {r['requests']} | {r['failed']} | {kinds} | {r['deaths']} | "
             f"{fmt(r['launched_median_s'], r['launched_max_s'])} | {fmt(r['healthy_median_s'], r['healthy_max_s'])} | "
-            f"{r['no_healthy_s']} | {ej} | {r['p99_ms']} |"
+            f"{r['no_healthy_s']} | {ej} | {share} | {r['p99_ms']} |"
         )
 
 
@@ -162,8 +189,8 @@ def main():
     cmd = sys.argv[1]
     if cmd == "wait":
         wait(sys.argv[2], sys.argv[3])
-    elif cmd in ("kill9", "stop"):
-        fn = kill9 if cmd == "kill9" else stop
+    elif cmd in ("kill9", "stop", "slow", "breaks"):
+        fn = {"kill9": kill9, "stop": stop, "slow": switch(signal.SIGUSR1), "breaks": switch(signal.SIGUSR2)}[cmd]
         print(json.dumps(fn(sys.argv[2], sys.argv[3], float(sys.argv[4]))))
     elif cmd == "report":
         report(*sys.argv[2:6])

@@ -3,6 +3,9 @@
 # failures counted by kind. Each row starts a fresh stack.
 #   kill9  kill -9 of a random instance every 2 s for DURATION at 1,000 req/s
 #   stop   SIGSTOP of one instance (hung) for DURATION at 500 req/s
+#   slow   one instance +500 ms on every answer (SIGUSR1 to demo-app), round robin, 500 req/s
+#   slow-ewma  the same with balance = "peak-ewma"
+#   breaks one instance breaking every answer off mid-body (SIGUSR2 to demo-app), 500 req/s
 # For every death it reports how long the group took to be back at 4 instances (launched) and
 # at 4 healthy ones, and how long the group spent with no healthy instance at all.
 # Goals (issue "faults"): 0 failed requests, back at size within 2 s of each death.
@@ -10,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
-duration=60 rows=kill9,stop json=0
+duration=60 rows=kill9,stop,slow,slow-ewma,breaks json=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) duration=$2; shift ;;
@@ -26,8 +29,8 @@ export PATH="$bin:$PATH"
 results=$(mktemp)
 trap 'rm -f "$results"' EXIT
 
-row() { # row NAME RATE FAULT
-  local name=$1 rate=$2 fault=$3 work
+row() { # row NAME RATE FAULT [BALANCE]
+  local name=$1 rate=$2 fault=$3 balance=${4:-round-robin} work
   work=$(mktemp -d)
   cat >"$work/cutover.toml" <<TOML
 [service]
@@ -45,6 +48,7 @@ healthy_threshold = 2
 unhealthy_threshold = 2
 [listener]
 bind = "127.0.0.1:0"
+balance = "$balance"
 [admin]
 bind = "127.0.0.1:0"
 TOML
@@ -71,6 +75,9 @@ for r in "${wanted[@]}"; do
   case "$r" in
     kill9) row "kill -9 one of 4 every 2 s" 1000 kill9 ;;
     stop) row "SIGSTOP one of 4" 500 stop ;;
+    slow) row "one of 4 +500 ms, round robin" 500 slow ;;
+    slow-ewma) row "one of 4 +500 ms, peak-ewma" 500 slow peak-ewma ;;
+    breaks) row "one of 4 breaks answers off mid-body" 500 breaks ;;
     *) echo "unknown row $r" >&2; exit 2 ;;
   esac
 done

@@ -33,6 +33,11 @@ pub struct AppState {
     pub closing: tokio::sync::watch::Sender<bool>,
     /// WebSockets open now: a stopping service waits for their close frames to go out.
     pub sockets: std::sync::atomic::AtomicUsize,
+    /// Run-time faults on `GET /`, switched by SIGUSR1 (slow by `slow_by`) and SIGUSR2 (every
+    /// answer broken off in the middle of its body).
+    pub slow: std::sync::atomic::AtomicBool,
+    pub slow_by: Duration,
+    pub breaks: std::sync::atomic::AtomicBool,
 }
 
 impl AppState {
@@ -63,6 +68,9 @@ impl AppState {
             admin,
             closing: tokio::sync::watch::Sender::new(false),
             sockets: std::sync::atomic::AtomicUsize::new(0),
+            slow: std::sync::atomic::AtomicBool::new(false),
+            slow_by: config.slow_by,
+            breaks: std::sync::atomic::AtomicBool::new(false),
         })
     }
 }
@@ -90,8 +98,23 @@ async fn stamp_version(State(state): State<Arc<AppState>>, mut response: Respons
 }
 
 async fn hello(State(state): State<Arc<AppState>>) -> Response {
+    use std::sync::atomic::Ordering::Relaxed;
     if let Some(latency) = state.latency {
         tokio::time::sleep(latency).await;
+    }
+    if state.slow.load(Relaxed) {
+        tokio::time::sleep(state.slow_by).await;
+    }
+    if state.breaks.load(Relaxed) {
+        // Half the body, then the connection ends abruptly: the client sees a broken answer.
+        let pieces: [Result<&'static str, std::io::Error>; 2] = [
+            Ok("H"),
+            Err(std::io::Error::other("broken off as asked by SIGUSR2")),
+        ];
+        let mut resp = Response::new(Body::from_stream(futures_util::stream::iter(pieces)));
+        resp.headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from_static("2"));
+        return resp;
     }
     if state.error_rate > 0.0 && fastrand::f64() < state.error_rate {
         return (StatusCode::INTERNAL_SERVER_ERROR, "injected error\n").into_response();

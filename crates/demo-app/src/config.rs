@@ -58,6 +58,11 @@ pub struct Config {
     #[arg(long, value_parser = parse_duration)]
     pub latency: Option<Duration>,
 
+    /// Fault, switched at run time: SIGUSR1 turns on (and off again) this much extra latency
+    /// on `GET /`, as an instance that became slow.
+    #[arg(long, default_value = "500ms", value_parser = parse_duration)]
+    pub slow_by: Duration,
+
     /// Fault: exit abruptly (code 70) this long after start.
     #[arg(long, value_parser = parse_duration)]
     pub crash_after: Option<Duration>,

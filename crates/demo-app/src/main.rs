@@ -71,6 +71,23 @@ async fn run(config: Config) -> anyhow::Result<Shutdown> {
         let fraction = config.cpu_burn;
         std::thread::spawn(move || burn(fraction));
     }
+    for (kind, name) in [
+        (SignalKind::user_defined1(), "slow"),
+        (SignalKind::user_defined2(), "breaks"),
+    ] {
+        let mut switch = signal(kind)?;
+        let state = state.clone();
+        tokio::spawn(async move {
+            while switch.recv().await.is_some() {
+                let flag = match name {
+                    "slow" => &state.slow,
+                    _ => &state.breaks,
+                };
+                let on = !flag.fetch_xor(true, std::sync::atomic::Ordering::Relaxed);
+                eprintln!("demo-app: fault {name} {}", if on { "on" } else { "off" });
+            }
+        });
+    }
     if let Some(after) = config.crash_after {
         tokio::spawn(async move {
             tokio::time::sleep(after).await;
