@@ -212,7 +212,9 @@ struct Inner {
     current: String,
     instances: BTreeMap<InstanceId, Tracked>,
     /// Instances that exited on their own: how, and when.
-    exited: BTreeMap<InstanceId, (String, Instant)>,
+    /// Instances that exited on their own: how, when, and whether another process held their
+    /// port (then it was no fault of the release).
+    exited: BTreeMap<InstanceId, (String, Instant, bool)>,
     draining: BTreeSet<InstanceId>,
     /// Launches under way: version and group.
     launching: Vec<(String, &'static str)>,
@@ -545,12 +547,17 @@ impl Controller {
         // its own launch task to the lock, and must still count as failed when it is tracked.
         {
             let how = match (exit.code, exit.signal) {
+                _ if exit.port_taken => {
+                    "exited: another process took its port before it could listen".to_owned()
+                }
                 (Some(code), _) => format!("exited with code {code}"),
                 (None, Some(signal)) => format!("killed by signal {signal}"),
                 (None, None) => "exited".to_owned(),
             };
             tracing::warn!(instance = %exit.id, code = ?exit.code, signal = ?exit.signal, ran_for_ms = exit.ran_for_ms, "instance exited; replacing");
-            inner.exited.insert(exit.id.clone(), (how, Instant::now()));
+            inner
+                .exited
+                .insert(exit.id.clone(), (how, Instant::now(), exit.port_taken));
         }
     }
 
@@ -593,9 +600,13 @@ impl Controller {
             let mut detail = None;
             let state = if draining.contains(id) {
                 State::Draining
-            } else if let Some((how, at)) = exited.get(id) {
+            } else if let Some((how, at, port_taken)) = exited.get(id) {
                 detail = Some(how.clone());
-                dead(*at)
+                // A stolen port is no sign of a broken release: replaced at once, uncounted.
+                match port_taken {
+                    true => t.ended.unwrap_or(State::Lost),
+                    false => dead(*at),
+                }
             } else {
                 match h {
                     Some((TargetState::Healthy, _)) => State::Healthy,

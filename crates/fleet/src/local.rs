@@ -54,6 +54,10 @@ pub struct Exit {
     /// cutover asked it to stop; otherwise it crashed or quit on its own.
     pub requested: bool,
     pub ran_for_ms: u64,
+    /// Another process holds its port now: most likely it took the port between the moment it
+    /// was found free and the instance's bind, so the instance could not listen. Not the
+    /// release's fault; launched again on another port.
+    pub port_taken: bool,
 }
 
 /// How a stop went.
@@ -257,7 +261,10 @@ impl LocalFleet {
             let _ = exit_tx.send(Some((code, signal)));
             let requested = flag.load(Ordering::Acquire);
             let ran_for_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-            if !requested {
+            let port_taken = !requested && code.is_some() && port_in_use(port);
+            if port_taken {
+                tracing::warn!(instance = %ev_id, port, "instance exited and another process holds its port: launching again on another");
+            } else if !requested {
                 tracing::warn!(instance = %ev_id, ?code, ?signal, "instance exited on its own");
             }
             let _ = events.send(Exit {
@@ -267,6 +274,7 @@ impl LocalFleet {
                 signal,
                 requested,
                 ran_for_ms,
+                port_taken,
             });
         });
         self.lock().insert(
@@ -349,6 +357,7 @@ impl LocalFleet {
                 signal: None,
                 requested,
                 ran_for_ms,
+                port_taken: false,
             });
         });
         tracing::info!(instance = %instance.id, pid, "adopted");
@@ -382,6 +391,12 @@ impl LocalFleet {
     pub fn forget(&self, id: &InstanceId) {
         self.lock().remove(id);
     }
+}
+
+/// Whether something listens on `port` of 127.0.0.1 (a listener's bind fails for it; std sets
+/// SO_REUSEADDR, so connections left in TIME_WAIT do not count).
+fn port_in_use(port: u16) -> bool {
+    matches!(std::net::TcpListener::bind(("127.0.0.1", port)), Err(e) if e.kind() == std::io::ErrorKind::AddrInUse)
 }
 
 /// A port on 127.0.0.1 that was free a moment ago; the instance binds it right after.

@@ -306,3 +306,37 @@ async fn an_adopted_instance_is_watched_and_stopped_by_its_group() {
         .expect("channel");
     assert!(exit.requested);
 }
+
+#[tokio::test]
+async fn an_instance_whose_port_was_taken_says_so_and_one_that_just_dies_does_not() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (fleet, mut exits) = LocalFleet::new(dir.path().to_owned());
+    let taken = dir.path().join("taken");
+    // Another process (in a session of its own, so it outlives the instance's group) takes the
+    // port just before the instance would bind it; the instance then fails as a server does.
+    let script = dir.path().join("steal.sh");
+    std::fs::write(
+        &script,
+        "setsid python3 -c \"import socket,sys,time,pathlib; s=socket.socket(); \
+         s.bind(('127.0.0.1',int(sys.argv[1]))); s.listen(); pathlib.Path(sys.argv[2]).touch(); \
+         time.sleep(5)\" \"$1\" \"$2\" &\n\
+         while ! [ -e \"$2\" ]; do sleep 0.01; done\n\
+         echo 'address in use'; exit 1\n",
+    )
+    .expect("script");
+    let command = format!("sh {} {{port}} {}", script.display(), taken.display());
+    fleet.launch(&spec(&command)).await.expect("launch");
+    let exit = tokio::time::timeout(DEADLINE, exits.recv())
+        .await
+        .expect("exit event")
+        .expect("channel");
+    assert!(!exit.requested);
+    assert!(exit.port_taken, "{exit:?}");
+
+    fleet.launch(&spec("sh -c 'exit 1'")).await.expect("launch");
+    let exit = tokio::time::timeout(DEADLINE, exits.recv())
+        .await
+        .expect("exit event")
+        .expect("channel");
+    assert!(!exit.port_taken, "a plain crash is a crash: {exit:?}");
+}
