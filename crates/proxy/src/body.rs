@@ -31,6 +31,8 @@ pub struct Tracked {
     connection: Option<SendRequest<ProxyBody>>,
     body_timeout: std::time::Duration,
     watch: Option<crate::stall::Watch>,
+    /// An event stream: whatever ends it, it ends cleanly.
+    stream: bool,
 }
 
 impl Tracked {
@@ -39,6 +41,7 @@ impl Tracked {
         guard: InFlight,
         connection: SendRequest<ProxyBody>,
         body_timeout: std::time::Duration,
+        stream: bool,
     ) -> Self {
         Self {
             inner,
@@ -46,7 +49,23 @@ impl Tracked {
             connection: Some(connection),
             body_timeout,
             watch: None,
+            stream,
         }
+    }
+
+    /// The body broke off or must end: an event stream ends cleanly (its client reconnects),
+    /// anything else with the error.
+    fn broken(&mut self, error: BoxError) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        // Dropping the connection ends the exchange with the target.
+        self.connection = None;
+        let guard = self.guard.take();
+        if self.stream {
+            if let Some(guard) = guard {
+                guard.backend().metrics.long_ended(true);
+            }
+            return Poll::Ready(None);
+        }
+        Poll::Ready(Some(Err(error)))
     }
 }
 
@@ -84,13 +103,10 @@ impl Body for Tracked {
                 &mut this.watch,
                 this.guard.as_ref(),
                 period,
-                false,
+                this.stream,
                 cx
             ));
-            // Dropping the connection ends the exchange with the target.
-            this.connection = None;
-            this.guard = None;
-            return Poll::Ready(Some(Err(why.into())));
+            return this.broken(why.into());
         }
         if let Some(watch) = &mut self.watch {
             watch.progressed();
@@ -101,8 +117,9 @@ impl Body for Tracked {
             Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.finish(),
             Poll::Ready(None) => self.finish(),
             Poll::Ready(Some(Err(_))) => {
-                self.connection = None;
-                self.guard = None;
+                if let Poll::Ready(Some(Err(e))) = polled {
+                    return self.broken(BoxError::from(e));
+                }
             }
             _ => {}
         }

@@ -301,7 +301,11 @@ impl Proxy {
             headers::strip_hop_by_hop(&mut parts.headers, false);
             parts.headers.remove(headers::PROXY_ERROR_FIELD);
             headers::apply(&mut parts.headers, &self.rules.response);
-            let body = Tracked::new(incoming, guard, sender, self.body_timeout);
+            let stream = parts
+                .headers
+                .get(http::header::CONTENT_TYPE)
+                .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+            let body = Tracked::new(incoming, guard, sender, self.body_timeout, stream);
             return Response::from_parts(parts, body.boxed());
         }
         self.unavailable(&tried).response()

@@ -103,8 +103,11 @@ async fn a_websocket_whose_target_dies_gets_a_close_frame_not_a_reset() {
 /// Reads a whole response body off a raw connection to `addr`; whether it ended cleanly (with
 /// the last chunk) and what it held.
 async fn read_stream(addr: std::net::SocketAddr, path: &str) -> (bool, String) {
+    read_answer(addr, format!("GET {path} HTTP/1.1\r\nHost: a\r\n\r\n")).await
+}
+
+async fn read_answer(addr: std::net::SocketAddr, request: String) -> (bool, String) {
     let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: a\r\n\r\n");
     s.write_all(request.as_bytes()).await.expect("write");
     let mut got = Vec::new();
     let _ = tokio::time::timeout(support::DEADLINE, s.read_to_end(&mut got))
@@ -123,6 +126,17 @@ async fn an_event_stream_whose_target_dies_ends_cleanly() {
     assert!(clean, "ends with the last chunk: {text:?}");
     let m = stack.registry.group_metrics("web").expect("metrics");
     assert_eq!((m.long_closed, m.proxy_errors), (1, 0), "{m:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_stream_asked_for_with_a_body_ends_cleanly_too() {
+    // A request with a body takes hyper's client path, not the bodiless one.
+    let target = dying_target().await;
+    let stack = stack_with(&target).await;
+    let request = "POST /events HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi".to_owned();
+    let (clean, text) = read_answer(stack.addr, request).await;
+    assert!(text.contains("data: hi"), "{text}");
+    assert!(clean, "ends with the last chunk: {text:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
