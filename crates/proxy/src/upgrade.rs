@@ -201,7 +201,15 @@ where
                 // The deadline: close at the next boundary, within the frame grace.
                 closing = Some(tokio::time::Instant::now());
             }
+            // A frame in progress that stops coming in: closed anyway once its grace is over.
+            _ = grace_over(closing), if closing.is_some() => {}
         }
+    }
+}
+
+async fn grace_over(closing: Option<tokio::time::Instant>) {
+    if let Some(since) = closing {
+        tokio::time::sleep_until(since + FRAME_GRACE).await;
     }
 }
 

@@ -133,7 +133,9 @@ async fn an_event_stream_asked_for_with_a_body_ends_cleanly_too() {
     // A request with a body takes hyper's client path, not the bodiless one.
     let target = dying_target().await;
     let stack = stack_with(&target).await;
-    let request = "POST /events HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi".to_owned();
+    let request =
+        "POST /events HTTP/1.1\r\nHost: a\r\nConnection: close\r\nContent-Length: 2\r\n\r\nhi"
+            .to_owned();
     let (clean, text) = read_answer(stack.addr, request).await;
     assert!(text.contains("data: hi"), "{text}");
     assert!(clean, "ends with the last chunk: {text:?}");
@@ -168,4 +170,58 @@ async fn a_drain_ends_event_streams_cleanly_within_the_spread() {
         report.took_ms >= 500,
         "streams had half the drain to leave by themselves: {report:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_stuck_inside_a_frame_is_still_closed_after_its_drain() {
+    // The target accepts, sends the start of a frame and nothing more.
+    let target = each_connection(|mut s| async move {
+        let Some(head) = read_head(&mut s).await else {
+            return;
+        };
+        if head.starts_with(b"GET /health") {
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+                .await;
+            return;
+        }
+        let _ = s
+            .write_all(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n\x81\x05h")
+            .await;
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    })
+    .await
+    .to_string();
+    let stack = stack_with(&target).await;
+    let mut client = tokio::net::TcpStream::connect(stack.addr)
+        .await
+        .expect("connect");
+    client
+        .write_all(b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        .await
+        .expect("write");
+    support::wait_until("the tunnel to count as upgraded", || {
+        stack.registry.status()[0]
+            .targets
+            .iter()
+            .any(|t| t.upgraded == 1)
+    })
+    .await;
+    let report = stack
+        .registry
+        .deregister("web", &target, Duration::from_millis(300))
+        .expect("registered")
+        .wait()
+        .await;
+    assert_eq!(
+        report.closed, 0,
+        "no clean close inside a frame: {report:?}"
+    );
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut got))
+        .await
+        .expect("the proxy closes the connection after the frame grace")
+        .expect("read");
+    let broken = stack.registry.group_metrics("web").map(|m| m.long_broken);
+    assert_eq!(broken, Some(1));
 }
