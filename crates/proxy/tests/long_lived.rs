@@ -5,6 +5,7 @@ mod support;
 
 use std::time::Duration;
 
+use cutover_proxy::TargetStatus;
 use futures_util::StreamExt;
 use support::{each_connection, Backend, Stack};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -23,6 +24,25 @@ async fn read_head(s: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
     Some(seen)
 }
 
+/// Answers a health check on `s`, if `head` is one; whether it was.
+async fn answered_health(s: &mut tokio::net::TcpStream, head: &[u8]) -> bool {
+    if !head.starts_with(b"GET /health") {
+        return false;
+    }
+    let _ = s
+        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+        .await;
+    true
+}
+
+/// Waits until some target of the first group matches `what`.
+async fn wait_for_target(stack: &Stack, what: &str, check: impl Fn(&TargetStatus) -> bool) {
+    support::wait_until(what, || {
+        stack.registry.status()[0].targets.iter().any(&check)
+    })
+    .await;
+}
+
 fn header<'a>(head: &'a [u8], name: &str) -> Option<&'a str> {
     std::str::from_utf8(head).ok()?.lines().find_map(|l| {
         let (n, v) = l.split_once(':')?;
@@ -38,10 +58,7 @@ async fn dying_target() -> String {
         let Some(head) = read_head(&mut s).await else {
             return;
         };
-        if head.starts_with(b"GET /health") {
-            let _ = s
-                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
-                .await;
+        if answered_health(&mut s, &head).await {
             return;
         }
         if head.starts_with(b"GET /ws") {
@@ -148,13 +165,7 @@ async fn a_drain_ends_event_streams_cleanly_within_the_spread() {
     let streams: Vec<_> = (0..4)
         .map(|_| tokio::spawn(read_stream(stack.addr, "/events?every=50ms")))
         .collect();
-    support::wait_until("the streams to be in flight", || {
-        stack.registry.status()[0]
-            .targets
-            .iter()
-            .any(|t| t.in_flight == 4)
-    })
-    .await;
+    wait_for_target(&stack, "the streams to be in flight", |t| t.in_flight == 4).await;
     let drain = stack
         .registry
         .deregister("web", &app.key(), Duration::from_millis(1000))
@@ -179,10 +190,7 @@ async fn a_websocket_stuck_inside_a_frame_is_still_closed_after_its_drain() {
         let Some(head) = read_head(&mut s).await else {
             return;
         };
-        if head.starts_with(b"GET /health") {
-            let _ = s
-                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
-                .await;
+        if answered_health(&mut s, &head).await {
             return;
         }
         let _ = s
@@ -200,11 +208,8 @@ async fn a_websocket_stuck_inside_a_frame_is_still_closed_after_its_drain() {
         .write_all(b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
         .await
         .expect("write");
-    support::wait_until("the tunnel to count as upgraded", || {
-        stack.registry.status()[0]
-            .targets
-            .iter()
-            .any(|t| t.upgraded == 1)
+    wait_for_target(&stack, "the tunnel to count as upgraded", |t| {
+        t.upgraded == 1
     })
     .await;
     let report = stack
