@@ -121,6 +121,29 @@ pub struct InstanceStatus {
     pub rps: u64,
 }
 
+/// Whose doing an instance's exit was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// It exited, or a signal of its own making (a crash) ended it: what its release does.
+    Own,
+    /// SIGKILL, which only another process sends.
+    Killed,
+    /// Another process held its port when it tried to listen.
+    PortTaken,
+}
+
+impl Ending {
+    fn of(exit: &Exit) -> Self {
+        if exit.port_taken {
+            Ending::PortTaken
+        } else if exit.signal == Some(nix::sys::signal::Signal::SIGKILL as i32) {
+            Ending::Killed
+        } else {
+            Ending::Own
+        }
+    }
+}
+
 struct Tracked {
     instance: Instance,
     launched: Instant,
@@ -211,10 +234,8 @@ struct Warm {
 struct Inner {
     current: String,
     instances: BTreeMap<InstanceId, Tracked>,
-    /// Instances that exited on their own: how, and when.
-    /// Instances that exited on their own: how, when, and whether another process held their
-    /// port (then it was no fault of the release).
-    exited: BTreeMap<InstanceId, (String, Instant, bool)>,
+    /// Instances that exited on their own: how, when, and whose doing it was.
+    exited: BTreeMap<InstanceId, (String, Instant, Ending)>,
     draining: BTreeSet<InstanceId>,
     /// Launches under way: version and group.
     launching: Vec<(String, &'static str)>,
@@ -555,9 +576,10 @@ impl Controller {
                 (None, None) => "exited".to_owned(),
             };
             tracing::warn!(instance = %exit.id, code = ?exit.code, signal = ?exit.signal, ran_for_ms = exit.ran_for_ms, "instance exited; replacing");
+            let ending = Ending::of(&exit);
             inner
                 .exited
-                .insert(exit.id.clone(), (how, Instant::now(), exit.port_taken));
+                .insert(exit.id.clone(), (how, Instant::now(), ending));
         }
     }
 
@@ -598,14 +620,23 @@ impl Controller {
                 None => State::Lost,
             };
             let mut detail = None;
+            let mut killed_young = false;
             let state = if draining.contains(id) {
                 State::Draining
-            } else if let Some((how, at, port_taken)) = exited.get(id) {
+            } else if let Some((how, at, ending)) = exited.get(id) {
                 detail = Some(how.clone());
-                // A stolen port is no sign of a broken release: replaced at once, uncounted.
-                match port_taken {
-                    true => t.ended.unwrap_or(State::Lost),
-                    false => dead(*at),
+                match ending {
+                    // A stolen port is no sign of a broken release: replaced at once, uncounted.
+                    Ending::PortTaken => t.ended.unwrap_or(State::Lost),
+                    // SIGKILL comes from outside (the OOM killer, an operator, a script), never
+                    // from the release's own code: the instance is lost, not failed, whenever it
+                    // dies, so one such kill never aborts a deploy. Its slot still backs off if
+                    // it died young (below), and the deploy's loss bound still holds.
+                    Ending::Killed => {
+                        killed_young = policy.early(t.healthy_at, *at);
+                        t.ended.unwrap_or(State::Lost)
+                    }
+                    Ending::Own => dead(*at),
                 }
             } else {
                 match h {
@@ -629,7 +660,7 @@ impl Controller {
             match state {
                 State::Failed | State::Lost if t.ended.is_none() => {
                     t.ended = Some(state);
-                    let end = if state == State::Failed {
+                    let end = if state == State::Failed || killed_young {
                         End::Early
                     } else {
                         End::Lost

@@ -127,3 +127,38 @@ fn a_release_that_dies_young_backs_off_per_slot_and_says_it_crash_loops() {
     );
     stack.stop_and_check_no_orphans();
 }
+
+#[test]
+fn a_new_instance_killed_from_outside_while_it_starts_does_not_abort_the_deploy() {
+    let file = stack_file(RELEASE, "desired = 2", "", "[deploy]\nmax_surge = 1");
+    let stack = Stack::start_from(&file, 2);
+    let probe = stack.probe_at(200, 12);
+    // v2 takes 1.5 s to open its port: long enough to be killed while it starts.
+    let slow_start = "demo-app --port {port} --version {version} --startup-delay 1500ms";
+    let (code, out) = stack.run(&["deploy", "v2", "--no-wait", "--command", slow_start]);
+    assert_eq!(code, 0, "{out}");
+    let victim = stack.wait("a v2 instance starting", || {
+        stack
+            .instances()
+            .into_iter()
+            .find(|i| i["version"] == "v2" && i["state"] == "starting" && i["pid"].is_i64())
+    });
+    let pid = i32::try_from(victim["pid"].as_i64().expect("pid")).expect("pid fits");
+    // SAFETY: killing a process this test's stack started. SIGKILL is what the OOM killer or
+    // an operator sends; before, any death of a starting instance aborted the deploy.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    let deployment = stack.wait("the deploy to finish", || {
+        let d = stack.status()["deployment"].clone();
+        d["finished_at"].is_string().then_some(d)
+    });
+    assert_eq!(deployment["progress"]["progress"], "done", "{deployment}");
+    let all = stack.instances();
+    assert!(
+        all.len() == 2 && all.iter().all(|i| i["version"] == "v2"),
+        "{all:?}"
+    );
+    let report = probe.join().expect("probe");
+    assert_no_infra_failures(&report);
+    assert_eq!(report["failed"], 0, "{report}");
+    stack.stop_and_check_no_orphans();
+}
