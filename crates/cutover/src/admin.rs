@@ -88,6 +88,7 @@ async fn status(State(state): State<Arc<AdminState>>) -> Response {
         body["scaling"] = json!(c.last_scaling());
         body["preview"] = json!(c.preview());
         body["restarts"] = c.restarts();
+        body["state_writes"] = c.writes();
         if let Some((version, left)) = c.warm() {
             body["warm"] = json!({ "version": version, "for_s": left.as_secs() });
         }

@@ -271,6 +271,7 @@ pub struct Controller {
     store: Store,
     inner: Mutex<Inner>,
     wake: tokio::sync::Notify,
+    writes: crate::writes::Writes,
 }
 
 fn now_rfc3339() -> String {
@@ -504,14 +505,19 @@ impl Controller {
                 next_id,
             }),
             wake: tokio::sync::Notify::new(),
+            writes: Default::default(),
         }))
     }
 
-    /// Writes to the store; a failed write is logged, not fatal: serving traffic matters more.
+    /// Writes to the store; a failed write is warned about, not fatal: serving traffic matters
+    /// more.
     fn persist(&self, what: &str, result: Result<(), cutover_store::StoreError>) {
-        if let Err(e) = result {
-            tracing::error!(%what, error = %e, "cannot record state");
-        }
+        self.writes.record(what, result);
+    }
+
+    /// Whether the state database takes writes, for `cutover status`.
+    pub fn writes(&self) -> serde_json::Value {
+        self.writes.status()
     }
 
     fn save(&self, d: &Deployment) {

@@ -10,6 +10,7 @@ mod plane;
 mod private;
 mod release;
 mod token;
+mod writes;
 
 use std::process::ExitCode;
 
@@ -76,14 +77,31 @@ enum Command {
     /// a Unix socket in the data dir.
     #[command(hide = true)]
     Dataplane(dataplane::Args),
+    /// Carries one instance's output from its stdin into the log file (started by `cutover up`
+    /// for each instance; it ends when the instance's output does).
+    #[command(hide = true)]
+    LogRelay(LogRelayArgs),
     /// Run the stack on AWS: EC2 instances behind an Application Load Balancer.
     #[cfg(feature = "aws")]
     #[command(subcommand)]
     Aws(commands::aws::Command),
 }
 
+#[derive(clap::Args, Debug)]
+struct LogRelayArgs {
+    /// The instance's log file, appended to.
+    log: std::path::PathBuf,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::LogRelay(args) = &cli.command {
+        // Nothing else: no logging of its own, no runtime, a few hundred KiB resident.
+        return match cutover_fleet::logs::relay(std::io::stdin().lock(), &args.log) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(_) => ExitCode::FAILURE,
+        };
+    }
     // The daemon logs what it does; the demo tells its own story and logs only trouble.
     let default_filter = if matches!(cli.command, Command::Up(_) | Command::Dataplane(_)) {
         "info"
@@ -107,6 +125,7 @@ fn main() -> ExitCode {
         Command::Fetch(args) => commands::fetch::run(args),
         Command::Up(args) => commands::up::run(args),
         Command::Dataplane(args) => dataplane::run(args),
+        Command::LogRelay(_) => ExitCode::SUCCESS,
         Command::Status(args) => commands::status::run(args),
         Command::Target(cmd) => commands::status::run_target(cmd),
         Command::Deploy(args) => commands::deploy::run(args),

@@ -162,3 +162,102 @@ fn a_new_instance_killed_from_outside_while_it_starts_does_not_abort_the_deploy(
     assert_eq!(report["failed"], 0, "{report}");
     stack.stop_and_check_no_orphans();
 }
+
+/// A small tmpfs mounted over a directory for as long as the test runs.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    /// `None` where this machine does not let the test mount one (not root, no privilege).
+    fn mount(dir: &std::path::Path, size: &str) -> Option<Self> {
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Self(dir.to_owned()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Writes zeroes into `path` until the file system says it is full.
+fn fill(path: &std::path::Path) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).expect("create the filler");
+    let chunk = vec![0u8; 64 * 1024];
+    while f.write_all(&chunk).is_ok() {}
+    let _ = f.sync_all();
+}
+
+#[test]
+fn a_full_disk_under_the_data_dir_costs_no_request_and_no_instance() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(_tmpfs) = Tmpfs::mount(dir.path(), "16m") else {
+        eprintln!("skipped: this machine does not let the test mount a tmpfs (needs root)");
+        return;
+    };
+    let file = stack_file(RELEASE, "desired = 3", "", "");
+    let stack = Stack::start_in(dir, &file, 3);
+    let probe = stack.probe_at(200, 14);
+    // Logs, the state database and the data plane's log all live on the full file system.
+    let filler = std::path::Path::new(&stack.file()).with_file_name("filler");
+    fill(&filler);
+    // Served for more than the settle window, so that the kill is a loss, not an early death.
+    std::thread::sleep(Duration::from_millis(2_500));
+    for round in 0..2 {
+        let victim = stack.wait("a healthy instance", || {
+            stack
+                .instances()
+                .into_iter()
+                .find(|i| i["state"] == "healthy" && i["pid"].is_i64())
+        });
+        let pid = i32::try_from(victim["pid"].as_i64().expect("pid")).expect("pid fits");
+        // SAFETY: killing a process this test's stack started.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+        // Before, a replacement's first line of output failed with ENOSPC and killed it: the
+        // slot crash-looped. Now its output goes to a relay that drops what it cannot write.
+        stack.wait(
+            "the replacement healthy, and three instances healthy",
+            || {
+                let all = stack.instances();
+                let healthy = all.iter().filter(|i| i["state"] == "healthy").count();
+                (healthy == 3 && all.iter().all(|i| i["id"] != victim["id"])).then_some(())
+            },
+        );
+        if round == 0 {
+            let status = stack.status();
+            assert!(
+                status["state_writes"]["error"].is_string(),
+                "status says state is not saved: {}",
+                status["state_writes"]
+            );
+            assert!(status["restarts"]["crash_loop"].is_null(), "{status}");
+            // Room again: the next writes succeed and status says nothing more.
+            std::fs::remove_file(&filler).expect("remove the filler");
+        }
+    }
+    // Held for a while: no replacement dies of its output.
+    std::thread::sleep(Duration::from_millis(1_500));
+    let all = stack.instances();
+    assert_eq!(
+        all.iter().filter(|i| i["state"] == "healthy").count(),
+        3,
+        "{all:?}"
+    );
+    assert!(
+        stack.status()["state_writes"].is_null(),
+        "{}",
+        stack.status()
+    );
+    let report = probe.join().expect("probe");
+    assert_no_infra_failures(&report);
+    assert_eq!(report["failed"], 0, "{report}");
+    stack.stop_and_check_no_orphans();
+}

@@ -1,7 +1,7 @@
 //! The local provider: instances as child processes, each in its own process group on its own port.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -85,6 +85,9 @@ struct Running {
 pub struct LocalFleet {
     logs_dir: PathBuf,
     log_max_bytes: u64,
+    /// The program (and its arguments, before the log's path) that carries an instance's output
+    /// into its log ([`logs::relay`]); without one, the instance writes into the file itself.
+    log_relay: Option<(PathBuf, Vec<std::ffi::OsString>)>,
     running: Mutex<BTreeMap<InstanceId, Running>>,
     /// Ports handed to launches that are not in `running` yet. A port is free only until its
     /// instance binds it: two launches must never be handed the same one, or both would be one
@@ -115,11 +118,19 @@ impl LocalFleet {
         let fleet = Self {
             logs_dir,
             log_max_bytes: DEFAULT_MAX_BYTES,
+            log_relay: None,
             running: Mutex::new(BTreeMap::new()),
             claimed: Mutex::new(BTreeSet::new()),
             exits: tx,
         };
         (fleet, rx)
+    }
+
+    /// Instances write into a pipe that `program args.. LOG` copies into their log, so that a
+    /// log that cannot be written (a full disk) never fails their writes.
+    pub fn with_log_relay(mut self, program: PathBuf, args: Vec<std::ffi::OsString>) -> Self {
+        self.log_relay = Some((program, args));
+        self
     }
 
     pub fn with_log_max_bytes(mut self, bytes: u64) -> Self {
@@ -223,11 +234,8 @@ impl LocalFleet {
         std::fs::create_dir_all(&self.logs_dir)
             .map_err(|e| FleetError::Log(self.logs_dir.clone(), e))?;
         let log_path = self.logs_dir.join(format!("{id}.log"));
-        let log = logs::open(&log_path).map_err(|e| FleetError::Log(log_path.clone(), e))?;
-        let err_log = log
-            .try_clone()
-            .map_err(|e| FleetError::Log(log_path.clone(), e))?;
-        cmd.stdout(Stdio::from(log)).stderr(Stdio::from(err_log));
+        let (out, err) = self.output(&log_path)?;
+        cmd.stdout(out).stderr(err);
         // Before the spawn, so that the time an instance ran is never under-counted (a busy
         // machine can hold this thread between the spawn and the next clock read).
         let started = Instant::now();
@@ -235,6 +243,9 @@ impl LocalFleet {
             program: argv[0].clone(),
             source,
         })?;
+        // The pipe's last write ends are the instance's own: its relay sees the end of its
+        // output when the instance (and whatever it started) is gone.
+        drop(cmd);
         let pid = child.id().unwrap_or(0);
         let instance = Instance {
             id: id.clone(),
@@ -291,6 +302,45 @@ impl LocalFleet {
         drop(claim);
         tracing::info!(instance = %instance.id, pid, port, "launched");
         Ok(instance)
+    }
+
+    /// The instance's stdout and stderr: the write end of a pipe to a relay of its own when
+    /// one is configured, else the log file itself.
+    fn output(&self, log_path: &Path) -> Result<(Stdio, Stdio), FleetError> {
+        let failed = |e| FleetError::Log(log_path.to_owned(), e);
+        let direct = || -> Result<(Stdio, Stdio), FleetError> {
+            let log = logs::open(log_path).map_err(failed)?;
+            let err_log = log.try_clone().map_err(failed)?;
+            Ok((Stdio::from(log), Stdio::from(err_log)))
+        };
+        let Some((program, args)) = &self.log_relay else {
+            return direct();
+        };
+        let (reader, writer) = std::io::pipe().map_err(failed)?;
+        let err_writer = writer.try_clone().map_err(failed)?;
+        let mut relay = tokio::process::Command::new(program);
+        relay
+            .args(args)
+            .arg(log_path)
+            .stdin(Stdio::from(reader))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            // Its own group: a stop signal to the instance's group, or a terminal's ^C, does
+            // not cut the instance's last words short. It ends with the instance's output.
+            .process_group(0)
+            .kill_on_drop(false);
+        let mut child = match relay.spawn() {
+            Ok(child) => child,
+            Err(e) => {
+                // The relay's program is gone (replaced on disk): the log still works without.
+                tracing::warn!(program = %program.display(), error = %e, "cannot start a log relay: the instance writes its log itself");
+                return direct();
+            }
+        };
+        tokio::spawn(async move {
+            let _ = child.wait().await;
+        });
+        Ok((Stdio::from(writer), Stdio::from(err_writer)))
     }
 
     /// Sends the stop signal to the instance's process group, waits up to the stop timeout, then

@@ -184,6 +184,12 @@ pub fn run(args: Args) -> ExitCode {
                     i["reason"].as_str().unwrap_or("")
                 );
             }
+            if let Some(error) = status["state_writes"]["error"].as_str() {
+                println!(
+                    "STATE NOT SAVED: {} write(s) to the state database failed over {} s ({error}); traffic is served as before",
+                    status["state_writes"]["failed_writes"], status["state_writes"]["for_s"]
+                );
+            }
             if let Some(looping) = status["restarts"]["crash_loop"].as_str() {
                 println!("CRASH LOOP: {looping}");
             }

@@ -185,6 +185,15 @@ pub async fn run_stack(
         Some(store) => {
             prefer_sibling_binaries(&mut spec);
             let (fleet, exits) = LocalFleet::new(data_dir.join("logs"));
+            // Instances write into a relay of their own, so a full disk never fails their
+            // writes; without our own path (it is gone from disk) they write into the file.
+            let fleet = match std::env::current_exe() {
+                Ok(exe) => fleet.with_log_relay(exe, vec!["log-relay".into()]),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot find cutover's own program: instances write their logs themselves");
+                    fleet
+                }
+            };
             let controller =
                 Controller::start(spec.clone(), &data_dir, fleet, plane.clone(), store).await?;
             if let Some(addr) = preview {
