@@ -348,7 +348,7 @@ def row(spec, stack, duration):
     probe_out = os.path.join(stack.work, "probe.json")
     probe = subprocess.Popen(
         [os.path.join(BIN, "cutover"), "probe", f"http://{stack.addr}/", "--rate", str(rate),
-         "--duration", f"{duration}s", "--json", "-q"], stdout=open(probe_out, "w"))
+         "--duration", f"{duration}s", "--connections", "1024", "--json", "-q"], stdout=open(probe_out, "w"))
     clients = None
     if name in ("roll-ll", "kill9-ll", "all"):
         clients = subprocess.Popen([sys.executable, os.path.join(HERE, "longlived.py"), stack.addr,

@@ -106,12 +106,16 @@ async fn hello(State(state): State<Arc<AppState>>) -> Response {
         tokio::time::sleep(state.slow_by).await;
     }
     if state.breaks.load(Relaxed) {
-        // Half the body, then the connection ends abruptly: the client sees a broken answer.
-        let pieces: [Result<&'static str, std::io::Error>; 2] = [
-            Ok("H"),
-            Err(std::io::Error::other("broken off as asked by SIGUSR2")),
-        ];
-        let mut resp = Response::new(Body::from_stream(futures_util::stream::iter(pieces)));
+        // The head and half the body go out, then the connection ends abruptly: the client sees
+        // a broken answer. The pause lets the server flush the first half; without it the
+        // error would come before anything was written, an empty reply instead of a broken one.
+        use futures_util::StreamExt;
+        let first = futures_util::stream::iter([Ok::<_, std::io::Error>("H")]);
+        let then = futures_util::stream::once(async {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            Err(std::io::Error::other("broken off as asked by SIGUSR2"))
+        });
+        let mut resp = Response::new(Body::from_stream(first.chain(then)));
         resp.headers_mut()
             .insert(header::CONTENT_LENGTH, HeaderValue::from_static("2"));
         return resp;

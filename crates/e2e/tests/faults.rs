@@ -261,3 +261,18 @@ fn a_full_disk_under_the_data_dir_costs_no_request_and_no_instance() {
     assert_eq!(report["failed"], 0, "{report}");
     stack.stop_and_check_no_orphans();
 }
+
+#[test]
+fn an_instance_breaking_its_answers_off_mid_body_costs_no_request() {
+    let file = stack_file(RELEASE, "desired = 3", "", "");
+    let stack = Stack::start_from(&file, 3);
+    let victim = stack.instances()[0].clone();
+    let pid = i32::try_from(victim["pid"].as_i64().expect("pid")).expect("pid fits");
+    // SAFETY: signalling a process this test's stack started. SIGUSR2 makes demo-app send every
+    // answer's head and half its body, then break the connection off.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGUSR2) }, 0);
+    let report = stack.probe_at(200, 8).join().expect("probe");
+    assert_no_infra_failures(&report);
+    assert_eq!(report["failed"], 0, "{report}");
+    stack.stop_and_check_no_orphans();
+}
