@@ -11,8 +11,9 @@ for the long-lived rows, 20 WebSocket and 20 SSE clients (bench/longlived.py):
   breaks     one instance breaking every answer off mid-body (SIGUSR2 to demo-app), 500 req/s
   roll-ll    a rolling deploy v1 -> v2 with the long-lived clients, 1,000 req/s (cutover only)
   kill9-ll   kill9 with the long-lived clients
-  all        all at once: one slow, one breaking, one stopped, kill -9 every 2 s, the long-lived
-             clients and (cutover) a rolling deploy a third of the way in, 1,000 req/s
+  all        every fault in one run, 1,000 req/s, with the long-lived clients: from 2 s kill -9
+             every 2 s and one instance slow; at 20% of the run one breaking its answers; at a
+             third (cutover) a rolling deploy; at 45% one stopped (hung)
 A row named NAME@restart (cutover only) also kills the controller (`cutover up`) with SIGKILL
 halfway and starts it again a second later, as systemd's Restart=always would.
 
@@ -363,26 +364,42 @@ def row(spec, stack, duration):
             stack.restart_controller()
         threads.append(threading.Thread(target=restart_at))
     out = {"rate": rate}
-    time.sleep(2)
-    faulty = []
-    if name in ("slow", "slow-ewma", "breaks", "all"):
-        sigs = {"slow": [signal.SIGUSR1], "slow-ewma": [signal.SIGUSR1], "breaks": [signal.SIGUSR2],
-                "all": [signal.SIGUSR1, signal.SIGUSR2]}[name]
-        before = stack.targets()
-        for sig in sigs:
-            v = pick_healthy(stack, faulty)
-            os.kill(v["pid"], sig)
-            faulty.append(v["pid"])
-            if len(faulty) == 1:
-                victim = f"127.0.0.1:{v['port']}"
-    if name in ("stop", "all"):
-        v = pick_healthy(stack, faulty)
-        os.kill(v["pid"], signal.SIGSTOP)
-        faulty.append(v["pid"])
-        stopped, stopped_at = v, time.monotonic()
-        target = f"127.0.0.1:{v['port']}"
+    # When each fault begins, in seconds from the start. "all" staggers them so that at any
+    # moment at least one instance is well: four instances with three broken and the fourth
+    # killed is an outage no balancer can hide, and not what it is meant to show.
+    at = {"slow": 2, "breaks": 2, "stop": 2, "kill": 2, "deploy": 3}
+    if name == "all":
+        at = {"slow": 2, "kill": 2, "breaks": 0.2 * duration, "deploy": duration / 3,
+              "stop": 0.45 * duration}
 
-        def eject_watch():
+    def after(t):
+        time.sleep(max(0.0, start + t - time.monotonic()))
+
+    faulty = []
+    stopped = None
+    if name in ("slow", "slow-ewma", "breaks"):
+        after(2)
+        before = stack.targets()
+        v = pick_healthy(stack)
+        os.kill(v["pid"], signal.SIGUSR2 if name == "breaks" else signal.SIGUSR1)
+        victim = f"127.0.0.1:{v['port']}"
+    if name == "all":
+        def switch_at(t, sig):
+            after(t)
+            v = pick_healthy(stack, faulty)
+            faulty.append(v["pid"])
+            os.kill(v["pid"], sig)
+        threads.append(threading.Thread(target=switch_at, args=(at["slow"], signal.SIGUSR1)))
+        threads.append(threading.Thread(target=switch_at, args=(at["breaks"], signal.SIGUSR2)))
+    if name in ("stop", "all"):
+        def stop_and_watch():
+            nonlocal stopped
+            after(at["stop"])
+            v = pick_healthy(stack, faulty)
+            faulty.append(v["pid"])
+            os.kill(v["pid"], signal.SIGSTOP)
+            stopped, stopped_at = v, time.monotonic()
+            target = f"127.0.0.1:{v['port']}"
             while time.monotonic() < end:
                 t = stack.targets()
                 if t is not None:
@@ -393,12 +410,15 @@ def row(spec, stack, duration):
                     if mine["out"] is None:
                         return
                 time.sleep(0.05)
-        threads.append(threading.Thread(target=eject_watch))
+        threads.append(threading.Thread(target=stop_and_watch))
     if name in ("kill9", "kill9-ll", "all"):
-        threads.append(threading.Thread(target=kill_loop, args=(stack, watch, end)))
+        def kills():
+            after(at["kill"])
+            kill_loop(stack, watch, end)
+        threads.append(threading.Thread(target=kills))
     if name in ("roll-ll", "all") and isinstance(stack, Cutover):
         def deploy_at():
-            time.sleep(max(0.0, start + (duration / 3 if name == "all" else 3) - time.monotonic()))
+            after(at["deploy"])
             stack.deploy("v2")
         threads.append(threading.Thread(target=deploy_at))
     for t in threads:
@@ -410,7 +430,7 @@ def row(spec, stack, duration):
         out["victim_share"] = share(before, stack.targets(), victim)
     probe.wait()
     watcher.join()
-    if name in ("stop", "all"):
+    if stopped is not None:
         try:
             os.kill(stopped["pid"], signal.SIGCONT)
         except OSError:
