@@ -161,9 +161,15 @@ bind = "127.0.0.1:0"
         return {"progress": "unfinished", "seconds": None, "drains": None}
 
     def stop(self):
+        # `cutover stop` asks the controller to stop; it drains and stops every instance, then
+        # exits. Killed before that, it would leave them running.
         subprocess.run([self.bin, "stop", "-f", self.file], capture_output=True, timeout=60)
-        self.up.kill()
-        self.up.wait()
+        try:
+            self.up.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.up.kill()
+            self.up.wait()
+            subprocess.run([self.bin, "stop", "-f", self.file], capture_output=True, timeout=60)
 
 
 class Shell:
@@ -607,7 +613,7 @@ def run(args):
             if through != "cutover" and (name in CUTOVER_ONLY or "@" in spec):
                 continue
             work = tempfile.mkdtemp(prefix="chaos-")
-            print(f"chaos: {through} {spec}", file=sys.stderr)
+            print(f"chaos: {through} {spec}", file=sys.stderr, flush=True)
             if through == "cutover":
                 stack = Cutover(BIN, work, "peak-ewma" if name == "slow-ewma" else "round-robin")
             else:
@@ -621,7 +627,7 @@ def run(args):
                 stack.stop()
                 subprocess.run(["pkill", "-CONT", "-f", "demo-app --port"], capture_output=True)
             s = summary(spec, through, r)
-            print(json.dumps(s), file=sys.stderr)
+            print(json.dumps(s), file=sys.stderr, flush=True)
             results.append(s)
             if os.environ.get("CHAOS_KEEP"):
                 print(f"chaos: kept {work}", file=sys.stderr)
