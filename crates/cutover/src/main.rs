@@ -96,7 +96,8 @@ struct LogRelayArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::LogRelay(args) = &cli.command {
-        // Nothing else: no logging of its own, no runtime, a few hundred KiB resident.
+        // Nothing else: no logging of its own, no runtime. What it costs is the binary's own
+        // relocated data, about 7 MB private per instance (measured on a release build).
         return match cutover_fleet::logs::relay(std::io::stdin().lock(), &args.log) {
             Ok(_) => ExitCode::SUCCESS,
             Err(_) => ExitCode::FAILURE,
