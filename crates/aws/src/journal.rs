@@ -1,0 +1,145 @@
+//! A deployment's record: its row in the store, its events, and the timeline the CLI prints.
+
+use std::time::SystemTime;
+
+use cutover_deploy::Progress;
+use cutover_store::{DeploymentRow, Store};
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::error::AwsError;
+use crate::rollout::LIVE_KEY;
+use crate::traffic::Color;
+
+/// One line of what happened, for the CLI's timeline.
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    pub kind: &'static str,
+    pub detail: String,
+}
+
+/// How a deploy ended.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    pub deployment: u64,
+    pub from: String,
+    pub to: String,
+    pub strategy: String,
+    pub progress: Progress,
+    pub duration_ms: u64,
+    /// The group taking the traffic now.
+    pub live: Color,
+}
+
+impl Outcome {
+    pub fn succeeded(&self) -> bool {
+        self.progress == Progress::Done
+    }
+}
+
+pub struct Journal<'a> {
+    pub store: &'a Store,
+    pub row: DeploymentRow,
+    pub started: Instant,
+    last: Option<Progress>,
+    on_event: Box<dyn FnMut(&Event) + 'a>,
+}
+
+fn now() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+impl<'a> Journal<'a> {
+    /// Records a new deployment from the store's current release to `target`.
+    pub fn begin(
+        store: &'a Store,
+        target: &str,
+        strategy: &str,
+        on_event: impl FnMut(&Event) + 'a,
+    ) -> Result<Self, AwsError> {
+        let id = store.deployments()?.last().map_or(1, |d| d.id + 1);
+        let row = DeploymentRow {
+            id,
+            from_version: store.current_release()?.unwrap_or_default(),
+            to_version: target.to_owned(),
+            strategy: strategy.to_owned(),
+            started_at: now(),
+            finished_at: None,
+            duration_ms: None,
+            progress: serde_json::to_value(Progress::Rolling).unwrap_or_default(),
+            steps: serde_json::json!([]),
+        };
+        store.save_deployment(&row)?;
+        Ok(Self {
+            store,
+            row,
+            started: Instant::now(),
+            last: Some(Progress::Rolling),
+            on_event: Box::new(on_event),
+        })
+    }
+
+    pub fn id(&self) -> u64 {
+        self.row.id
+    }
+
+    pub fn from(&self) -> &str {
+        &self.row.from_version
+    }
+
+    pub fn to(&self) -> &str {
+        &self.row.to_version
+    }
+
+    /// The group that takes the traffic between deploys.
+    pub fn live(&self) -> Result<Color, AwsError> {
+        crate::rollout::live(self.store)
+    }
+
+    /// Recorded in the store before it is acted on, and shown.
+    pub fn event(&mut self, kind: &'static str, detail: String) {
+        let json = serde_json::json!({ "detail": detail });
+        if let Err(e) = self.store.event(Some(self.row.id), kind, &json) {
+            tracing::warn!("recording event: {e}");
+        }
+        (self.on_event)(&Event { kind, detail });
+    }
+
+    pub fn progress(&mut self, progress: &Progress) -> Result<(), AwsError> {
+        if self.last.as_ref() != Some(progress) {
+            self.row.progress = serde_json::to_value(progress).unwrap_or_default();
+            self.store.save_deployment(&self.row)?;
+            self.last = Some(progress.clone());
+        }
+        Ok(())
+    }
+
+    /// Ends the deployment; on success the target becomes the current release and `live` the
+    /// live group.
+    pub fn finish(mut self, progress: Progress, live: Color) -> Result<Outcome, AwsError> {
+        if progress == Progress::Done {
+            self.store.set_meta(LIVE_KEY, live.name())?;
+            self.store.set_current_release(&self.row.to_version)?;
+        }
+        let elapsed = self.started.elapsed();
+        self.row.finished_at = Some(now());
+        self.row.duration_ms = Some(elapsed.as_millis() as u64);
+        self.row.progress = serde_json::to_value(&progress).unwrap_or_default();
+        self.store.save_deployment(&self.row)?;
+        let what = match &progress {
+            Progress::Done => format!("done: every instance runs {}", self.row.to_version),
+            Progress::RolledBack { reason } => format!("rolled back: {reason}"),
+            other => format!("{other:?}"),
+        };
+        self.event("end", what);
+        Ok(Outcome {
+            deployment: self.row.id,
+            from: self.row.from_version.clone(),
+            to: self.row.to_version.clone(),
+            strategy: self.row.strategy.clone(),
+            progress,
+            duration_ms: elapsed.as_millis() as u64,
+            live,
+        })
+    }
+}

@@ -1,0 +1,560 @@
+//! The deploy executor on AWS: observes EC2 and the target groups, asks the pure planner of the
+//! strategy what to do, and does it: launch, register once running and status-checked, shift
+//! listener weights, deregister and wait for the drain to end, terminate. Every wait is bounded
+//! by the progress deadline, and the message that ends one names the instance and what it was
+//! waiting for.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+
+use cutover_deploy::{
+    Action, InstanceView, Observed, Plan, Progress, Promotion, Set, State, StepObserved, Strategy,
+};
+use cutover_store::Store;
+use tokio::time::Instant;
+
+use crate::compute::{Compute, Machine, MachineState};
+use crate::error::AwsError;
+use crate::journal::Journal;
+pub use crate::journal::{Event, Outcome};
+use crate::traffic::{Color, TargetHealth, TrafficPlane};
+
+/// Store key of the group that takes the traffic between deploys.
+pub const LIVE_KEY: &str = "aws.live";
+
+/// The group that takes the traffic between deploys (blue until a deploy swaps them).
+pub fn live(store: &Store) -> Result<Color, AwsError> {
+    Ok(store
+        .meta(LIVE_KEY)?
+        .and_then(|c| Color::parse(&c))
+        .unwrap_or(Color::Blue))
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub strategy: Strategy,
+    pub desired: u32,
+    pub progress_deadline: Duration,
+    /// The target groups' deregistration delay; a drain not over a minute past it is cut.
+    pub drain_timeout: Duration,
+    /// How often AWS is asked how things stand.
+    pub poll: Duration,
+    /// The Auto Scaling group the deploy rolls inside, if any; other groups' instances are
+    /// theirs to replace and left alone.
+    pub group: Option<String>,
+}
+
+/// One deployment in progress, with what the executor remembers between observations.
+pub struct Rollout<'a, C, T> {
+    compute: &'a C,
+    traffic: &'a T,
+    settings: Settings,
+    journal: Journal<'a>,
+    live: Color,
+    /// Instances alive when the deploy began or launched by it: one of them gone means someone
+    /// or something else took it away.
+    known: HashSet<String>,
+    /// Launched, not yet listed by DescribeInstances (which is eventually consistent).
+    unseen: HashMap<String, (String, Set)>,
+    draining: HashMap<String, (Color, Instant)>,
+    /// Each instance's group as last observed.
+    groups: HashMap<String, Color>,
+    terminated: HashSet<String>,
+    weights: Option<(u32, u32)>,
+    aborted: Option<(String, Instant)>,
+}
+
+impl<'a, C: Compute, T: TrafficPlane> Rollout<'a, C, T> {
+    /// Records a new deployment from the store's current release to `target`.
+    pub fn begin(
+        compute: &'a C,
+        traffic: &'a T,
+        store: &'a Store,
+        settings: Settings,
+        target: &str,
+        on_event: impl FnMut(&Event) + 'a,
+    ) -> Result<Self, AwsError> {
+        let journal = Journal::begin(store, target, settings.strategy.name(), on_event)?;
+        let live = journal.live()?;
+        Ok(Self {
+            compute,
+            traffic,
+            settings,
+            journal,
+            live,
+            known: HashSet::new(),
+            unseen: HashMap::new(),
+            draining: HashMap::new(),
+            groups: HashMap::new(),
+            terminated: HashSet::new(),
+            weights: None,
+            aborted: None,
+        })
+    }
+
+    fn event(&mut self, kind: &'static str, detail: String) {
+        self.journal.event(kind, detail);
+    }
+
+    fn color(&self, set: Set) -> Color {
+        match set {
+            Set::Live => self.live,
+            Set::Next => self.live.other(),
+        }
+    }
+
+    /// Runs the deployment to its end: done, or rolled back with the reason.
+    pub async fn run(mut self) -> Result<Outcome, AwsError> {
+        let first = self.journal.from().is_empty();
+        self.weights = Some(self.traffic.weights().await?);
+        for m in self.compute.machines().await? {
+            if !matches!(m.state, MachineState::Gone { .. }) {
+                self.known.insert(m.id);
+            }
+        }
+        let start = format!(
+            "{} → {} ({}, {} instances, live group {})",
+            if first {
+                "nothing"
+            } else {
+                self.journal.from()
+            },
+            self.journal.to(),
+            self.settings.strategy.name(),
+            self.settings.desired,
+            self.live.name()
+        );
+        self.event("start", start);
+        loop {
+            let plan = match self.tick(first).await {
+                Ok(plan) => plan,
+                Err(e) if e.retryable() => {
+                    self.event("retry", e.to_string());
+                    tokio::time::sleep(self.settings.poll).await;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            self.journal.progress(&plan.progress)?;
+            match &plan.progress {
+                Progress::Done => return self.finish(plan.progress).await,
+                Progress::RolledBack { .. } => return self.finish(plan.progress).await,
+                Progress::Aborting { reason } => {
+                    // An abort has its own bound: old instances relaunched and drains done
+                    // within another progress deadline, or the deploy ends with the fleet as is.
+                    let since = self
+                        .aborted
+                        .get_or_insert((reason.clone(), Instant::now()))
+                        .1;
+                    if since.elapsed() > self.settings.progress_deadline {
+                        return self
+                            .finish(Progress::RolledBack {
+                                reason: format!(
+                                    "{reason}; the rollback did not finish within the progress \
+                                     deadline: check `cutover aws status`"
+                                ),
+                            })
+                            .await;
+                    }
+                }
+                _ => {}
+            }
+            tokio::time::sleep(self.settings.poll).await;
+        }
+    }
+
+    async fn finish(self, progress: Progress) -> Result<Outcome, AwsError> {
+        let live = if progress == Progress::Done && self.settings.strategy.uses_next_set() {
+            self.live.other()
+        } else {
+            self.live
+        };
+        self.journal.finish(progress, live)
+    }
+
+    /// One observation, one plan, its actions carried out.
+    async fn tick(&mut self, first: bool) -> Result<Plan, AwsError> {
+        let machines = self.compute.machines().await?;
+        let mut health = HashMap::new();
+        for color in [Color::Blue, Color::Green] {
+            health.insert(color, self.traffic.health(color).await?);
+        }
+        let mut views = self.observe(&machines, &health).await?;
+        // A rolling deploy runs in the live group alone: a set kept warm in the other one by an
+        // earlier blue-green deploy takes no traffic, and goes now.
+        let mut expire = Vec::new();
+        if !self.settings.strategy.uses_next_set() {
+            views.retain(|v| {
+                let warm = v.set == Set::Next;
+                if warm && matches!(v.state, State::Healthy | State::Starting) {
+                    expire.push(Action::Drain { id: v.id.clone() });
+                }
+                !warm || v.state == State::Draining
+            });
+        }
+        let target = self.journal.to().to_owned();
+        let deadline_passed = self.journal.started.elapsed() > self.settings.progress_deadline;
+        if deadline_passed && self.aborted.is_none() {
+            let waiting = waiting_for(&views, &machines, &health, &target);
+            let reason = format!(
+                "{target} did not finish within the progress deadline ({}){}",
+                humantime::format_duration(self.settings.progress_deadline),
+                if waiting.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", waiting.join("; "))
+                }
+            );
+            self.aborted = Some((reason, Instant::now()));
+        }
+        let observed = Observed {
+            target: target.clone(),
+            previous: self.journal.from().to_owned(),
+            desired: self.settings.desired,
+            launches_in_flight: self.unseen.values().cloned().collect(),
+            instances: views.clone(),
+            deadline_passed,
+            aborted: self.aborted.as_ref().map(|(r, _)| r.clone()),
+            step: StepObserved::default(),
+            promotion: Promotion::NotConfigured,
+            // EC2 instances that die are Auto Scaling's or the operator's to replace; every
+            // failure aborts here.
+            lost: 0,
+        };
+        let mut plan = self.settings.strategy.plan(&observed);
+        if first {
+            // Nothing to go back to: an abort removes what was launched and stops there.
+            if let Progress::Aborting { reason } | Progress::RolledBack { reason } = &plan.progress
+            {
+                let reason = reason.clone();
+                let actions: Vec<Action> = views
+                    .iter()
+                    .filter(|v| v.state != State::Draining)
+                    .map(|v| Action::Remove { id: v.id.clone() })
+                    .collect();
+                let progress = if views.is_empty() && self.unseen.is_empty() {
+                    Progress::RolledBack { reason }
+                } else {
+                    Progress::Aborting { reason }
+                };
+                plan = Plan::simple(progress, actions, plan.traffic);
+            }
+        }
+        if plan.progress == Progress::Done && !self.draining.is_empty() {
+            // Done means the old instances are gone, not merely deregistered.
+            plan.progress = Progress::Rolling;
+        }
+        if let Err(e) = self.apply_weights(plan.traffic.weights(&views)).await {
+            // The plan's actions assume its traffic split (a drain after a flip): none of them
+            // happen, and the next observation plans again.
+            self.failed(e)?;
+            if plan.progress == Progress::Done {
+                plan.progress = Progress::Rolling;
+            }
+            plan.actions.clear();
+            return Ok(plan);
+        }
+        for action in expire.into_iter().chain(plan.actions.clone()) {
+            if let Err(e) = self.act(&action).await {
+                self.failed(e)?;
+            }
+        }
+        Ok(plan)
+    }
+
+    /// A call that failed: tried again next time if it may succeed then, else the deploy is
+    /// aborted with it as the reason. A call that fails during the abort itself ends the run.
+    fn failed(&mut self, e: AwsError) -> Result<(), AwsError> {
+        if e.retryable() {
+            self.event("retry", e.to_string());
+        } else if self.aborted.is_none() {
+            self.event("error", e.to_string());
+            self.aborted = Some((e.to_string(), Instant::now()));
+        } else {
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// The planner's view of each instance; registers the ready ones, ends finished drains.
+    async fn observe(
+        &mut self,
+        machines: &[Machine],
+        health: &HashMap<Color, Vec<TargetHealth>>,
+    ) -> Result<Vec<InstanceView>, AwsError> {
+        let mut views = Vec::new();
+        let mut register: BTreeMap<Color, Vec<String>> = BTreeMap::new();
+        let mut drained = Vec::new();
+        // An Auto Scaling group's instances are the group's to replace, not this executor's.
+        for m in machines.iter().filter(|m| {
+            m.auto_scaling_group.is_none() || m.auto_scaling_group == self.settings.group
+        }) {
+            self.unseen.remove(&m.id);
+            self.groups.insert(m.id.clone(), m.group);
+            if self.terminated.contains(&m.id) {
+                continue;
+            }
+            let set = if m.group == self.live {
+                Set::Live
+            } else {
+                Set::Next
+            };
+            let view = |state, detail: Option<String>| InstanceView {
+                id: m.id.clone(),
+                version: m.version.clone(),
+                set,
+                state,
+                detail,
+            };
+            let target = health
+                .get(&m.group)
+                .and_then(|h| h.iter().find(|t| t.id == m.id));
+            if let Some((_, since)) = self.draining.get(&m.id) {
+                let over = match target {
+                    None => true,
+                    Some(t) => t.state == "unused",
+                };
+                let cut = since.elapsed() > self.settings.drain_timeout + Duration::from_secs(60);
+                if over || cut || matches!(m.state, MachineState::Gone { .. }) {
+                    drained.push((m.id.clone(), cut && !over));
+                } else {
+                    views.push(view(State::Draining, None));
+                }
+                continue;
+            }
+            match &m.state {
+                MachineState::Gone { detail } => {
+                    if self.known.contains(&m.id) {
+                        views.push(view(
+                            State::Failed,
+                            Some(format!(
+                                "{} is {detail}: stopped or terminated outside cutover",
+                                m.id
+                            )),
+                        ));
+                    }
+                }
+                MachineState::Booting { .. } => {
+                    self.known.insert(m.id.clone());
+                    views.push(view(State::Starting, None));
+                }
+                MachineState::Ready => {
+                    self.known.insert(m.id.clone());
+                    let state = match target.map(|t| t.state.as_str()) {
+                        None | Some("unused") => {
+                            register.entry(m.group).or_default().push(m.id.clone());
+                            State::Starting
+                        }
+                        Some("healthy") => State::Healthy,
+                        Some("unhealthy") => {
+                            let t = target.map(describe).unwrap_or_default();
+                            views.push(view(State::Failed, Some(format!("unhealthy: {t}"))));
+                            continue;
+                        }
+                        Some("draining") => {
+                            // Deregistered by an earlier run: see it through.
+                            self.draining
+                                .insert(m.id.clone(), (m.group, Instant::now()));
+                            State::Draining
+                        }
+                        _ => State::Starting,
+                    };
+                    views.push(view(state, None));
+                }
+            }
+        }
+        for (color, ids) in register {
+            self.event(
+                "register",
+                format!(
+                    "{} in {} (running, status checks ok)",
+                    ids.join(", "),
+                    color.name()
+                ),
+            );
+            // It may have gone between the listing and now (InvalidTarget): the next
+            // observation sees it gone, and the deploy reacts to that.
+            if let Err(e) = self.traffic.register(color, &ids).await {
+                self.event("retry", format!("registering {}: {e}", ids.join(", ")));
+            }
+        }
+        for (id, cut) in drained {
+            self.draining.remove(&id);
+            self.event(
+                "terminate",
+                if cut {
+                    format!("{id}: drain cut at the deadline")
+                } else {
+                    format!("{id}: drained")
+                },
+            );
+            match self.compute.terminate(std::slice::from_ref(&id)).await {
+                Ok(()) => {
+                    self.terminated.insert(id);
+                }
+                Err(e) => {
+                    self.event("retry", format!("terminating {id}: {e}"));
+                    if let Some(group) = self.groups.get(&id).copied() {
+                        self.draining.insert(id, (group, Instant::now()));
+                    }
+                }
+            }
+        }
+        Ok(views)
+    }
+
+    async fn apply_weights(&mut self, (live, next): (u32, u32)) -> Result<(), AwsError> {
+        // Only the ratio matters to the listener: keep it stable while counts change.
+        let (live, next) = match (live, next) {
+            (_, 0) => (1, 0),
+            (0, _) => (0, 1),
+            other => other,
+        };
+        let (blue, green) = match self.live {
+            Color::Blue => (live, next),
+            Color::Green => (next, live),
+        };
+        if self.weights == Some((blue, green)) {
+            return Ok(());
+        }
+        self.event("traffic", format!("blue {blue}, green {green}"));
+        self.traffic.set_weights(blue, green).await?;
+        self.weights = Some((blue, green));
+        Ok(())
+    }
+
+    async fn act(&mut self, action: &Action) -> Result<(), AwsError> {
+        match action {
+            Action::Launch { version, set } => {
+                let color = self.color(*set);
+                let id = self
+                    .compute
+                    .launch(version, color, self.journal.id())
+                    .await?;
+                self.event("launch", format!("{id}: {version} in {}", color.name()));
+                self.known.insert(id.clone());
+                self.unseen.insert(id, (version.clone(), *set));
+            }
+            Action::Drain { id } => {
+                let Some(color) = self.groups.get(id).copied() else {
+                    return Ok(());
+                };
+                self.event("drain", format!("{id} from {}", color.name()));
+                self.traffic
+                    .deregister(color, std::slice::from_ref(id))
+                    .await?;
+                self.draining.insert(id.clone(), (color, Instant::now()));
+            }
+            Action::Remove { id } => {
+                if let Some(color) = self.groups.get(id).copied() {
+                    // It may never have been registered: that is fine, it is going anyway.
+                    if let Err(e) = self
+                        .traffic
+                        .deregister(color, std::slice::from_ref(id))
+                        .await
+                    {
+                        tracing::debug!("deregistering {id}: {e}");
+                    }
+                }
+                self.event("terminate", format!("{id}: removed"));
+                self.compute.terminate(std::slice::from_ref(id)).await?;
+                self.terminated.insert(id.clone());
+                self.draining.remove(id);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn describe(t: &TargetHealth) -> String {
+    match (&t.reason, &t.description) {
+        (Some(r), Some(d)) => format!("{r}: {d}"),
+        (Some(r), None) => r.clone(),
+        (None, Some(d)) => d.clone(),
+        (None, None) => t.state.clone(),
+    }
+}
+
+/// For the deadline's message: each instance of the new version not yet serving, and what it
+/// was waiting for.
+fn waiting_for(
+    views: &[InstanceView],
+    machines: &[Machine],
+    health: &HashMap<Color, Vec<TargetHealth>>,
+    target: &str,
+) -> Vec<String> {
+    views
+        .iter()
+        .filter(|v| v.version == target && v.state == State::Starting)
+        .map(|v| {
+            let m = machines.iter().find(|m| m.id == v.id);
+            let what = match m.map(|m| &m.state) {
+                Some(MachineState::Booting { detail }) => format!("waiting for {detail}"),
+                _ => {
+                    let t = m.and_then(|m| {
+                        health
+                            .get(&m.group)
+                            .and_then(|h| h.iter().find(|t| t.id == v.id))
+                    });
+                    match t {
+                        Some(t) => format!("waiting to turn healthy ({})", describe(t)),
+                        None => "waiting to be registered".into(),
+                    }
+                }
+            };
+            format!("{} {what}", v.id)
+        })
+        .collect()
+}
+
+/// Rolls back by flipping the listener to the other group, when it holds a healthy set of the
+/// previous release (kept warm by blue-green): one ModifyListener, nothing launched. `None` when
+/// there is no such set; the caller then deploys the previous release instead.
+pub async fn flip_back<C: Compute, T: TrafficPlane>(
+    compute: &C,
+    traffic: &T,
+    store: &Store,
+    desired: u32,
+    on_event: impl FnMut(&Event),
+) -> Result<Option<Outcome>, AwsError> {
+    let Some(current) = store.current_release()? else {
+        return Ok(None);
+    };
+    let live = live(store)?;
+    let warm_group = live.other();
+    let healthy: HashSet<String> = traffic
+        .health(warm_group)
+        .await?
+        .into_iter()
+        .filter(|t| t.state == "healthy")
+        .map(|t| t.id)
+        .collect();
+    let warm: Vec<Machine> = compute
+        .machines()
+        .await?
+        .into_iter()
+        .filter(|m| {
+            m.group == warm_group && m.state == MachineState::Ready && healthy.contains(&m.id)
+        })
+        .collect();
+    let versions: HashSet<&str> = warm.iter().map(|m| m.version.as_str()).collect();
+    let previous = match versions.into_iter().collect::<Vec<_>>().as_slice() {
+        [v] if *v != current && warm.len() as u32 >= desired => (*v).to_owned(),
+        _ => return Ok(None),
+    };
+    let mut journal = Journal::begin(store, &previous, "rollback", on_event)?;
+    journal.event(
+        "traffic",
+        format!(
+            "flip to {} ({} healthy instances of {previous})",
+            warm_group.name(),
+            warm.len()
+        ),
+    );
+    let (blue, green) = match warm_group {
+        Color::Blue => (1, 0),
+        Color::Green => (0, 1),
+    };
+    traffic.set_weights(blue, green).await?;
+    journal.finish(Progress::Done, warm_group).map(Some)
+}
