@@ -35,6 +35,9 @@ import time
 import urllib.request
 
 DESIRED = 4
+# cutover's settle window (crates/deploy/src/restarts.rs `Backoff::settle`): an instance killed
+# sooner after turning healthy died young, and its slot waits before the next launch.
+SETTLE_S = 2.0
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -278,17 +281,22 @@ def wait_healthy(stack, deadline=60):
 class Watch:
     """Polls the stack every 50 ms; for each death, when the group was back at 4 launched and
     at 4 healthy; the time with nothing healthy. Samples the stack could not give (a controller
-    that is down) count for nothing."""
+    that is down) count for nothing. A death is young when its instance had been seen healthy
+    for less than SETTLE_S (or never): its slot backs off by design, so it is counted apart."""
 
     def __init__(self, stack):
         self.stack = stack
         self.deaths = []
         self.empty = 0.0
+        self.healthy_since = {}
         self.lock = threading.Lock()
 
     def killed(self, victim):
         with self.lock:
-            self.deaths.append({"victim": victim, "at": time.monotonic()})
+            now = time.monotonic()
+            since = self.healthy_since.get(victim)
+            young = since is None or now - since < SETTLE_S
+            self.deaths.append({"victim": victim, "at": now, "young": young})
 
     def run(self, until):
         last = time.monotonic()
@@ -306,6 +314,8 @@ class Watch:
             last = now
             ids = {i["id"] for i in live}
             with self.lock:
+                for i in healthy:
+                    self.healthy_since.setdefault(i["id"], now)
                 for e in self.deaths:
                     if e["victim"] in ids:
                         continue
@@ -455,8 +465,11 @@ def row(spec, stack, duration):
 def summary(spec, through, r):
     p = r["probe"]
     deaths = r["deaths"]
-    launched = [d["launched_s"] for d in deaths if "launched_s" in d]
-    healthy = [d["healthy_s"] for d in deaths if "healthy_s" in d]
+    served = [d for d in deaths if not d.get("young")]
+    young = [d for d in deaths if d.get("young")]
+    launched = [d["launched_s"] for d in served if "launched_s" in d]
+    healthy = [d["healthy_s"] for d in served if "healthy_s" in d]
+    young_launched = [d["launched_s"] for d in young if "launched_s" in d]
     rnd = lambda xs, f: round(f(xs), 2) if xs else None
     return {
         "row": spec, "through": through, "rate": r["rate"],
@@ -464,10 +477,11 @@ def summary(spec, through, r):
         "errors": p["errors"],
         "statuses": {k: v for k, v in p["statuses"].items() if not k.startswith("2")},
         "p99_ms": p["latency_ms"].get("p99"),
-        "deaths": len(deaths),
+        "deaths": len(deaths), "young_deaths": len(young),
+        "young_launched_max_s": rnd(young_launched, max),
         "launched_median_s": rnd(launched, statistics.median), "launched_max_s": rnd(launched, max),
         "healthy_median_s": rnd(healthy, statistics.median), "healthy_max_s": rnd(healthy, max),
-        "never_back": len(deaths) - len(healthy),
+        "never_back": len([d for d in deaths if "healthy_s" not in d]),
         "no_healthy_s": round(r["empty_s"], 2),
         "ejected_s": r.get("ejected_s"),
         "victim_share": r.get("victim_share"),
@@ -477,10 +491,11 @@ def summary(spec, through, r):
 
 
 def table(rows):
-    print("| through | row | requests | failed | by kind | deaths | back at 4 launched (median/max s) "
-          "| back at 4 healthy (median/max s) | no healthy instance (s) | hung target out after (s) "
+    print("| through | row | requests | failed | by kind | deaths (young) | back at 4 launched (median/max s) "
+          "| back at 4 healthy (median/max s) | after a young death, back at 4 launched (max s) "
+          "| no healthy instance (s) | hung target out after (s) "
           "| share to the faulty one | deploy | p99 ms |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         kinds = ", ".join(f"{k} {v}" for k, v in {**r["errors"], **r["statuses"]}.items()) or "none"
         fmt = lambda a, b: "-" if a is None else f"{a} / {b}"
@@ -488,9 +503,11 @@ def table(rows):
         share = "-" if r.get("victim_share") is None else f"{100 * r['victim_share']:.1f}%"
         d = r.get("deploy")
         dep = "-" if not d else f"{d['progress']} in {d['seconds']} s"
-        print(f"| {r['through']} | {r['row']} | {r['requests']} | {r['failed']} | {kinds} | {r['deaths']} | "
+        young = "-" if r["young_launched_max_s"] is None else r["young_launched_max_s"]
+        print(f"| {r['through']} | {r['row']} | {r['requests']} | {r['failed']} | {kinds} | "
+              f"{r['deaths']} ({r['young_deaths']}) | "
               f"{fmt(r['launched_median_s'], r['launched_max_s'])} | "
-              f"{fmt(r['healthy_median_s'], r['healthy_max_s'])} | {r['no_healthy_s']} | {ej} | {share} | "
+              f"{fmt(r['healthy_median_s'], r['healthy_max_s'])} | {young} | {r['no_healthy_s']} | {ej} | {share} | "
               f"{dep} | {r['p99_ms']} |")
     ll = [r for r in rows if r.get("long_lived")]
     if not ll:
@@ -630,7 +647,9 @@ def run(args):
             print(json.dumps(s), file=sys.stderr, flush=True)
             results.append(s)
             if os.environ.get("CHAOS_KEEP"):
-                print(f"chaos: kept {work}", file=sys.stderr)
+                with open(os.path.join(work, "deaths.json"), "w") as f:
+                    json.dump({"row": spec, "deaths": r["deaths"]}, f, indent=1)
+                print(f"chaos: kept {work} (deaths.json: each death, monotonic times)", file=sys.stderr)
             else:
                 subprocess.run(["rm", "-rf", work])
     if as_json:

@@ -6,6 +6,8 @@
 # as ROW@restart: the controller killed with SIGKILL halfway and started again.
 # Goals (issue "faults"): 0 failed requests in every row, the group back at 4 within 2 s of each
 # death, a hung instance out of rotation within 1 s, long-lived connections closed cleanly.
+# Deaths of instances healthy for under 2 s are "young" and counted apart: their slot backs off
+# by design (0.5 s, doubling per young death in a row), as a crash-looping release's would.
 # Usage: bench/chaos.sh [--duration 60] [--rows kill9,stop@restart] [--through cutover,nginx,haproxy] [--json]
 set -euo pipefail
 cd "$(dirname "$0")/.."
