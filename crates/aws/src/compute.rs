@@ -9,55 +9,13 @@ use aws_sdk_ec2::types::{
 };
 use aws_sdk_ec2::Client;
 use base64::Engine;
-use serde::Serialize;
 
 use crate::error::{api, field, AwsError};
 use crate::tags;
-use crate::traffic::Color;
+use cutover_control::Side;
+use cutover_rollout::{Fleet, Machine, MachineState};
 
 const SERVICE: &str = "ec2";
-
-/// Where an instance is on its way to serving, as EC2 sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "state", rename_all = "snake_case")]
-pub enum MachineState {
-    /// `pending`, or `running` with status checks not yet passed.
-    Booting { detail: String },
-    /// `running`, instance and system status checks `ok`: ready to register.
-    Ready,
-    /// `stopping`, `stopped`, `shutting-down` or `terminated`.
-    Gone { detail: String },
-}
-
-/// One of the stack's instances.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Machine {
-    pub id: String,
-    pub version: String,
-    pub group: Color,
-    pub state: MachineState,
-    pub image: String,
-    pub zone: Option<String>,
-    /// RFC 3339; orders instances oldest first.
-    pub launched_at: String,
-    /// The Auto Scaling group that owns it, if one does.
-    pub auto_scaling_group: Option<String>,
-}
-
-/// What a deploy needs from the compute service. EC2 in production, a fake in tests.
-#[allow(async_fn_in_trait)]
-pub trait Compute {
-    /// Starts one instance of `version`, tagged for `group`; returns its ID.
-    async fn launch(
-        &self,
-        version: &str,
-        group: Color,
-        deployment: u64,
-    ) -> Result<String, AwsError>;
-    /// The stack's instances, including recently gone ones, oldest first.
-    async fn machines(&self) -> Result<Vec<Machine>, AwsError>;
-    async fn terminate(&self, ids: &[String]) -> Result<(), AwsError>;
-}
 
 /// How to launch an instance of a release.
 #[derive(Debug, Clone)]
@@ -110,11 +68,13 @@ impl Ec2 {
     }
 }
 
-impl Compute for Ec2 {
+impl Fleet for Ec2 {
+    type Error = AwsError;
+
     async fn launch(
         &self,
         version: &str,
-        group: Color,
+        group: Side,
         deployment: u64,
     ) -> Result<String, AwsError> {
         let s = &self.spec;
@@ -213,7 +173,7 @@ impl Compute for Ec2 {
                         .to_owned()
                 };
                 // Instances without cutover's group tag are not cutover's to move.
-                let Some(group) = Color::parse(&tag(tags::GROUP)) else {
+                let Some(side) = Side::parse(&tag(tags::GROUP)) else {
                     continue;
                 };
                 let name = i.state().and_then(|s| s.name());
@@ -231,7 +191,7 @@ impl Compute for Ec2 {
                 machines.push(Machine {
                     id: id.to_owned(),
                     version: tag(tags::VERSION),
-                    group,
+                    side,
                     state,
                     image: i.image_id().unwrap_or_default().to_owned(),
                     zone: i

@@ -52,6 +52,12 @@ impl AwsError {
     }
 }
 
+impl cutover_rollout::Failure for AwsError {
+    fn retryable(&self) -> bool {
+        AwsError::retryable(self)
+    }
+}
+
 /// Turns an SDK error into one that names the service and operation.
 pub(crate) fn api<E, R>(
     service: &'static str,

@@ -14,12 +14,13 @@ use cutover_store::{ResourceRow, Store};
 use tokio::time::Instant;
 
 use crate::clients::Clients;
-use crate::compute::{Compute, MachineState};
+use cutover_control::{Side, TargetState};
+use cutover_rollout::journal::{Event, Journal, Outcome};
+use cutover_rollout::{Fleet, MachineState, TrafficPlane};
+
 use crate::error::{api, field, AwsError};
-use crate::journal::{Event, Journal, Outcome};
 use crate::stack::{kind, section, Stack};
 use crate::tags;
-use crate::traffic::TrafficPlane;
 
 const SERVICE: &str = "autoscaling";
 
@@ -145,17 +146,17 @@ pub async fn replace(
     let ec2 = stack.ec2(clients, spec, extra_images)?;
     let image = ec2.image(version)?.map(str::to_owned);
     let elb = stack.elb(clients, spec);
-    let mut journal = Journal::begin(store, version, "replace-group", on_event)?;
+    let mut journal = Journal::begin(store, version, "replace-group", crate::LIVE_KEY, on_event)?;
     let live = journal.live()?;
     let tg = elb.arn(live).to_owned();
     let old_groups = recorded(store)?;
     // Plain instances (from deploys before the stack had a group) go too, from either group.
-    let old_plain: Vec<(String, crate::traffic::Color)> = ec2
+    let old_plain: Vec<(String, Side)> = ec2
         .machines()
         .await?
         .into_iter()
         .filter(|m| m.auto_scaling_group.is_none() && !matches!(m.state, MachineState::Gone { .. }))
-        .map(|m| (m.id, m.group))
+        .map(|m| (m.id, m.side))
         .collect();
 
     // A launch template version per release: the group launches exactly this image.
@@ -225,7 +226,7 @@ pub async fn replace(
         let of = |id: &str| health.iter().find(|t| t.id == id);
         let healthy = ids
             .iter()
-            .filter(|(id, _)| of(id).is_some_and(|t| t.state == "healthy"))
+            .filter(|(id, _)| of(id).is_some_and(|t| t.state == TargetState::Healthy))
             .count();
         if healthy != last {
             journal.event(
@@ -237,23 +238,24 @@ pub async fn replace(
         if healthy >= settings.desired as usize {
             break None;
         }
-        if let Some((id, t)) = ids
-            .iter()
-            .find_map(|(id, _)| of(id).filter(|t| t.state == "unhealthy").map(|t| (id, t)))
-        {
+        if let Some((id, t)) = ids.iter().find_map(|(id, _)| {
+            of(id)
+                .filter(|t| t.state == TargetState::Unhealthy)
+                .map(|t| (id, t))
+        }) {
             break Some(format!(
                 "instance {id} of {version} failed: unhealthy: {}",
-                t.reason.as_deref().unwrap_or("failed health checks")
+                t.reason.map_or("failed health checks", |r| r.as_str())
             ));
         }
         if journal.started.elapsed() > settings.progress_deadline {
             let waiting: Vec<String> = ids
                 .iter()
-                .filter(|(id, _)| of(id).is_none_or(|t| t.state != "healthy"))
+                .filter(|(id, _)| of(id).is_none_or(|t| t.state != TargetState::Healthy))
                 .map(|(id, state)| match of(id) {
                     Some(t) => format!(
                         "{id} waiting to turn healthy ({})",
-                        t.reason.as_deref().unwrap_or(&t.state)
+                        t.reason.map_or(t.state.as_str(), |r| r.as_str())
                     ),
                     None => format!("{id} waiting for {state}"),
                 })
@@ -285,7 +287,7 @@ pub async fn replace(
         delete_group(clients, &name).await?;
         ec2.terminate(&ids).await?;
         store.resource_deleted(kind::AUTO_SCALING_GROUP, &name)?;
-        return journal.finish(Progress::RolledBack { reason }, live);
+        return Ok(journal.finish(Progress::RolledBack { reason }, live)?);
     }
 
     // The old group and any plain instances: out of the target groups, drained, deleted.
@@ -322,7 +324,11 @@ pub async fn replace(
         let health = elb.health(live).await?;
         let still = old_ids
             .iter()
-            .filter(|id| health.iter().any(|t| &t.id == *id && t.state == "draining"))
+            .filter(|id| {
+                health
+                    .iter()
+                    .any(|t| &t.id == *id && t.state == TargetState::Draining)
+            })
             .count();
         if still == 0 {
             break;
@@ -342,15 +348,11 @@ pub async fn replace(
         journal.event("group", format!("deleted {}", g.id));
     }
     ec2.terminate(&old_ids).await?;
-    journal.finish(Progress::Done, live)
+    Ok(journal.finish(Progress::Done, live)?)
 }
 
 /// Deregisters one target; one that is not registered (any more) is what was wanted.
-async fn deregister_one(
-    elb: &crate::traffic::Elb,
-    group: crate::traffic::Color,
-    id: &str,
-) -> Result<(), AwsError> {
+async fn deregister_one(elb: &crate::traffic::Elb, group: Side, id: &str) -> Result<(), AwsError> {
     match elb.deregister(group, &[id.to_owned()]).await {
         Err(e) if e.code() == Some("InvalidTarget") => Ok(()),
         other => other,
@@ -446,11 +448,13 @@ impl<'a> InGroup<'a> {
     }
 }
 
-impl Compute for InGroup<'_> {
+impl Fleet for InGroup<'_> {
+    type Error = AwsError;
+
     async fn launch(
         &self,
         version: &str,
-        group: crate::traffic::Color,
+        group: Side,
         deployment: u64,
     ) -> Result<String, AwsError> {
         let id = self.ec2.launch(version, group, deployment).await?;
@@ -458,7 +462,7 @@ impl Compute for InGroup<'_> {
         Ok(id)
     }
 
-    async fn machines(&self) -> Result<Vec<crate::compute::Machine>, AwsError> {
+    async fn machines(&self) -> Result<Vec<cutover_rollout::Machine>, AwsError> {
         let mut machines = self.ec2.machines().await?;
         let ready: Vec<String> = {
             let pending = self.pending();

@@ -5,17 +5,26 @@ pub mod clients;
 pub mod compute;
 pub mod error;
 pub mod groups;
-pub mod journal;
-pub mod rollout;
 pub mod stack;
 pub mod traffic;
 
 pub use clients::Clients;
-pub use compute::{Compute, Ec2, Machine, MachineState};
+pub use compute::Ec2;
+pub use cutover_control::{Reason, Side, TargetHealth, TargetState};
+pub use cutover_rollout::{
+    flip_back, Event, Fleet, Machine, MachineState, Outcome, Rollout, Settings, TrafficPlane,
+};
 pub use error::AwsError;
-pub use rollout::{Outcome, Rollout, Settings};
 pub use stack::Stack;
-pub use traffic::{Color, Elb, TargetHealth, TrafficPlane};
+pub use traffic::Elb;
+
+/// Store key of the side that takes the traffic between deploys.
+pub const LIVE_KEY: &str = "aws.live";
+
+/// The side that takes the traffic between deploys (blue until a deploy swaps them).
+pub fn live(store: &cutover_store::Store) -> Result<Side, AwsError> {
+    Ok(cutover_rollout::live(store, LIVE_KEY)?)
+}
 
 /// Tags on everything cutover launches or creates: which stack, which release, which group.
 pub mod tags {

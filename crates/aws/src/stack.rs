@@ -16,11 +16,14 @@ use cutover_store::{ResourceRow, Store};
 use serde::Serialize;
 
 use crate::clients::Clients;
-use crate::compute::{Compute, Ec2, LaunchSpec, Machine};
+use cutover_control::{Side, TargetHealth};
+use cutover_rollout::{Fleet, Machine, MachineState, TrafficPlane};
+
+use crate::compute::{Ec2, LaunchSpec};
 use crate::error::{api, field, AwsError};
-use crate::rollout::LIVE_KEY;
 use crate::tags;
-use crate::traffic::{forward, Color, Elb, TargetHealth, TrafficPlane};
+use crate::traffic::{forward, Elb};
+use crate::LIVE_KEY;
 
 pub mod kind {
     pub const LOAD_BALANCER: &str = "load-balancer";
@@ -283,7 +286,7 @@ pub async fn init(
                 }
             };
             let mut arns = Vec::new();
-            for (kind, color) in [(kind::BLUE, Color::Blue), (kind::GREEN, Color::Green)] {
+            for (kind, color) in [(kind::BLUE, Side::Blue), (kind::GREEN, Side::Green)] {
                 let arn = match has(kind) {
                     Some(arn) => arn,
                     None => {
@@ -475,7 +478,7 @@ pub async fn init(
         }
     }
     if store.meta(LIVE_KEY)?.is_none() {
-        store.set_meta(LIVE_KEY, Color::Blue.name())?;
+        store.set_meta(LIVE_KEY, Side::Blue.name())?;
     }
     Stack::load(spec, store)
 }
@@ -490,7 +493,7 @@ async fn adopt_group(
     name: &str,
     tg_arns: &[String; 2],
 ) -> Result<(), AwsError> {
-    let live = crate::rollout::live(store)?;
+    let live = crate::live(store)?;
     let tags = [
         (tags::STACK, spec.service.as_str()),
         (tags::VERSION, spec.release.version.as_str()),
@@ -520,8 +523,8 @@ async fn adopt_group(
         req.send().await.map_err(api("ec2", "CreateTags"))?;
     }
     let tg = match live {
-        Color::Blue => &tg_arns[0],
-        Color::Green => &tg_arns[1],
+        Side::Blue => &tg_arns[0],
+        Side::Green => &tg_arns[1],
     };
     clients
         .asg
@@ -543,7 +546,7 @@ pub struct Status {
     pub service: String,
     pub url: Option<String>,
     pub current: Option<String>,
-    pub live: Color,
+    pub live: Side,
     pub weights: (u32, u32),
     pub groups: Vec<GroupStatus>,
     pub instances: Vec<Machine>,
@@ -552,7 +555,7 @@ pub struct Status {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct GroupStatus {
-    pub color: Color,
+    pub color: Side,
     pub arn: String,
     pub check: crate::traffic::CheckSettings,
     pub targets: Vec<TargetHealth>,
@@ -563,7 +566,7 @@ pub async fn status(clients: &Clients, spec: &Spec, store: &Store) -> Result<Sta
     let elb = stack.elb(clients, spec);
     let ec2 = stack.ec2(clients, spec, &[])?;
     let mut groups = Vec::new();
-    for color in [Color::Blue, Color::Green] {
+    for color in [Side::Blue, Side::Green] {
         groups.push(GroupStatus {
             color,
             arn: elb.arn(color).to_owned(),
@@ -575,13 +578,13 @@ pub async fn status(clients: &Clients, spec: &Spec, store: &Store) -> Result<Sta
         .machines()
         .await?
         .into_iter()
-        .filter(|m| !matches!(m.state, crate::compute::MachineState::Gone { .. }))
+        .filter(|m| !matches!(m.state, MachineState::Gone { .. }))
         .collect();
     Ok(Status {
         service: spec.service.clone(),
         url: stack.url.clone(),
         current: store.current_release()?,
-        live: crate::rollout::live(store)?,
+        live: crate::live(store)?,
         weights: elb.weights().await?,
         groups,
         instances,
@@ -622,7 +625,7 @@ pub async fn destroy(
             .machines()
             .await?
             .into_iter()
-            .filter(|m| !matches!(m.state, crate::compute::MachineState::Gone { .. }))
+            .filter(|m| !matches!(m.state, MachineState::Gone { .. }))
             .filter(|m| {
                 m.auto_scaling_group
                     .as_deref()

@@ -7,66 +7,12 @@ use aws_sdk_elasticloadbalancingv2::types::{
 use aws_sdk_elasticloadbalancingv2::Client;
 use serde::Serialize;
 
+use cutover_control::{Reason, Side, TargetHealth, TargetState};
+use cutover_rollout::TrafficPlane;
+
 use crate::error::{api, AwsError};
 
 const SERVICE: &str = "elbv2";
-
-/// One of the two target groups. Between deploys one is live and the other empty or warm; a
-/// strategy that stands a new set beside the old brings it up in the other, and they swap.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Color {
-    Blue,
-    Green,
-}
-
-impl Color {
-    pub fn name(self) -> &'static str {
-        match self {
-            Color::Blue => "blue",
-            Color::Green => "green",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "blue" => Some(Color::Blue),
-            "green" => Some(Color::Green),
-            _ => None,
-        }
-    }
-
-    pub fn other(self) -> Self {
-        match self {
-            Color::Blue => Color::Green,
-            Color::Green => Color::Blue,
-        }
-    }
-}
-
-/// A target's health as ELBv2 reports it: `initial`, `healthy`, `unhealthy`, `unused`,
-/// `draining` or `unavailable`, with a reason code such as `Target.ResponseCodeMismatch`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct TargetHealth {
-    pub id: String,
-    pub state: String,
-    pub reason: Option<String>,
-    pub description: Option<String>,
-}
-
-/// What a deploy needs from the load balancer. ELBv2 in production, a fake in tests of the paths
-/// the emulator cannot take (it reports every registered running instance healthy).
-#[allow(async_fn_in_trait)]
-pub trait TrafficPlane {
-    async fn register(&self, group: Color, ids: &[String]) -> Result<(), AwsError>;
-    /// Starts draining: new requests stop at once; in-flight ones have the deregistration delay.
-    async fn deregister(&self, group: Color, ids: &[String]) -> Result<(), AwsError>;
-    async fn health(&self, group: Color) -> Result<Vec<TargetHealth>, AwsError>;
-    /// Blue's and green's weights in the listener's forward action, now.
-    async fn weights(&self) -> Result<(u32, u32), AwsError>;
-    /// Sets both in one change.
-    async fn set_weights(&self, blue: u32, green: u32) -> Result<(), AwsError>;
-}
 
 /// The stack's listener and target groups.
 #[derive(Debug, Clone)]
@@ -93,7 +39,7 @@ pub struct CheckSettings {
 
 impl Elb {
     /// Reads back what `init` set (or what an adopted group has).
-    pub async fn check_settings(&self, group: Color) -> Result<CheckSettings, AwsError> {
+    pub async fn check_settings(&self, group: Side) -> Result<CheckSettings, AwsError> {
         let out = self
             .client
             .describe_target_groups()
@@ -126,10 +72,10 @@ impl Elb {
         Ok(s)
     }
 
-    pub fn arn(&self, group: Color) -> &str {
+    pub fn arn(&self, group: Side) -> &str {
         match group {
-            Color::Blue => &self.blue_arn,
-            Color::Green => &self.green_arn,
+            Side::Blue => &self.blue_arn,
+            Side::Green => &self.green_arn,
         }
     }
 
@@ -165,7 +111,9 @@ pub(crate) fn forward(blue: (&str, u32), green: (&str, u32)) -> Action {
 }
 
 impl TrafficPlane for Elb {
-    async fn register(&self, group: Color, ids: &[String]) -> Result<(), AwsError> {
+    type Error = AwsError;
+
+    async fn register(&self, group: Side, ids: &[String]) -> Result<(), AwsError> {
         if ids.is_empty() {
             return Ok(());
         }
@@ -179,7 +127,7 @@ impl TrafficPlane for Elb {
         Ok(())
     }
 
-    async fn deregister(&self, group: Color, ids: &[String]) -> Result<(), AwsError> {
+    async fn deregister(&self, group: Side, ids: &[String]) -> Result<(), AwsError> {
         if ids.is_empty() {
             return Ok(());
         }
@@ -193,7 +141,7 @@ impl TrafficPlane for Elb {
         Ok(())
     }
 
-    async fn health(&self, group: Color) -> Result<Vec<TargetHealth>, AwsError> {
+    async fn health(&self, group: Side) -> Result<Vec<TargetHealth>, AwsError> {
         let out = self
             .client
             .describe_target_health()
@@ -211,9 +159,10 @@ impl TrafficPlane for Elb {
                     id,
                     state: h
                         .and_then(|h| h.state())
-                        .map(|s| s.as_str().to_owned())
-                        .unwrap_or_else(|| "unavailable".into()),
-                    reason: h.and_then(|h| h.reason()).map(|r| r.as_str().to_owned()),
+                        .map_or(TargetState::Unavailable, |s| TargetState::parse(s.as_str())),
+                    reason: h
+                        .and_then(|h| h.reason())
+                        .and_then(|r| Reason::parse(r.as_str())),
                     description: h.and_then(|h| h.description()).map(str::to_owned),
                 })
             })

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use aws_sdk_ec2::types::{Filter, InstanceStateName};
 use cutover_aws::groups::{self, GroupSettings};
-use cutover_aws::{stack, Clients, Color, Rollout, Settings, Stack, TrafficPlane};
+use cutover_aws::{stack, Clients, Rollout, Settings, Side, Stack, TrafficPlane};
 use cutover_deploy::{Progress, Rolling, Strategy};
 use cutover_e2e::moto::Moto;
 use cutover_spec::Spec;
@@ -57,6 +57,7 @@ fn settings(strategy: Strategy) -> Settings {
         drain_timeout: Duration::from_secs(5),
         poll: Duration::from_millis(100),
         group: None,
+        live_key: cutover_aws::LIVE_KEY,
     }
 }
 
@@ -123,7 +124,7 @@ async fn running(clients: &Clients) -> Vec<(String, String, String)> {
     v
 }
 
-async fn registered(w: &World, spec: &Spec, color: Color) -> Vec<String> {
+async fn registered(w: &World, spec: &Spec, color: Side) -> Vec<String> {
     let stack = Stack::load(spec, &w.store).expect("stack");
     let mut ids: Vec<String> = stack
         .elb(&w.clients, spec)
@@ -131,7 +132,7 @@ async fn registered(w: &World, spec: &Spec, color: Color) -> Vec<String> {
         .await
         .expect("health")
         .into_iter()
-        .filter(|t| t.state == "healthy")
+        .filter(|t| t.state == cutover_aws::TargetState::Healthy)
         .map(|t| t.id)
         .collect();
     ids.sort();
@@ -176,7 +177,7 @@ async fn init_rolling_blue_green_replace_group_then_destroy_leaves_nothing() {
     assert!(v1
         .iter()
         .all(|i| i.1 == "ami-0000000000000001" && i.2 == "v1"));
-    assert_eq!(registered(&w, &spec, Color::Blue).await, ids_of(&v1));
+    assert_eq!(registered(&w, &spec, Side::Blue).await, ids_of(&v1));
 
     // Rolling to v2: every instance replaced, the old ones terminated, the target group holds
     // only the new ones.
@@ -187,7 +188,7 @@ async fn init_rolling_blue_green_replace_group_then_destroy_leaves_nothing() {
     assert!(v2
         .iter()
         .all(|i| i.1 == "ami-0000000000000002" && i.2 == "v2"));
-    assert_eq!(registered(&w, &spec, Color::Blue).await, ids_of(&v2));
+    assert_eq!(registered(&w, &spec, Side::Blue).await, ids_of(&v2));
     let zones: std::collections::BTreeSet<_> = stack::status(&w.clients, &spec, &w.store)
         .await
         .expect("status")
@@ -200,7 +201,7 @@ async fn init_rolling_blue_green_replace_group_then_destroy_leaves_nothing() {
     // Blue-green to v3 through the listener's weights: green takes everything, blue stays warm.
     let out = deploy(&w, &spec, Strategy::BlueGreen, "v3").await;
     assert!(out.succeeded(), "{out:?}");
-    assert_eq!(out.live, Color::Green);
+    assert_eq!(out.live, Side::Green);
     let status = stack::status(&w.clients, &spec, &w.store)
         .await
         .expect("status");
@@ -219,12 +220,8 @@ async fn init_rolling_blue_green_replace_group_then_destroy_leaves_nothing() {
         .into_iter()
         .filter(|i| i.2 == "v3")
         .collect();
-    assert_eq!(registered(&w, &spec, Color::Green).await, ids_of(&v3));
-    assert_eq!(
-        registered(&w, &spec, Color::Blue).await,
-        ids_of(&v2),
-        "warm"
-    );
+    assert_eq!(registered(&w, &spec, Side::Green).await, ids_of(&v3));
+    assert_eq!(registered(&w, &spec, Side::Blue).await, ids_of(&v2), "warm");
 
     // The stack moves into an Auto Scaling group: replace-group to v4.
     let spec = spec_with_group();
@@ -259,7 +256,7 @@ async fn init_rolling_blue_green_replace_group_then_destroy_leaves_nothing() {
     assert!(v4
         .iter()
         .all(|i| i.1 == "ami-0000000000000004" && i.2 == "v4"));
-    assert_eq!(registered(&w, &spec, Color::Green).await, ids_of(&v4));
+    assert_eq!(registered(&w, &spec, Side::Green).await, ids_of(&v4));
     let asgs = w
         .clients
         .asg
@@ -297,7 +294,7 @@ async fn init_rolling_blue_green_replace_group_then_destroy_leaves_nothing() {
     assert!(v5
         .iter()
         .all(|i| i.1 == "ami-0000000000000005" && i.2 == "v5"));
-    assert_eq!(registered(&w, &spec, Color::Green).await, ids_of(&v5));
+    assert_eq!(registered(&w, &spec, Side::Green).await, ids_of(&v5));
     let asgs = w
         .clients
         .asg
@@ -539,7 +536,7 @@ async fn an_instance_terminated_from_outside_mid_deploy_rolls_back() {
     let after = running(&w.clients).await;
     assert!(after.iter().all(|i| i.2 == "v1"), "only v1 left: {after:?}");
     assert_eq!(after.len(), 3);
-    assert_eq!(registered(&w, &spec, Color::Blue).await, ids_of(&after));
+    assert_eq!(registered(&w, &spec, Side::Blue).await, ids_of(&after));
     assert_eq!(
         w.store.current_release().expect("current").as_deref(),
         Some("v1")
@@ -606,7 +603,7 @@ async fn an_adopted_group_is_rolled_inside_and_kept_by_destroy() {
     let mut ids = theirs.clone();
     ids.sort();
     assert_eq!(
-        registered(&w, &spec, Color::Blue).await,
+        registered(&w, &spec, Side::Blue).await,
         ids,
         "attached to blue"
     );

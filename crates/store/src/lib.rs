@@ -185,6 +185,29 @@ impl Store {
         Ok(())
     }
 
+    /// Reads and removes `key` in one statement: a value written by another process is taken
+    /// by exactly one reader.
+    pub fn take_meta(&self, key: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "DELETE FROM meta WHERE key = ?1 RETURNING value",
+                params![key],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Sets `key` only if it has no value; whether it did. Two processes claiming the same key
+    /// at once: one wins.
+    pub fn claim_meta(&self, key: &str, value: &str) -> Result<bool> {
+        let n = self.conn().execute(
+            "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO NOTHING",
+            params![key, value],
+        )?;
+        Ok(n == 1)
+    }
+
     pub fn clear_meta(&self, key: &str) -> Result<()> {
         self.conn()
             .execute("DELETE FROM meta WHERE key = ?1", params![key])?;
@@ -499,6 +522,19 @@ mod tests {
         );
         assert_eq!(s.meta("aws.live").expect("meta").as_deref(), Some("green"));
         assert_eq!(s.meta("absent").expect("meta"), None);
+    }
+
+    #[test]
+    fn a_claimed_key_is_claimed_once_and_taken_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.db");
+        let one = Store::open(&path).expect("open");
+        let two = Store::open(&path).expect("open again");
+        assert!(one.claim_meta("k", "one").expect("claim"));
+        assert!(!two.claim_meta("k", "two").expect("claim"), "already held");
+        assert_eq!(two.take_meta("k").expect("take").as_deref(), Some("one"));
+        assert_eq!(one.take_meta("k").expect("take"), None, "taken once");
+        assert!(two.claim_meta("k", "two").expect("claim"), "free again");
     }
 
     #[test]

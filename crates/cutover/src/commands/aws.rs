@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use cutover_aws::groups::{self, GroupSettings};
-use cutover_aws::journal::Event;
+use cutover_aws::Event;
 use cutover_aws::{stack, AwsError, Clients, Rollout, Settings, Stack};
 use cutover_deploy::{Progress, Rolling, Strategy};
 use cutover_spec::Spec;
@@ -245,6 +245,7 @@ async fn deploy(d: DeployArgs) -> Result<ExitCode, Failure> {
         drain_timeout: spec.deploy.drain_timeout,
         poll: d.poll,
         group: group.as_ref().map(|g| g.id.clone()),
+        live_key: cutover_aws::LIVE_KEY,
     };
     let outcome = match (&group, strategy) {
         // A group stack's first deploy creates its group; so does every replace-group.
@@ -328,12 +329,13 @@ async fn rollback(c: Common) -> Result<ExitCode, Failure> {
         let elb = stack.elb(&clients, &spec);
         let desired = store.desired()?.unwrap_or(spec.group.desired);
         let json = c.json;
-        let flipped = cutover_aws::rollout::flip_back(&ec2, &elb, &store, desired, |e| {
-            if !json {
-                eprintln!("  {:<9} {}", e.kind, e.detail);
-            }
-        })
-        .await?;
+        let flipped =
+            cutover_aws::flip_back(&ec2, &elb, &store, cutover_aws::LIVE_KEY, desired, |e| {
+                if !json {
+                    eprintln!("  {:<9} {}", e.kind, e.detail);
+                }
+            })
+            .await?;
         if let Some(outcome) = flipped {
             return Ok(report(&outcome, json));
         }
@@ -397,8 +399,8 @@ fn print_status(s: &stack::Status) {
             println!(
                 "  {:<20} {:<10} {}",
                 t.id,
-                t.state,
-                t.reason.as_deref().unwrap_or("")
+                t.state.as_str(),
+                t.reason.map(cutover_aws::Reason::as_str).unwrap_or("")
             );
         }
     }
@@ -413,7 +415,7 @@ fn print_status(s: &stack::Status) {
             "  {:<20} {:<10} {:<6} {:<22} {:<12} {}",
             m.id,
             m.version,
-            m.group.name(),
+            m.side.name(),
             m.image,
             m.zone.as_deref().unwrap_or("-"),
             state

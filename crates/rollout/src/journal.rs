@@ -7,9 +7,8 @@ use cutover_store::{DeploymentRow, Store};
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::error::AwsError;
-use crate::rollout::LIVE_KEY;
-use crate::traffic::Color;
+use cutover_control::Side;
+use cutover_store::StoreError;
 
 /// One line of what happened, for the CLI's timeline.
 #[derive(Debug, Clone, Serialize)]
@@ -27,8 +26,8 @@ pub struct Outcome {
     pub strategy: String,
     pub progress: Progress,
     pub duration_ms: u64,
-    /// The group taking the traffic now.
-    pub live: Color,
+    /// The side taking the traffic now.
+    pub live: Side,
 }
 
 impl Outcome {
@@ -39,6 +38,8 @@ impl Outcome {
 
 pub struct Journal<'a> {
     pub store: &'a Store,
+    /// The store key naming the live side.
+    live_key: &'static str,
     pub row: DeploymentRow,
     pub started: Instant,
     last: Option<Progress>,
@@ -55,8 +56,9 @@ impl<'a> Journal<'a> {
         store: &'a Store,
         target: &str,
         strategy: &str,
+        live_key: &'static str,
         on_event: impl FnMut(&Event) + 'a,
-    ) -> Result<Self, AwsError> {
+    ) -> Result<Self, StoreError> {
         let id = store.deployments()?.last().map_or(1, |d| d.id + 1);
         let row = DeploymentRow {
             id,
@@ -72,6 +74,7 @@ impl<'a> Journal<'a> {
         store.save_deployment(&row)?;
         Ok(Self {
             store,
+            live_key,
             row,
             started: Instant::now(),
             last: Some(Progress::Rolling),
@@ -91,9 +94,9 @@ impl<'a> Journal<'a> {
         &self.row.to_version
     }
 
-    /// The group that takes the traffic between deploys.
-    pub fn live(&self) -> Result<Color, AwsError> {
-        crate::rollout::live(self.store)
+    /// The side that takes the traffic between deploys.
+    pub fn live(&self) -> Result<Side, StoreError> {
+        crate::rollback::live(self.store, self.live_key)
     }
 
     /// Recorded in the store before it is acted on, and shown.
@@ -105,7 +108,7 @@ impl<'a> Journal<'a> {
         (self.on_event)(&Event { kind, detail });
     }
 
-    pub fn progress(&mut self, progress: &Progress) -> Result<(), AwsError> {
+    pub fn progress(&mut self, progress: &Progress) -> Result<(), StoreError> {
         if self.last.as_ref() != Some(progress) {
             self.row.progress = serde_json::to_value(progress).unwrap_or_default();
             self.store.save_deployment(&self.row)?;
@@ -115,10 +118,10 @@ impl<'a> Journal<'a> {
     }
 
     /// Ends the deployment; on success the target becomes the current release and `live` the
-    /// live group.
-    pub fn finish(mut self, progress: Progress, live: Color) -> Result<Outcome, AwsError> {
+    /// live side.
+    pub fn finish(mut self, progress: Progress, live: Side) -> Result<Outcome, StoreError> {
         if progress == Progress::Done {
-            self.store.set_meta(LIVE_KEY, live.name())?;
+            self.store.set_meta(self.live_key, live.name())?;
             self.store.set_current_release(&self.row.to_version)?;
         }
         let elapsed = self.started.elapsed();

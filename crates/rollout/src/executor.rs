@@ -1,34 +1,22 @@
-//! The deploy executor on AWS: observes EC2 and the target groups, asks the pure planner of the
-//! strategy what to do, and does it: launch, register once running and status-checked, shift
-//! listener weights, deregister and wait for the drain to end, terminate. Every wait is bounded
-//! by the progress deadline, and the message that ends one names the instance and what it was
-//! waiting for.
+//! The executor: observes the fleet and the two target groups, asks the strategy's pure planner
+//! what to do, records it, and does it: launch, register once ready, shift the weights,
+//! deregister and wait for the drain to end, terminate. Every wait is bounded by the progress
+//! deadline, and the message that ends one names the instance and what it was waiting for.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
+use cutover_control::{Side, TargetHealth, TargetState};
 use cutover_deploy::{
     Action, InstanceView, Observed, Plan, Progress, Promotion, Set, State, StepObserved, Strategy,
 };
 use cutover_store::Store;
 use tokio::time::Instant;
 
-use crate::compute::{Compute, Machine, MachineState};
-use crate::error::AwsError;
-use crate::journal::Journal;
-pub use crate::journal::{Event, Outcome};
-use crate::traffic::{Color, TargetHealth, TrafficPlane};
-
-/// Store key of the group that takes the traffic between deploys.
-pub const LIVE_KEY: &str = "aws.live";
-
-/// The group that takes the traffic between deploys (blue until a deploy swaps them).
-pub fn live(store: &Store) -> Result<Color, AwsError> {
-    Ok(store
-        .meta(LIVE_KEY)?
-        .and_then(|c| Color::parse(&c))
-        .unwrap_or(Color::Blue))
-}
+use crate::failure::Failure;
+use crate::fleet::{Fleet, Machine, MachineState};
+use crate::journal::{Event, Journal, Outcome};
+use crate::traffic::TrafficPlane;
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -42,42 +30,54 @@ pub struct Settings {
     /// The Auto Scaling group the deploy rolls inside, if any; other groups' instances are
     /// theirs to replace and left alone.
     pub group: Option<String>,
+    /// The store key naming the live side.
+    pub live_key: &'static str,
 }
 
 /// One deployment in progress, with what the executor remembers between observations.
 pub struct Rollout<'a, C, T> {
-    compute: &'a C,
+    fleet: &'a C,
     traffic: &'a T,
     settings: Settings,
     journal: Journal<'a>,
-    live: Color,
+    live: Side,
     /// Instances alive when the deploy began or launched by it: one of them gone means someone
     /// or something else took it away.
     known: HashSet<String>,
     /// Launched, not yet listed by DescribeInstances (which is eventually consistent).
     unseen: HashMap<String, (String, Set)>,
-    draining: HashMap<String, (Color, Instant)>,
-    /// Each instance's group as last observed.
-    groups: HashMap<String, Color>,
+    draining: HashMap<String, (Side, Instant)>,
+    /// Each instance's side as last observed.
+    sides: HashMap<String, Side>,
     terminated: HashSet<String>,
     weights: Option<(u32, u32)>,
     aborted: Option<(String, Instant)>,
 }
 
-impl<'a, C: Compute, T: TrafficPlane> Rollout<'a, C, T> {
+impl<'a, C, T> Rollout<'a, C, T>
+where
+    C: Fleet,
+    T: TrafficPlane<Error = C::Error>,
+{
     /// Records a new deployment from the store's current release to `target`.
     pub fn begin(
-        compute: &'a C,
+        fleet: &'a C,
         traffic: &'a T,
         store: &'a Store,
         settings: Settings,
         target: &str,
         on_event: impl FnMut(&Event) + 'a,
-    ) -> Result<Self, AwsError> {
-        let journal = Journal::begin(store, target, settings.strategy.name(), on_event)?;
+    ) -> Result<Self, C::Error> {
+        let journal = Journal::begin(
+            store,
+            target,
+            settings.strategy.name(),
+            settings.live_key,
+            on_event,
+        )?;
         let live = journal.live()?;
         Ok(Self {
-            compute,
+            fleet,
             traffic,
             settings,
             journal,
@@ -85,7 +85,7 @@ impl<'a, C: Compute, T: TrafficPlane> Rollout<'a, C, T> {
             known: HashSet::new(),
             unseen: HashMap::new(),
             draining: HashMap::new(),
-            groups: HashMap::new(),
+            sides: HashMap::new(),
             terminated: HashSet::new(),
             weights: None,
             aborted: None,
@@ -96,7 +96,7 @@ impl<'a, C: Compute, T: TrafficPlane> Rollout<'a, C, T> {
         self.journal.event(kind, detail);
     }
 
-    fn color(&self, set: Set) -> Color {
+    fn side(&self, set: Set) -> Side {
         match set {
             Set::Live => self.live,
             Set::Next => self.live.other(),
@@ -104,10 +104,10 @@ impl<'a, C: Compute, T: TrafficPlane> Rollout<'a, C, T> {
     }
 
     /// Runs the deployment to its end: done, or rolled back with the reason.
-    pub async fn run(mut self) -> Result<Outcome, AwsError> {
+    pub async fn run(mut self) -> Result<Outcome, C::Error> {
         let first = self.journal.from().is_empty();
         self.weights = Some(self.traffic.weights().await?);
-        for m in self.compute.machines().await? {
+        for m in self.fleet.machines().await? {
             if !matches!(m.state, MachineState::Gone { .. }) {
                 self.known.insert(m.id);
             }
@@ -163,21 +163,21 @@ impl<'a, C: Compute, T: TrafficPlane> Rollout<'a, C, T> {
         }
     }
 
-    async fn finish(self, progress: Progress) -> Result<Outcome, AwsError> {
+    async fn finish(self, progress: Progress) -> Result<Outcome, C::Error> {
         let live = if progress == Progress::Done && self.settings.strategy.uses_next_set() {
             self.live.other()
         } else {
             self.live
         };
-        self.journal.finish(progress, live)
+        Ok(self.journal.finish(progress, live)?)
     }
 
     /// One observation, one plan, its actions carried out.
-    async fn tick(&mut self, first: bool) -> Result<Plan, AwsError> {
-        let machines = self.compute.machines().await?;
+    async fn tick(&mut self, first: bool) -> Result<Plan, C::Error> {
+        let machines = self.fleet.machines().await?;
         let mut health = HashMap::new();
-        for color in [Color::Blue, Color::Green] {
-            health.insert(color, self.traffic.health(color).await?);
+        for side in Side::BOTH {
+            health.insert(side, self.traffic.health(side).await?);
         }
         let mut views = self.observe(&machines, &health).await?;
         // A rolling deploy runs in the live group alone: a set kept warm in the other one by an
@@ -264,7 +264,7 @@ impl<'a, C: Compute, T: TrafficPlane> Rollout<'a, C, T> {
 
     /// A call that failed: tried again next time if it may succeed then, else the deploy is
     /// aborted with it as the reason. A call that fails during the abort itself ends the run.
-    fn failed(&mut self, e: AwsError) -> Result<(), AwsError> {
+    fn failed(&mut self, e: C::Error) -> Result<(), C::Error> {
         if e.retryable() {
             self.event("retry", e.to_string());
         } else if self.aborted.is_none() {
@@ -280,21 +280,21 @@ impl<'a, C: Compute, T: TrafficPlane> Rollout<'a, C, T> {
     async fn observe(
         &mut self,
         machines: &[Machine],
-        health: &HashMap<Color, Vec<TargetHealth>>,
-    ) -> Result<Vec<InstanceView>, AwsError> {
+        health: &HashMap<Side, Vec<TargetHealth>>,
+    ) -> Result<Vec<InstanceView>, C::Error> {
         let mut views = Vec::new();
-        let mut register: BTreeMap<Color, Vec<String>> = BTreeMap::new();
+        let mut register: BTreeMap<Side, Vec<String>> = BTreeMap::new();
         let mut drained = Vec::new();
         // An Auto Scaling group's instances are the group's to replace, not this executor's.
         for m in machines.iter().filter(|m| {
             m.auto_scaling_group.is_none() || m.auto_scaling_group == self.settings.group
         }) {
             self.unseen.remove(&m.id);
-            self.groups.insert(m.id.clone(), m.group);
+            self.sides.insert(m.id.clone(), m.side);
             if self.terminated.contains(&m.id) {
                 continue;
             }
-            let set = if m.group == self.live {
+            let set = if m.side == self.live {
                 Set::Live
             } else {
                 Set::Next
@@ -307,12 +307,12 @@ impl<'a, C: Compute, T: TrafficPlane> Rollout<'a, C, T> {
                 detail,
             };
             let target = health
-                .get(&m.group)
+                .get(&m.side)
                 .and_then(|h| h.iter().find(|t| t.id == m.id));
             if let Some((_, since)) = self.draining.get(&m.id) {
                 let over = match target {
                     None => true,
-                    Some(t) => t.state == "unused",
+                    Some(t) => t.state == TargetState::Unused,
                 };
                 let cut = since.elapsed() > self.settings.drain_timeout + Duration::from_secs(60);
                 if over || cut || matches!(m.state, MachineState::Gone { .. }) {
@@ -340,41 +340,36 @@ impl<'a, C: Compute, T: TrafficPlane> Rollout<'a, C, T> {
                 }
                 MachineState::Ready => {
                     self.known.insert(m.id.clone());
-                    let state = match target.map(|t| t.state.as_str()) {
-                        None | Some("unused") => {
-                            register.entry(m.group).or_default().push(m.id.clone());
+                    let state = match target.map(|t| t.state) {
+                        None | Some(TargetState::Unused) => {
+                            register.entry(m.side).or_default().push(m.id.clone());
                             State::Starting
                         }
-                        Some("healthy") => State::Healthy,
-                        Some("unhealthy") => {
-                            let t = target.map(describe).unwrap_or_default();
+                        Some(TargetState::Healthy) => State::Healthy,
+                        Some(TargetState::Unhealthy) => {
+                            let t = target.map(TargetHealth::describe).unwrap_or_default();
                             views.push(view(State::Failed, Some(format!("unhealthy: {t}"))));
                             continue;
                         }
-                        Some("draining") => {
+                        Some(TargetState::Draining) => {
                             // Deregistered by an earlier run: see it through.
-                            self.draining
-                                .insert(m.id.clone(), (m.group, Instant::now()));
+                            self.draining.insert(m.id.clone(), (m.side, Instant::now()));
                             State::Draining
                         }
-                        _ => State::Starting,
+                        Some(TargetState::Initial | TargetState::Unavailable) => State::Starting,
                     };
                     views.push(view(state, None));
                 }
             }
         }
-        for (color, ids) in register {
+        for (side, ids) in register {
             self.event(
                 "register",
-                format!(
-                    "{} in {} (running, status checks ok)",
-                    ids.join(", "),
-                    color.name()
-                ),
+                format!("{} in {side} (running, ready)", ids.join(", ")),
             );
             // It may have gone between the listing and now (InvalidTarget): the next
             // observation sees it gone, and the deploy reacts to that.
-            if let Err(e) = self.traffic.register(color, &ids).await {
+            if let Err(e) = self.traffic.register(side, &ids).await {
                 self.event("retry", format!("registering {}: {e}", ids.join(", ")));
             }
         }
@@ -388,14 +383,14 @@ impl<'a, C: Compute, T: TrafficPlane> Rollout<'a, C, T> {
                     format!("{id}: drained")
                 },
             );
-            match self.compute.terminate(std::slice::from_ref(&id)).await {
+            match self.fleet.terminate(std::slice::from_ref(&id)).await {
                 Ok(()) => {
                     self.terminated.insert(id);
                 }
                 Err(e) => {
                     self.event("retry", format!("terminating {id}: {e}"));
-                    if let Some(group) = self.groups.get(&id).copied() {
-                        self.draining.insert(id, (group, Instant::now()));
+                    if let Some(side) = self.sides.get(&id).copied() {
+                        self.draining.insert(id, (side, Instant::now()));
                     }
                 }
             }
@@ -403,17 +398,14 @@ impl<'a, C: Compute, T: TrafficPlane> Rollout<'a, C, T> {
         Ok(views)
     }
 
-    async fn apply_weights(&mut self, (live, next): (u32, u32)) -> Result<(), AwsError> {
+    async fn apply_weights(&mut self, (live, next): (u32, u32)) -> Result<(), C::Error> {
         // Only the ratio matters to the listener: keep it stable while counts change.
         let (live, next) = match (live, next) {
             (_, 0) => (1, 0),
             (0, _) => (0, 1),
             other => other,
         };
-        let (blue, green) = match self.live {
-            Color::Blue => (live, next),
-            Color::Green => (next, live),
-        };
+        let (blue, green) = self.live.blue_green(live, next);
         if self.weights == Some((blue, green)) {
             return Ok(());
         }
@@ -423,41 +415,38 @@ impl<'a, C: Compute, T: TrafficPlane> Rollout<'a, C, T> {
         Ok(())
     }
 
-    async fn act(&mut self, action: &Action) -> Result<(), AwsError> {
+    async fn act(&mut self, action: &Action) -> Result<(), C::Error> {
         match action {
             Action::Launch { version, set } => {
-                let color = self.color(*set);
-                let id = self
-                    .compute
-                    .launch(version, color, self.journal.id())
-                    .await?;
-                self.event("launch", format!("{id}: {version} in {}", color.name()));
+                let side = self.side(*set);
+                let id = self.fleet.launch(version, side, self.journal.id()).await?;
+                self.event("launch", format!("{id}: {version} in {side}"));
                 self.known.insert(id.clone());
                 self.unseen.insert(id, (version.clone(), *set));
             }
             Action::Drain { id } => {
-                let Some(color) = self.groups.get(id).copied() else {
+                let Some(side) = self.sides.get(id).copied() else {
                     return Ok(());
                 };
-                self.event("drain", format!("{id} from {}", color.name()));
+                self.event("drain", format!("{id} from {side}"));
                 self.traffic
-                    .deregister(color, std::slice::from_ref(id))
+                    .deregister(side, std::slice::from_ref(id))
                     .await?;
-                self.draining.insert(id.clone(), (color, Instant::now()));
+                self.draining.insert(id.clone(), (side, Instant::now()));
             }
             Action::Remove { id } => {
-                if let Some(color) = self.groups.get(id).copied() {
+                if let Some(side) = self.sides.get(id).copied() {
                     // It may never have been registered: that is fine, it is going anyway.
                     if let Err(e) = self
                         .traffic
-                        .deregister(color, std::slice::from_ref(id))
+                        .deregister(side, std::slice::from_ref(id))
                         .await
                     {
                         tracing::debug!("deregistering {id}: {e}");
                     }
                 }
                 self.event("terminate", format!("{id}: removed"));
-                self.compute.terminate(std::slice::from_ref(id)).await?;
+                self.fleet.terminate(std::slice::from_ref(id)).await?;
                 self.terminated.insert(id.clone());
                 self.draining.remove(id);
             }
@@ -466,21 +455,12 @@ impl<'a, C: Compute, T: TrafficPlane> Rollout<'a, C, T> {
     }
 }
 
-fn describe(t: &TargetHealth) -> String {
-    match (&t.reason, &t.description) {
-        (Some(r), Some(d)) => format!("{r}: {d}"),
-        (Some(r), None) => r.clone(),
-        (None, Some(d)) => d.clone(),
-        (None, None) => t.state.clone(),
-    }
-}
-
 /// For the deadline's message: each instance of the new version not yet serving, and what it
 /// was waiting for.
 fn waiting_for(
     views: &[InstanceView],
     machines: &[Machine],
-    health: &HashMap<Color, Vec<TargetHealth>>,
+    health: &HashMap<Side, Vec<TargetHealth>>,
     target: &str,
 ) -> Vec<String> {
     views
@@ -493,11 +473,11 @@ fn waiting_for(
                 _ => {
                     let t = m.and_then(|m| {
                         health
-                            .get(&m.group)
+                            .get(&m.side)
                             .and_then(|h| h.iter().find(|t| t.id == v.id))
                     });
                     match t {
-                        Some(t) => format!("waiting to turn healthy ({})", describe(t)),
+                        Some(t) => format!("waiting to turn healthy ({})", t.describe()),
                         None => "waiting to be registered".into(),
                     }
                 }
@@ -505,56 +485,4 @@ fn waiting_for(
             format!("{} {what}", v.id)
         })
         .collect()
-}
-
-/// Rolls back by flipping the listener to the other group, when it holds a healthy set of the
-/// previous release (kept warm by blue-green): one ModifyListener, nothing launched. `None` when
-/// there is no such set; the caller then deploys the previous release instead.
-pub async fn flip_back<C: Compute, T: TrafficPlane>(
-    compute: &C,
-    traffic: &T,
-    store: &Store,
-    desired: u32,
-    on_event: impl FnMut(&Event),
-) -> Result<Option<Outcome>, AwsError> {
-    let Some(current) = store.current_release()? else {
-        return Ok(None);
-    };
-    let live = live(store)?;
-    let warm_group = live.other();
-    let healthy: HashSet<String> = traffic
-        .health(warm_group)
-        .await?
-        .into_iter()
-        .filter(|t| t.state == "healthy")
-        .map(|t| t.id)
-        .collect();
-    let warm: Vec<Machine> = compute
-        .machines()
-        .await?
-        .into_iter()
-        .filter(|m| {
-            m.group == warm_group && m.state == MachineState::Ready && healthy.contains(&m.id)
-        })
-        .collect();
-    let versions: HashSet<&str> = warm.iter().map(|m| m.version.as_str()).collect();
-    let previous = match versions.into_iter().collect::<Vec<_>>().as_slice() {
-        [v] if *v != current && warm.len() as u32 >= desired => (*v).to_owned(),
-        _ => return Ok(None),
-    };
-    let mut journal = Journal::begin(store, &previous, "rollback", on_event)?;
-    journal.event(
-        "traffic",
-        format!(
-            "flip to {} ({} healthy instances of {previous})",
-            warm_group.name(),
-            warm.len()
-        ),
-    );
-    let (blue, green) = match warm_group {
-        Color::Blue => (1, 0),
-        Color::Green => (0, 1),
-    };
-    traffic.set_weights(blue, green).await?;
-    journal.finish(Progress::Done, warm_group).map(Some)
 }

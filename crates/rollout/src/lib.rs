@@ -1,0 +1,21 @@
+//! The one deploy executor: observe → plan → record the intent → act, for every strategy, over
+//! two small traits at the seam: the [`Fleet`] (launch, list, terminate instances of a release)
+//! and the [`TrafficPlane`] (register, deregister and see the drain end, typed target health,
+//! the two sides' weights). Providers are adapters: EC2 and Auto Scaling with ELBv2, local
+//! processes with the data plane, and [`memory`], the in-memory one tests run against.
+
+pub mod executor;
+pub mod failure;
+pub mod fleet;
+pub mod journal;
+pub mod memory;
+pub mod rollback;
+pub mod traffic;
+
+pub use cutover_control::{Reason, Side, TargetHealth, TargetState};
+pub use executor::{Rollout, Settings};
+pub use failure::Failure;
+pub use fleet::{Fleet, Machine, MachineState};
+pub use journal::{Event, Outcome};
+pub use rollback::{flip_back, live};
+pub use traffic::TrafficPlane;

@@ -1,0 +1,247 @@
+//! The executor against the in-memory provider, which can fail in the ways the emulator cannot:
+//! targets that turn unhealthy, drains that take a while, instances that never get ready, a
+//! listener that refuses a change. Time is tokio's paused clock, so deadlines of minutes run in
+//! milliseconds.
+
+use std::time::Duration;
+
+use cutover_deploy::{Progress, Rolling, Strategy};
+use cutover_rollout::memory::Memory;
+use cutover_rollout::{flip_back, Outcome, Rollout, Settings, Side};
+use cutover_store::Store;
+
+const LIVE_KEY: &str = "test.live";
+
+fn settings(strategy: Strategy) -> Settings {
+    Settings {
+        strategy,
+        desired: 3,
+        progress_deadline: Duration::from_secs(600),
+        drain_timeout: Duration::from_secs(30),
+        poll: Duration::from_secs(5),
+        group: None,
+        live_key: LIVE_KEY,
+    }
+}
+
+const ROLLING: Strategy = Strategy::Rolling(Rolling {
+    max_surge: 1,
+    max_unavailable: 0,
+});
+
+async fn deploy(fake: &Memory, store: &Store, strategy: Strategy, version: &str) -> Outcome {
+    deploy_with(fake, store, settings(strategy), version).await
+}
+
+async fn deploy_with(fake: &Memory, store: &Store, settings: Settings, version: &str) -> Outcome {
+    let rollout = Rollout::begin(fake, fake, store, settings, version, |_| {}).expect("begin");
+    rollout.run().await.expect("the deploy runs to an outcome")
+}
+
+fn store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(&dir.path().join("state.db")).expect("store");
+    (dir, store)
+}
+
+/// v1 from nothing, then from then on the serving capacity is watched.
+async fn with_v1(fake: &Memory, store: &Store) {
+    let out = deploy(fake, store, ROLLING, "v1").await;
+    assert!(out.succeeded(), "{out:?}");
+    assert_eq!(fake.versions(), ["v1", "v1", "v1"]);
+    fake.cloud().min_serving = Some(usize::MAX);
+    fake.cloud().peak_running = 3;
+}
+
+#[tokio::test(start_paused = true)]
+async fn rolling_replaces_every_instance_within_surge_and_unavailable() {
+    let (_dir, store) = store();
+    let fake = Memory::new();
+    fake.cloud().drain_polls = 3;
+    with_v1(&fake, &store).await;
+    let out = deploy(&fake, &store, ROLLING, "v2").await;
+    assert!(out.succeeded(), "{out:?}");
+    assert_eq!(fake.versions(), ["v2", "v2", "v2"]);
+    let c = fake.cloud();
+    assert_eq!(
+        c.min_serving,
+        Some(3),
+        "max_unavailable 0: never fewer than 3 serving"
+    );
+    assert_eq!(c.peak_running, 4, "max_surge 1: never more than 4 running");
+    assert!(c.misregistered.is_empty(), "{:?}", c.misregistered);
+    assert!(
+        c.terminated_while_draining.is_empty(),
+        "terminated mid-drain: {:?}",
+        c.terminated_while_draining
+    );
+    assert_eq!(
+        store.current_release().expect("current").as_deref(),
+        Some("v2")
+    );
+    assert_eq!(
+        c.targets[&Side::Blue].len(),
+        3,
+        "only the new instances stay registered"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unhealthy_new_version_rolls_back_with_alb_reason() {
+    let (_dir, store) = store();
+    let fake = Memory::new();
+    with_v1(&fake, &store).await;
+    fake.cloud().unhealthy_versions.insert("v2".into());
+    let out = deploy(&fake, &store, ROLLING, "v2").await;
+    let Progress::RolledBack { reason } = &out.progress else {
+        panic!("expected a rollback, got {out:?}");
+    };
+    assert!(reason.contains("Target.ResponseCodeMismatch"), "{reason}");
+    assert_eq!(fake.versions(), ["v1", "v1", "v1"]);
+    assert_eq!(fake.cloud().min_serving, Some(3));
+    assert_eq!(
+        store.current_release().expect("current").as_deref(),
+        Some("v1")
+    );
+    let row = store.deployments().expect("rows").pop().expect("row");
+    assert_eq!(row.progress["progress"], "rolled_back");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_deadline_names_the_instance_and_what_it_waited_for() {
+    let (_dir, store) = store();
+    let fake = Memory::new();
+    with_v1(&fake, &store).await;
+    fake.cloud().never_ready_versions.insert("v2".into());
+    let mut s = settings(ROLLING);
+    s.progress_deadline = Duration::from_secs(120);
+    let out = deploy_with(&fake, &store, s, "v2").await;
+    let Progress::RolledBack { reason } = &out.progress else {
+        panic!("expected a rollback, got {out:?}");
+    };
+    assert!(reason.contains("progress deadline (2m)"), "{reason}");
+    assert!(reason.contains("i-0004 waiting for pending"), "{reason}");
+    assert_eq!(fake.versions(), ["v1", "v1", "v1"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn blue_green_flips_in_one_listener_change_and_keeps_the_old_set_warm() {
+    let (_dir, store) = store();
+    let fake = Memory::new();
+    with_v1(&fake, &store).await;
+    fake.cloud().weight_changes.clear();
+    let out = deploy(&fake, &store, Strategy::BlueGreen, "v2").await;
+    assert!(out.succeeded(), "{out:?}");
+    assert_eq!(out.live, Side::Green);
+    assert_eq!(
+        store.meta(LIVE_KEY).expect("meta").as_deref(),
+        Some("green")
+    );
+    {
+        let c = fake.cloud();
+        assert_eq!(c.weight_changes, [(0, 1)], "one flip, all at once");
+        assert_eq!(c.min_serving, Some(3));
+    }
+    // The old set stays running, registered, at weight 0: a rollback is a flip.
+    assert_eq!(fake.versions(), ["v1", "v1", "v1", "v2", "v2", "v2"]);
+
+    // The next rolling deploy runs in green and retires the warm set.
+    let out = deploy(&fake, &store, ROLLING, "v3").await;
+    assert!(out.succeeded(), "{out:?}");
+    assert_eq!(fake.versions(), ["v3", "v3", "v3"]);
+    assert!(fake.running().iter().all(|m| m.side == Side::Green));
+}
+
+#[tokio::test(start_paused = true)]
+async fn replace_group_moves_traffic_once_the_whole_new_set_is_healthy() {
+    let (_dir, store) = store();
+    let fake = Memory::new();
+    with_v1(&fake, &store).await;
+    fake.cloud().weight_changes.clear();
+    let out = deploy(&fake, &store, Strategy::ReplaceGroup, "v2").await;
+    assert!(out.succeeded(), "{out:?}");
+    assert_eq!(fake.versions(), ["v2", "v2", "v2"]);
+    assert!(fake.running().iter().all(|m| m.side == Side::Green));
+    assert_eq!(fake.cloud().min_serving, Some(3));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_listener_that_refuses_the_flip_aborts_and_keeps_the_old_set() {
+    let (_dir, store) = store();
+    let fake = Memory::new();
+    with_v1(&fake, &store).await;
+    fake.cloud().refuse_weights = true;
+    let rollout = Rollout::begin(
+        &fake,
+        &fake,
+        &store,
+        settings(Strategy::BlueGreen),
+        "v2",
+        |_| {},
+    )
+    .expect("begin");
+    let result = rollout.run().await;
+    match result {
+        Ok(out) => {
+            let Progress::RolledBack { reason } = &out.progress else {
+                panic!("expected a rollback, got {out:?}");
+            };
+            assert!(reason.contains("set weights"), "{reason}");
+        }
+        Err(e) => assert!(e.to_string().contains("set weights"), "{e}"),
+    }
+    assert_eq!(fake.versions(), ["v1", "v1", "v1"]);
+    assert_eq!(fake.cloud().weights, (1, 0), "traffic never left blue");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_instance_terminated_from_outside_mid_deploy_rolls_back() {
+    let (_dir, store) = store();
+    let fake = Memory::new();
+    with_v1(&fake, &store).await;
+    fake.cloud().drain_polls = 2;
+    let mut killed = false;
+    let rollout = Rollout::begin(&fake, &fake, &store, settings(ROLLING), "v2", |e| {
+        // The first new instance, as soon as it is registered: someone terminates it.
+        if e.kind == "register" && !killed {
+            killed = true;
+            let id = e.detail.split(' ').next().unwrap_or_default().to_owned();
+            fake.kill(&id);
+        }
+    })
+    .expect("begin");
+    let out = rollout.run().await.expect("outcome");
+    let Progress::RolledBack { reason } = &out.progress else {
+        panic!("expected a rollback, got {out:?}");
+    };
+    assert!(reason.contains("terminated outside cutover"), "{reason}");
+    assert!(fake.cloud().misregistered.is_empty());
+    assert_eq!(fake.versions(), ["v1", "v1", "v1"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn rollback_after_blue_green_is_one_flip_onto_the_warm_set() {
+    let (_dir, store) = store();
+    let fake = Memory::new();
+    with_v1(&fake, &store).await;
+    let flip = flip_back(&fake, &fake, &store, LIVE_KEY, 3, |_| {})
+        .await
+        .expect("flip");
+    assert!(flip.is_none(), "after a rolling deploy nothing is warm");
+    assert!(deploy(&fake, &store, Strategy::BlueGreen, "v2")
+        .await
+        .succeeded());
+    fake.cloud().weight_changes.clear();
+    let out = flip_back(&fake, &fake, &store, LIVE_KEY, 3, |_| {})
+        .await
+        .expect("flip")
+        .expect("a warm set to flip to");
+    assert_eq!((out.to.as_str(), out.live), ("v1", Side::Blue));
+    assert_eq!(fake.cloud().weight_changes, [(1, 0)]);
+    assert_eq!(
+        store.current_release().expect("current").as_deref(),
+        Some("v1")
+    );
+    assert_eq!(store.meta(LIVE_KEY).expect("meta").as_deref(), Some("blue"));
+    assert_eq!(fake.versions().len(), 6, "nothing launched or stopped");
+}
