@@ -1,4 +1,4 @@
-//! One SDK configuration for EC2, ELBv2 and Auto Scaling: the standard credential chain, the
+//! One SDK configuration for EC2, ELBv2, Auto Scaling and CloudWatch: the standard credential chain, the
 //! region from the stack file or the usual places, an endpoint override for emulators.
 
 use aws_config::{BehaviorVersion, Region};
@@ -8,6 +8,7 @@ pub struct Clients {
     pub ec2: aws_sdk_ec2::Client,
     pub elb: aws_sdk_elasticloadbalancingv2::Client,
     pub asg: aws_sdk_autoscaling::Client,
+    pub cw: aws_sdk_cloudwatch::Client,
 }
 
 impl Clients {
@@ -30,6 +31,7 @@ impl Clients {
             ec2: aws_sdk_ec2::Client::new(&shared),
             elb: aws_sdk_elasticloadbalancingv2::Client::new(&shared),
             asg: aws_sdk_autoscaling::Client::new(&shared),
+            cw: aws_sdk_cloudwatch::Client::new(&shared),
         }
     }
 }

@@ -5,6 +5,7 @@ pub mod clients;
 pub mod compute;
 pub mod error;
 pub mod groups;
+pub mod metrics;
 pub mod stack;
 pub mod traffic;
 
@@ -12,7 +13,8 @@ pub use clients::Clients;
 pub use compute::Ec2;
 pub use cutover_control::{Reason, Side, TargetHealth, TargetState};
 pub use cutover_rollout::{
-    flip_back, Event, Fleet, Machine, MachineState, Outcome, Rollout, Settings, TrafficPlane,
+    flip_back, in_progress, Ask, Event, Fleet, Machine, MachineState, Outcome, Rollout, Settings,
+    TrafficPlane,
 };
 pub use error::AwsError;
 pub use stack::Stack;

@@ -95,6 +95,13 @@ impl Stack {
             blue_arn: self.blue_arn.clone(),
             green_arn: self.green_arn.clone(),
             port: spec.aws.as_ref().map_or(8080, |a| a.port),
+            metrics: crate::metrics::load_balancer_dimension(&self.listener_arn).map(|lb| {
+                crate::metrics::Metrics {
+                    client: clients.cw.clone(),
+                    load_balancer: lb,
+                    period: std::time::Duration::from_secs(60),
+                }
+            }),
         }
     }
 

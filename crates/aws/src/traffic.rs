@@ -11,6 +11,7 @@ use cutover_control::{Reason, Side, TargetHealth, TargetState};
 use cutover_rollout::TrafficPlane;
 
 use crate::error::{api, AwsError};
+use crate::metrics::Metrics;
 
 const SERVICE: &str = "elbv2";
 
@@ -23,6 +24,8 @@ pub struct Elb {
     pub green_arn: String,
     /// The port targets are registered on.
     pub port: u16,
+    /// Each target group's numbers, for a canary's analysis.
+    pub metrics: Option<Metrics>,
 }
 
 /// A target group's health check and deregistration delay, as ELBv2 has them.
@@ -112,6 +115,17 @@ pub(crate) fn forward(blue: (&str, u32), green: (&str, u32)) -> Action {
 
 impl TrafficPlane for Elb {
     type Error = AwsError;
+
+    async fn sample(
+        &self,
+        group: Side,
+        since: std::time::SystemTime,
+    ) -> Result<Option<cutover_deploy::Sample>, AwsError> {
+        match &self.metrics {
+            Some(m) => m.sample(self.arn(group), since).await,
+            None => Ok(None),
+        }
+    }
 
     async fn register(&self, group: Side, ids: &[String]) -> Result<(), AwsError> {
         if ids.is_empty() {

@@ -58,6 +58,13 @@ fn settings(strategy: Strategy) -> Settings {
         poll: Duration::from_millis(100),
         group: None,
         live_key: cutover_aws::LIVE_KEY,
+        analysis: cutover_spec::Analysis {
+            min_requests: 100,
+            max_error_rate: 0.05,
+            max_error_rate_ratio: 2.0,
+            max_p99: Duration::from_secs(1),
+            max_p99_ratio: 2.0,
+        },
     }
 }
 

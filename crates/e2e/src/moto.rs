@@ -49,6 +49,59 @@ impl Moto {
     }
 }
 
+impl Moto {
+    /// Publishes one datapoint into `AWS/ApplicationELB` for a target group behind a load
+    /// balancer, as ELBv2 itself would: CloudWatch's query API, as any client may call it.
+    pub fn put_alb_metric(
+        &self,
+        load_balancer: &str,
+        target_group: &str,
+        metric: &str,
+        value: f64,
+    ) {
+        let value = value.to_string();
+        let form = [
+            ("Action", "PutMetricData"),
+            ("Version", "2010-08-01"),
+            ("Namespace", "AWS/ApplicationELB"),
+            ("MetricData.member.1.MetricName", metric),
+            ("MetricData.member.1.Value", value.as_str()),
+            ("MetricData.member.1.Unit", "Count"),
+            (
+                "MetricData.member.1.Dimensions.member.1.Name",
+                "LoadBalancer",
+            ),
+            (
+                "MetricData.member.1.Dimensions.member.1.Value",
+                load_balancer,
+            ),
+            (
+                "MetricData.member.1.Dimensions.member.2.Name",
+                "TargetGroup",
+            ),
+            (
+                "MetricData.member.1.Dimensions.member.2.Value",
+                target_group,
+            ),
+        ];
+        let status = reqwest::blocking::Client::new()
+            .post(&self.endpoint)
+            // The emulator tells services apart by the credential scope; it checks no signature.
+            .header(
+                "Authorization",
+                "AWS4-HMAC-SHA256 Credential=test/20260101/us-west-2/monitoring/aws4_request, \
+                 SignedHeaders=host, Signature=0",
+            )
+            .form(&form)
+            .send()
+            .map(|r| r.status());
+        assert!(
+            status.as_ref().is_ok_and(|s| s.is_success()),
+            "PutMetricData: {status:?}"
+        );
+    }
+}
+
 impl Drop for Moto {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -61,8 +61,6 @@ fn init_deploy_blue_green_rollback_and_destroy_through_the_cli() {
     let (code, _, err) = run(&["deploy", "v9", "--poll", "100ms"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("no image for release v9"), "{err}");
-    let (code, _, err) = run(&["deploy", "v2", "--strategy", "canary"]);
-    assert_eq!(code, 2, "{err}");
 
     let (code, out, err) = run(&[
         "deploy",

@@ -4,11 +4,12 @@
 //! deadline, and the message that ends one names the instance and what it was waiting for.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use cutover_control::{Side, TargetHealth, TargetState};
 use cutover_deploy::{
-    Action, InstanceView, Observed, Plan, Progress, Promotion, Set, State, StepObserved, Strategy,
+    Action, InstanceView, Limits, Observed, Plan, Progress, Promote, Promotion, Set, State,
+    Strategy,
 };
 use cutover_store::Store;
 use tokio::time::Instant;
@@ -16,7 +17,18 @@ use tokio::time::Instant;
 use crate::failure::Failure;
 use crate::fleet::{Fleet, Machine, MachineState};
 use crate::journal::{Event, Journal, Outcome};
+use crate::step::Stepper;
 use crate::traffic::TrafficPlane;
+
+/// What the operator asks of a deployment picked up from its record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ask {
+    /// Go on from where it is (after a process that ran it stopped).
+    Continue,
+    Promote(Promote),
+    /// Roll back: remove what it launched, restore the old version's traffic.
+    Abort,
+}
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -32,6 +44,8 @@ pub struct Settings {
     pub group: Option<String>,
     /// The store key naming the live side.
     pub live_key: &'static str,
+    /// What a canary step's analysis holds the new side to.
+    pub analysis: Limits,
 }
 
 /// One deployment in progress, with what the executor remembers between observations.
@@ -50,8 +64,11 @@ pub struct Rollout<'a, C, T> {
     /// Each instance's side as last observed.
     sides: HashMap<String, Side>,
     terminated: HashSet<String>,
+    /// When each instance was launched (or first seen, if an earlier run launched it).
+    since: HashMap<String, Instant>,
     weights: Option<(u32, u32)>,
     aborted: Option<(String, Instant)>,
+    step: Stepper,
 }
 
 impl<'a, C, T> Rollout<'a, C, T>
@@ -87,9 +104,74 @@ where
             draining: HashMap::new(),
             sides: HashMap::new(),
             terminated: HashSet::new(),
+            since: HashMap::new(),
             weights: None,
             aborted: None,
+            step: Stepper::default(),
         })
+    }
+
+    /// Picks up the deployment in progress where its record says it is, with what the operator
+    /// asks of it; `None` if no deployment is in progress.
+    pub fn resume(
+        fleet: &'a C,
+        traffic: &'a T,
+        store: &'a Store,
+        settings: Settings,
+        ask: Ask,
+        on_event: impl FnMut(&Event) + 'a,
+    ) -> Result<Option<Self>, C::Error> {
+        let Some(journal) = Journal::resume(store, settings.live_key, on_event)? else {
+            return Ok(None);
+        };
+        let live = journal.live()?;
+        let mut step = Stepper::default();
+        let mut aborted = None;
+        match journal.recorded() {
+            Progress::Paused { step: index, .. } => step.index = *index,
+            Progress::Aborting { reason } => aborted = Some((reason.clone(), Instant::now())),
+            _ => {
+                // Left mid-step by a process that stopped: the steps already judged are behind.
+                let done: Vec<crate::StepRecord> =
+                    serde_json::from_value(journal.row.steps.clone()).unwrap_or_default();
+                step.index = done.len();
+            }
+        }
+        match ask {
+            Ask::Continue => {}
+            Ask::Promote(p) => step.promote = Some(p),
+            Ask::Abort => {
+                aborted.get_or_insert(("aborted by the operator".into(), Instant::now()));
+            }
+        }
+        let mut rollout = Self {
+            fleet,
+            traffic,
+            settings,
+            journal,
+            live,
+            known: HashSet::new(),
+            unseen: HashMap::new(),
+            draining: HashMap::new(),
+            sides: HashMap::new(),
+            terminated: HashSet::new(),
+            since: HashMap::new(),
+            weights: None,
+            aborted,
+            step,
+        };
+        let what = match ask {
+            Ask::Continue => "picked up where its record left it".to_owned(),
+            Ask::Promote(Promote::Next) => "promoted to the next step".to_owned(),
+            Ask::Promote(Promote::Full) => "promoted past every step".to_owned(),
+            Ask::Abort => "aborted by the operator".to_owned(),
+        };
+        rollout.event("resume", what);
+        Ok(Some(rollout))
+    }
+
+    pub fn id(&self) -> u64 {
+        self.journal.id()
     }
 
     fn event(&mut self, kind: &'static str, detail: String) {
@@ -139,6 +221,12 @@ where
             match &plan.progress {
                 Progress::Done => return self.finish(plan.progress).await,
                 Progress::RolledBack { .. } => return self.finish(plan.progress).await,
+                // Nobody tends a paused deploy here: it stops with its state in the store, and
+                // `promote` or `resume` picks it up.
+                Progress::Paused { .. } => {
+                    let live = self.live;
+                    return Ok(self.journal.paused(plan.progress, live));
+                }
                 Progress::Aborting { reason } => {
                     // An abort has its own bound: old instances relaunched and drains done
                     // within another progress deadline, or the deploy ends with the fleet as is.
@@ -180,6 +268,13 @@ where
             health.insert(side, self.traffic.health(side).await?);
         }
         let mut views = self.observe(&machines, &health).await?;
+        if let Some(since) = self.step.since() {
+            // The analysis window: the new side against the live one since the step's traffic
+            // was in place.
+            let next = self.traffic.sample(self.live.other(), since).await?;
+            let live = self.traffic.sample(self.live, since).await?;
+            self.step.judge(&self.settings.analysis, next, live);
+        }
         // A rolling deploy runs in the live group alone: a set kept warm in the other one by an
         // earlier blue-green deploy takes no traffic, and goes now.
         let mut expire = Vec::new();
@@ -193,7 +288,14 @@ where
             });
         }
         let target = self.journal.to().to_owned();
-        let deadline_passed = self.journal.started.elapsed() > self.settings.progress_deadline;
+        // The deadline bounds each new instance's way to serving, not the deploy: a canary
+        // step may hold far longer, and its own window bounds it.
+        let deadline = self.settings.progress_deadline;
+        let late = |id: &String| self.since.get(id).is_some_and(|at| at.elapsed() > deadline);
+        let deadline_passed = views
+            .iter()
+            .any(|v| v.version == target && v.state == State::Starting && late(&v.id))
+            || self.unseen.keys().any(late);
         if deadline_passed && self.aborted.is_none() {
             let waiting = waiting_for(&views, &machines, &health, &target);
             let reason = format!(
@@ -215,13 +317,21 @@ where
             instances: views.clone(),
             deadline_passed,
             aborted: self.aborted.as_ref().map(|(r, _)| r.clone()),
-            step: StepObserved::default(),
+            step: self.step.observed(self.journal.recorded()),
             promotion: Promotion::NotConfigured,
             // EC2 instances that die are Auto Scaling's or the operator's to replace; every
             // failure aborts here.
             lost: 0,
         };
         let mut plan = self.settings.strategy.plan(&observed);
+        if let Strategy::Canary(c) = &self.settings.strategy {
+            if let Some(record) =
+                self.step
+                    .after(&plan, &c.steps, Instant::now(), SystemTime::now())
+            {
+                self.journal.step(record)?;
+            }
+        }
         if first {
             // Nothing to go back to: an abort removes what was launched and stops there.
             if let Progress::Aborting { reason } | Progress::RolledBack { reason } = &plan.progress
@@ -291,6 +401,7 @@ where
         }) {
             self.unseen.remove(&m.id);
             self.sides.insert(m.id.clone(), m.side);
+            self.since.entry(m.id.clone()).or_insert_with(Instant::now);
             if self.terminated.contains(&m.id) {
                 continue;
             }
@@ -422,6 +533,7 @@ where
                 let id = self.fleet.launch(version, side, self.journal.id()).await?;
                 self.event("launch", format!("{id}: {version} in {side}"));
                 self.known.insert(id.clone());
+                self.since.insert(id.clone(), Instant::now());
                 self.unseen.insert(id, (version.clone(), *set));
             }
             Action::Drain { id } => {

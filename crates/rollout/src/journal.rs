@@ -46,6 +46,15 @@ pub struct Journal<'a> {
     on_event: Box<dyn FnMut(&Event) + 'a>,
 }
 
+/// The deployment that has not ended, if one has not.
+pub fn in_progress(store: &Store) -> Result<Option<DeploymentRow>, StoreError> {
+    Ok(store
+        .deployments()?
+        .into_iter()
+        .rev()
+        .find(|d| d.finished_at.is_none()))
+}
+
 fn now() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }
@@ -82,6 +91,27 @@ impl<'a> Journal<'a> {
         })
     }
 
+    /// Picks up the deployment still in progress (paused, or left by a process that stopped
+    /// mid-way); `None` if every deployment has ended.
+    pub fn resume(
+        store: &'a Store,
+        live_key: &'static str,
+        on_event: impl FnMut(&Event) + 'a,
+    ) -> Result<Option<Self>, StoreError> {
+        let Some(row) = in_progress(store)? else {
+            return Ok(None);
+        };
+        let last = serde_json::from_value(row.progress.clone()).ok();
+        Ok(Some(Self {
+            store,
+            live_key,
+            row,
+            started: Instant::now(),
+            last,
+            on_event: Box::new(on_event),
+        }))
+    }
+
     pub fn id(&self) -> u64 {
         self.row.id
     }
@@ -106,6 +136,43 @@ impl<'a> Journal<'a> {
             tracing::warn!("recording event: {e}");
         }
         (self.on_event)(&Event { kind, detail });
+    }
+
+    /// The progress last recorded.
+    pub fn recorded(&self) -> &Progress {
+        self.last.as_ref().unwrap_or(&Progress::Rolling)
+    }
+
+    /// A canary step behind the deploy, kept with the deployment for `history`.
+    pub fn step(&mut self, record: crate::StepRecord) -> Result<(), StoreError> {
+        let mut steps: Vec<crate::StepRecord> =
+            serde_json::from_value(self.row.steps.clone()).unwrap_or_default();
+        self.event(
+            "step",
+            format!("step {} ({}): {}", record.step, record.what, record.verdict),
+        );
+        steps.push(record);
+        self.row.steps = serde_json::to_value(&steps).unwrap_or_default();
+        self.store.save_deployment(&self.row)
+    }
+
+    /// Stops running a paused deploy: the row stays in progress, for `promote` or `resume` to
+    /// pick up.
+    pub fn paused(mut self, progress: Progress, live: Side) -> Outcome {
+        let what = match &progress {
+            Progress::Paused { step, reason } => format!("paused at step {}: {reason}", step + 1),
+            other => format!("{other:?}"),
+        };
+        self.event("pause", what);
+        Outcome {
+            deployment: self.row.id,
+            from: self.row.from_version.clone(),
+            to: self.row.to_version.clone(),
+            strategy: self.row.strategy.clone(),
+            progress,
+            duration_ms: self.started.elapsed().as_millis() as u64,
+            live,
+        }
     }
 
     pub fn progress(&mut self, progress: &Progress) -> Result<(), StoreError> {

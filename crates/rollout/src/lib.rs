@@ -10,12 +10,14 @@ pub mod fleet;
 pub mod journal;
 pub mod memory;
 pub mod rollback;
+pub mod step;
 pub mod traffic;
 
 pub use cutover_control::{Reason, Side, TargetHealth, TargetState};
-pub use executor::{Rollout, Settings};
+pub use executor::{Ask, Rollout, Settings};
 pub use failure::Failure;
 pub use fleet::{Fleet, Machine, MachineState};
-pub use journal::{Event, Outcome};
+pub use journal::{in_progress, Event, Outcome};
 pub use rollback::{flip_back, live};
+pub use step::StepRecord;
 pub use traffic::TrafficPlane;

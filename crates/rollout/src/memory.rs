@@ -7,6 +7,9 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use cutover_deploy::Sample;
 
 use cutover_control::{Reason, Side, TargetHealth, TargetState};
 use cutover_store::StoreError;
@@ -53,6 +56,10 @@ pub struct Cloud {
     pub drain_polls: u32,
     /// The listener refuses weight changes.
     pub refuse_weights: bool,
+    /// What each side's target group answers in any window; a side absent has no numbers.
+    pub metrics: BTreeMap<Side, Sample>,
+    /// Windows asked for, per side: (side, since).
+    pub sampled: Vec<(Side, SystemTime)>,
     // What it saw.
     /// Most instances running at once.
     pub peak_running: usize,
@@ -299,5 +306,11 @@ impl TrafficPlane for Memory {
         c.weights = (blue, green);
         c.weight_changes.push((blue, green));
         Ok(())
+    }
+
+    async fn sample(&self, side: Side, since: SystemTime) -> Result<Option<Sample>, MemoryError> {
+        let mut cloud = self.cloud();
+        cloud.sampled.push((side, since));
+        Ok(cloud.metrics.get(&side).copied())
     }
 }

@@ -1,6 +1,9 @@
 //! The traffic plane at the seam: two target groups behind one listener, weighted between them.
 
+use std::time::SystemTime;
+
 use cutover_control::{Side, TargetHealth};
+use cutover_deploy::Sample;
 
 use crate::failure::Failure;
 
@@ -17,4 +20,11 @@ pub trait TrafficPlane {
     async fn weights(&self) -> Result<(u32, u32), Self::Error>;
     /// Sets both in one change.
     async fn set_weights(&self, blue: u32, green: u32) -> Result<(), Self::Error>;
+    /// What one side's target group answered since `since`, from the load balancer's own
+    /// numbers; `None` when the plane has none for that window. A canary step judged on `None`
+    /// is inconclusive and pauses: a plane without numbers never passes one.
+    async fn sample(&self, side: Side, since: SystemTime) -> Result<Option<Sample>, Self::Error> {
+        let _ = (side, since);
+        Ok(None)
+    }
 }

@@ -21,6 +21,13 @@ fn settings(strategy: Strategy) -> Settings {
         poll: Duration::from_secs(5),
         group: None,
         live_key: LIVE_KEY,
+        analysis: cutover_spec::Analysis {
+            min_requests: 100,
+            max_error_rate: 0.05,
+            max_error_rate_ratio: 2.0,
+            max_p99: Duration::from_secs(1),
+            max_p99_ratio: 2.0,
+        },
     }
 }
 
@@ -244,4 +251,180 @@ async fn rollback_after_blue_green_is_one_flip_onto_the_warm_set() {
     );
     assert_eq!(store.meta(LIVE_KEY).expect("meta").as_deref(), Some("blue"));
     assert_eq!(fake.versions().len(), 6, "nothing launched or stopped");
+}
+
+fn canary() -> Strategy {
+    use cutover_spec::{CanaryStep, Pause};
+    Strategy::Canary(cutover_deploy::Canary {
+        steps: vec![
+            CanaryStep {
+                instances: Some(1),
+                weight: None,
+                pause: Pause::None,
+            },
+            CanaryStep {
+                instances: None,
+                weight: Some(25),
+                pause: Pause::None,
+            },
+        ],
+        window: Duration::from_secs(60),
+    })
+}
+
+fn answered(requests: u64, errors: u64) -> cutover_deploy::Sample {
+    cutover_deploy::Sample {
+        requests,
+        errors,
+        p99: Some(Duration::from_millis(20)),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_canary_whose_steps_pass_their_analysis_goes_on_to_the_whole_fleet() {
+    let (_dir, store) = store();
+    let fake = Memory::new();
+    with_v1(&fake, &store).await;
+    fake.cloud().metrics.insert(Side::Blue, answered(5_000, 5));
+    fake.cloud().metrics.insert(Side::Green, answered(1_000, 1));
+    let out = deploy(&fake, &store, canary(), "v2").await;
+    assert!(out.succeeded(), "{out:?}");
+    // Green takes everything; blue's v1 stays warm at weight 0 for an instant rollback.
+    assert_eq!(out.live, Side::Green);
+    assert_eq!(fake.cloud().weights, (0, 1));
+    assert_eq!(fake.versions(), ["v1", "v1", "v1", "v2", "v2", "v2"]);
+    let row = store.deployments().expect("rows").pop().expect("row");
+    let steps: Vec<cutover_rollout::StepRecord> = serde_json::from_value(row.steps).expect("steps");
+    let verdicts: Vec<(usize, &str)> = steps.iter().map(|s| (s.step, s.verdict.as_str())).collect();
+    assert_eq!(verdicts, [(1, "pass"), (2, "pass")]);
+    // Step 2 held green at a quarter of the traffic before the rest.
+    assert!(
+        fake.cloud().weight_changes.contains(&(75, 25)),
+        "{:?}",
+        fake.cloud().weight_changes
+    );
+    // Each window was asked of both sides, new and old.
+    let sampled = fake.cloud().sampled.clone();
+    assert!(sampled.iter().any(|(s, _)| *s == Side::Green));
+    assert!(sampled.iter().any(|(s, _)| *s == Side::Blue));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_canary_failing_its_analysis_rolls_back_with_the_numbers() {
+    let (_dir, store) = store();
+    let fake = Memory::new();
+    with_v1(&fake, &store).await;
+    fake.cloud().metrics.insert(Side::Blue, answered(5_000, 5));
+    fake.cloud()
+        .metrics
+        .insert(Side::Green, answered(1_000, 200));
+    let out = deploy(&fake, &store, canary(), "v2").await;
+    let Progress::RolledBack { reason } = &out.progress else {
+        panic!("expected a rollback: {out:?}");
+    };
+    assert!(
+        reason.contains("step 1 failed analysis") && reason.contains("20.0%"),
+        "{reason}"
+    );
+    assert_eq!(fake.versions(), ["v1", "v1", "v1"]);
+    assert_eq!(fake.cloud().weights, (1, 0), "all traffic back on blue");
+    let row = store.deployments().expect("rows").pop().expect("row");
+    let steps: Vec<cutover_rollout::StepRecord> = serde_json::from_value(row.steps).expect("steps");
+    assert_eq!(steps.len(), 1, "{steps:?}");
+    assert!(steps[0].verdict.starts_with("fail"), "{steps:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_canary_step_without_numbers_pauses_and_never_passes() {
+    let (_dir, store) = store();
+    let fake = Memory::new();
+    with_v1(&fake, &store).await;
+    let out = deploy(&fake, &store, canary(), "v2").await;
+    let Progress::Paused { step, reason } = &out.progress else {
+        panic!("expected a pause: {out:?}");
+    };
+    assert_eq!(*step, 0);
+    assert!(
+        reason.contains("inconclusive: 0 of 100 requests"),
+        "{reason}"
+    );
+    // The canary instance stays, with its natural share, for a human to look at.
+    let mut versions = fake.versions();
+    versions.sort();
+    assert_eq!(versions, ["v1", "v1", "v1", "v2"]);
+    let row = store.deployments().expect("rows").pop().expect("row");
+    assert!(
+        row.finished_at.is_none(),
+        "a paused deploy is still in progress"
+    );
+    // Too few requests is no better than none.
+    let (_dir2, store2) = self::store();
+    let fake2 = Memory::new();
+    with_v1(&fake2, &store2).await;
+    fake2.cloud().metrics.insert(Side::Blue, answered(5_000, 0));
+    fake2.cloud().metrics.insert(Side::Green, answered(40, 0));
+    let out = deploy(&fake2, &store2, canary(), "v2").await;
+    assert!(
+        matches!(&out.progress, Progress::Paused { reason, .. } if reason.contains("40 of 100")),
+        "{out:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_paused_canary_is_promoted_or_aborted_from_its_record() {
+    async fn resume(fake: &Memory, store: &Store, ask: cutover_rollout::Ask) -> Outcome {
+        let rollout = Rollout::resume(fake, fake, store, settings(canary()), ask, |_| {})
+            .expect("resume")
+            .expect("a deployment in progress");
+        rollout.run().await.expect("an outcome")
+    }
+    use cutover_deploy::Promote;
+    use cutover_rollout::Ask;
+    for (ask, ends) in [
+        (Ask::Promote(Promote::Next), "done"),
+        (Ask::Abort, "rolled back"),
+    ] {
+        let (_dir, store) = store();
+        let fake = Memory::new();
+        with_v1(&fake, &store).await;
+        let out = deploy(&fake, &store, canary(), "v2").await;
+        assert!(
+            matches!(out.progress, Progress::Paused { step: 0, .. }),
+            "{out:?}"
+        );
+        // Picked up as it stands, it pauses again: only a promote ends a pause.
+        let again = resume(&fake, &store, Ask::Continue).await;
+        assert!(
+            matches!(again.progress, Progress::Paused { step: 0, .. }),
+            "{again:?}"
+        );
+        // Numbers turn up for the next step; the operator decides on this one.
+        fake.cloud().metrics.insert(Side::Blue, answered(5_000, 5));
+        fake.cloud().metrics.insert(Side::Green, answered(1_000, 1));
+        let out = resume(&fake, &store, ask).await;
+        match ends {
+            "done" => {
+                assert!(out.succeeded(), "{out:?}");
+                let row = store.deployments().expect("rows").pop().expect("row");
+                let steps: Vec<cutover_rollout::StepRecord> =
+                    serde_json::from_value(row.steps).expect("steps");
+                let verdicts: Vec<&str> = steps.iter().map(|s| s.verdict.as_str()).collect();
+                assert_eq!(verdicts, ["promoted", "pass"]);
+            }
+            _ => {
+                assert!(
+                    matches!(&out.progress, Progress::RolledBack { reason } if reason.contains("aborted by the operator")),
+                    "{out:?}"
+                );
+                assert_eq!(fake.versions(), ["v1", "v1", "v1"]);
+                assert_eq!(fake.cloud().weights, (1, 0));
+            }
+        }
+        assert!(
+            cutover_rollout::in_progress(&store)
+                .expect("read")
+                .is_none(),
+            "the deployment has ended"
+        );
+    }
 }

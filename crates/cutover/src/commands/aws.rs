@@ -7,15 +7,19 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use cutover_aws::groups::{self, GroupSettings};
+use cutover_aws::Ask;
 use cutover_aws::Event;
 use cutover_aws::{stack, AwsError, Clients, Rollout, Settings, Stack};
-use cutover_deploy::{Progress, Rolling, Strategy};
+use cutover_deploy::{Progress, Promote, Rolling, Strategy};
 use cutover_spec::Spec;
 use cutover_store::Store;
 use serde_json::json;
 
 use super::up::data_dir;
 use super::{parse_duration, EXIT_INVALID};
+
+/// A deploy that stopped at a paused canary step: in progress, awaiting a human.
+const EXIT_PAUSED: u8 = 3;
 
 #[derive(clap::Subcommand, Debug)]
 pub enum Command {
@@ -25,11 +29,21 @@ pub enum Command {
     /// The load balancer, both target groups with each target's health and reason, instances.
     Status(Common),
     /// Deploy VERSION on AWS with the stack file's strategy (or --strategy); exits 0 only when
-    /// every instance runs it and is healthy, 1 with the reason when it rolled back.
+    /// every instance runs it and is healthy, 1 with the reason when it rolled back, 3 when a
+    /// canary step paused it (inconclusive, or waiting to be promoted).
     Deploy(DeployArgs),
     /// Back to the previous release: a listener flip while blue-green keeps it warm, else a
     /// rolling deploy of it.
     Rollback(Common),
+    /// Move a paused canary on to its next step (or, with --full, past every step), and run it
+    /// from there: exits as `deploy` does.
+    Promote(PromoteArgs),
+    /// Roll the deployment in progress back: what it launched goes, the old version keeps or
+    /// regains all traffic.
+    Abort(PickUp),
+    /// Run the deployment in progress on from where its record says it is (after the process
+    /// running it stopped); a paused canary pauses again until promoted.
+    Resume(PickUp),
     /// Delete everything `init` and deploys created, and nothing adopted.
     Destroy(Common),
 }
@@ -65,6 +79,32 @@ pub struct DeployArgs {
     /// How often to ask AWS how the deploy stands.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub poll: Duration,
+    /// The period of the CloudWatch statistics a canary step is judged on (ALB metrics are
+    /// per minute).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub metric_period: Duration,
+}
+
+/// The deployment in progress, picked up from the store by another process.
+#[derive(clap::Args, Debug)]
+pub struct PickUp {
+    #[command(flatten)]
+    pub common: Common,
+    /// How often to ask AWS how the deploy stands.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub poll: Duration,
+    /// The period of the CloudWatch statistics a canary step is judged on.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub metric_period: Duration,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct PromoteArgs {
+    #[command(flatten)]
+    pub pick_up: PickUp,
+    /// Skip every remaining step: the new version takes the whole fleet.
+    #[arg(long)]
+    pub full: bool,
 }
 
 /// A failure: the message, and whether it was the input's fault (exit 2) or not (exit 1).
@@ -89,6 +129,8 @@ pub fn run(cmd: Command) -> ExitCode {
             c.json
         }
         Command::Deploy(d) => d.common.json,
+        Command::Promote(p) => p.pick_up.common.json,
+        Command::Abort(p) | Command::Resume(p) => p.common.json,
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
@@ -184,6 +226,12 @@ async fn dispatch(cmd: Command) -> Result<ExitCode, Failure> {
         }
         Command::Deploy(d) => deploy(d).await,
         Command::Rollback(c) => rollback(c).await,
+        Command::Promote(p) => {
+            let promote = if p.full { Promote::Full } else { Promote::Next };
+            pick_up(p.pick_up, Ask::Promote(promote)).await
+        }
+        Command::Abort(p) => pick_up(p, Ask::Abort).await,
+        Command::Resume(p) => pick_up(p, Ask::Continue).await,
     }
 }
 
@@ -193,7 +241,9 @@ fn strategy(spec: &Spec, name: Option<&str>) -> Result<Strategy, Failure> {
         None => spec.deploy.strategy,
         Some(n) => Named::parse(n).ok_or_else(|| {
             Failure(
-                format!("unknown strategy `{n}`: expected rolling, replace-group or blue-green"),
+                format!(
+                    "unknown strategy `{n}`: expected rolling, replace-group, blue-green or canary"
+                ),
                 true,
             )
         })?,
@@ -205,20 +255,129 @@ fn strategy(spec: &Spec, name: Option<&str>) -> Result<Strategy, Failure> {
         }),
         Named::ReplaceGroup => Strategy::ReplaceGroup,
         Named::BlueGreen => Strategy::BlueGreen,
-        Named::Canary => {
+        Named::Canary if spec.deploy.steps.is_empty() => {
             return Err(Failure(
-                "canary is not available on AWS yet: its analysis needs per-group request \
-                 metrics (CloudWatch), which cutover does not read; use blue-green or rolling"
-                    .into(),
+                "a canary needs steps: deploy.steps in the stack file is empty".into(),
                 true,
             ))
         }
+        // Each step is judged on the target groups' CloudWatch numbers; a step without a pause
+        // of its own waits up to the progress deadline for a verdict.
+        Named::Canary => Strategy::Canary(cutover_deploy::Canary {
+            steps: spec.deploy.steps.clone(),
+            window: spec.deploy.progress_deadline,
+        }),
     })
+}
+
+/// Store key of the image a release was deployed with when `--image` named it, so that a
+/// deployment picked up by another process launches the same one.
+fn image_key(version: &str) -> String {
+    format!("aws.image.{version}")
+}
+
+/// Whether the stack's deploys run on plain EC2 instances (the ones a process can pick up).
+fn plain_ec2(store: &Store, aws: &cutover_spec::Aws) -> Result<bool, Failure> {
+    Ok(!aws.auto_scaling && groups::recorded(store)?.is_empty())
+}
+
+/// Why a new deploy must wait: the one in progress, and how to end it.
+fn busy(row: &cutover_store::DeploymentRow) -> Failure {
+    let state = match serde_json::from_value::<Progress>(row.progress.clone()) {
+        Ok(Progress::Paused { step, reason }) => format!("paused at step {}: {reason}", step + 1),
+        Ok(Progress::Aborting { reason }) => format!("rolling back: {reason}"),
+        _ => format!(
+            "started {} and not ended (its process still runs, or stopped mid-way)",
+            row.started_at
+        ),
+    };
+    Failure(
+        format!(
+            "deployment {} ({} → {}, {}) is in progress, {state}; `cutover aws promote`, \
+             `cutover aws abort` or `cutover aws resume` ends it first",
+            row.id,
+            if row.from_version.is_empty() {
+                "nothing"
+            } else {
+                &row.from_version
+            },
+            row.to_version,
+            row.strategy
+        ),
+        true,
+    )
+}
+
+async fn pick_up(p: PickUp, ask: Ask) -> Result<ExitCode, Failure> {
+    let (spec, store, clients) = open(&p.common).await?;
+    let aws = stack::section(&spec)?;
+    let Some(row) = cutover_aws::in_progress(&store)? else {
+        return Err(Failure(
+            "no deployment is in progress: nothing to promote, abort or resume".into(),
+            true,
+        ));
+    };
+    if !plain_ec2(&store, aws)? {
+        return Err(Failure(
+            format!(
+                "deployment {} runs in an Auto Scaling group, which `promote`, `abort` and \
+                 `resume` do not pick up: `cutover aws deploy --strategy replace-group` again",
+                row.id
+            ),
+            true,
+        ));
+    }
+    if matches!(ask, Ask::Promote(_)) && row.strategy != "canary" {
+        return Err(Failure(
+            format!(
+                "deployment {} uses the {} strategy; only a canary has steps to promote",
+                row.id, row.strategy
+            ),
+            true,
+        ));
+    }
+    let strategy = strategy(&spec, Some(&row.strategy))?;
+    let stack = Stack::load(&spec, &store)?;
+    let extra: Vec<(String, String)> = store
+        .meta(&image_key(&row.to_version))?
+        .map(|image| (row.to_version.clone(), image))
+        .into_iter()
+        .collect();
+    let json = p.common.json;
+    let print = |e: &Event| {
+        if !json {
+            eprintln!("  {:<9} {}", e.kind, e.detail);
+        }
+    };
+    let ec2 = stack.ec2(&clients, &spec, &extra)?;
+    let mut elb = stack.elb(&clients, &spec);
+    if let Some(m) = elb.metrics.as_mut() {
+        m.period = p.metric_period;
+    }
+    let settings = Settings {
+        strategy,
+        desired: store.desired()?.unwrap_or(spec.group.desired),
+        progress_deadline: spec.deploy.progress_deadline,
+        drain_timeout: spec.deploy.drain_timeout,
+        poll: p.poll,
+        group: None,
+        live_key: cutover_aws::LIVE_KEY,
+        analysis: spec.deploy.analysis.clone(),
+    };
+    let rollout = Rollout::resume(&ec2, &elb, &store, settings, ask, print)?
+        .ok_or_else(|| Failure("the deployment ended meanwhile".into(), true))?;
+    let outcome = rollout.run().await?;
+    Ok(report(&outcome, json))
 }
 
 async fn deploy(d: DeployArgs) -> Result<ExitCode, Failure> {
     let (spec, store, clients) = open(&d.common).await?;
     let aws = stack::section(&spec)?;
+    if plain_ec2(&store, aws)? {
+        if let Some(row) = cutover_aws::in_progress(&store)? {
+            return Err(busy(&row));
+        }
+    }
     let strategy = strategy(&spec, d.strategy.as_deref())?;
     groups::check_strategy(&store, aws.auto_scaling, strategy.name())?;
     let stack = Stack::load(&spec, &store)?;
@@ -236,7 +395,13 @@ async fn deploy(d: DeployArgs) -> Result<ExitCode, Failure> {
     let ec2 = stack.ec2(&clients, &spec, &extra)?;
     // Refused before anything changes: a version with no image to run.
     let image = ec2.image(&d.version)?.map(str::to_owned);
-    let elb = stack.elb(&clients, &spec);
+    if let Some(image) = &d.image {
+        store.set_meta(&image_key(&d.version), image)?;
+    }
+    let mut elb = stack.elb(&clients, &spec);
+    if let Some(m) = elb.metrics.as_mut() {
+        m.period = d.metric_period;
+    }
     let group = groups::recorded(&store)?.pop();
     let settings = Settings {
         strategy: strategy.clone(),
@@ -246,6 +411,7 @@ async fn deploy(d: DeployArgs) -> Result<ExitCode, Failure> {
         poll: d.poll,
         group: group.as_ref().map(|g| g.id.clone()),
         live_key: cutover_aws::LIVE_KEY,
+        analysis: spec.deploy.analysis.clone(),
     };
     let outcome = match (&group, strategy) {
         // A group stack's first deploy creates its group; so does every replace-group.
@@ -310,13 +476,19 @@ fn report(outcome: &cutover_aws::Outcome, json: bool) -> ExitCode {
                     outcome.to
                 )
             }
+            Progress::Paused { step, reason } => eprintln!(
+                "deploy of {} paused at step {}: {reason}",
+                outcome.to,
+                step + 1
+            ),
             other => eprintln!("deploy of {} ended {other:?}", outcome.to),
         }
     }
-    if outcome.succeeded() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
+    match outcome.progress {
+        Progress::Done => ExitCode::SUCCESS,
+        // Paused: still in progress, awaiting a human.
+        Progress::Paused { .. } => ExitCode::from(EXIT_PAUSED),
+        _ => ExitCode::FAILURE,
     }
 }
 
@@ -364,6 +536,7 @@ async fn rollback(c: Common) -> Result<ExitCode, Failure> {
         strategy: Some(strategy.into()),
         image: None,
         poll: Duration::from_secs(5),
+        metric_period: Duration::from_secs(60),
     })
     .await
 }

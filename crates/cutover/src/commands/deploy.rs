@@ -82,6 +82,7 @@ pub fn run(args: Args) -> ExitCode {
             strategy: args.strategy,
             image: None,
             poll: std::time::Duration::from_secs(5),
+            metric_period: std::time::Duration::from_secs(60),
         }));
     }
     #[cfg(not(feature = "aws"))]
