@@ -65,14 +65,7 @@ pub struct Deployment {
     pub drains: Drains,
 }
 
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
-pub struct StepRecord {
-    /// 1-based, as `cutover history` shows it.
-    pub step: usize,
-    pub what: String,
-    pub verdict: String,
-    pub at: String,
-}
+pub use cutover_rollout::StepRecord;
 
 impl Deployment {
     pub fn finished(&self) -> bool {
@@ -979,7 +972,7 @@ impl Controller {
             for (index, verdict) in records {
                 d.steps.push(StepRecord {
                     step: index + 1,
-                    what: describe(steps.get(index)),
+                    what: cutover_rollout::step::describe(steps.get(index)),
                     verdict,
                     at: now_rfc3339(),
                 });
@@ -1869,26 +1862,6 @@ fn sample(m: &MetricsSnapshot) -> Sample {
         errors: m.responses[4] + m.proxy_errors,
         p99: m.quantile(0.99),
     }
-}
-
-/// A canary step in words, for the history.
-fn describe(step: Option<&cutover_spec::CanaryStep>) -> String {
-    let Some(step) = step else {
-        return "full size".into();
-    };
-    let mut parts = Vec::new();
-    if let Some(n) = step.instances {
-        parts.push(format!("{n} instance{}", if n == 1 { "" } else { "s" }));
-    }
-    if let Some(w) = step.weight {
-        parts.push(format!("weight {w}%"));
-    }
-    match step.pause {
-        cutover_spec::Pause::None => {}
-        cutover_spec::Pause::For(d) => parts.push(format!("for {}", humantime::format_duration(d))),
-        cutover_spec::Pause::UntilPromoted => parts.push("until promoted".into()),
-    }
-    parts.join(", ")
 }
 
 /// Sends [`PREVIEW_REQUESTS`] requests for `/` through the preview listener at `addr`: every one

@@ -92,6 +92,17 @@ where
             settings.live_key,
             on_event,
         )?;
+        Self::new(fleet, traffic, settings, journal)
+    }
+
+    /// A run of `journal`'s deployment that remembers nothing yet: every observation rebuilds
+    /// what it needs from the fleet and the traffic plane.
+    fn new(
+        fleet: &'a C,
+        traffic: &'a T,
+        settings: Settings,
+        journal: Journal<'a>,
+    ) -> Result<Self, C::Error> {
         let live = journal.live()?;
         Ok(Self {
             fleet,
@@ -124,7 +135,6 @@ where
         let Some(journal) = Journal::resume(store, settings.live_key, on_event)? else {
             return Ok(None);
         };
-        let live = journal.live()?;
         let mut step = Stepper::default();
         let mut aborted = None;
         match journal.recorded() {
@@ -144,22 +154,9 @@ where
                 aborted.get_or_insert(("aborted by the operator".into(), Instant::now()));
             }
         }
-        let mut rollout = Self {
-            fleet,
-            traffic,
-            settings,
-            journal,
-            live,
-            known: HashSet::new(),
-            unseen: HashMap::new(),
-            draining: HashMap::new(),
-            sides: HashMap::new(),
-            terminated: HashSet::new(),
-            since: HashMap::new(),
-            weights: None,
-            aborted,
-            step,
-        };
+        let mut rollout = Self::new(fleet, traffic, settings, journal)?;
+        rollout.aborted = aborted;
+        rollout.step = step;
         let what = match ask {
             Ask::Continue => "picked up where its record left it".to_owned(),
             Ask::Promote(Promote::Next) => "promoted to the next step".to_owned(),
