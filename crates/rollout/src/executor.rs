@@ -1,23 +1,23 @@
-//! The executor: observes the fleet and the two target groups, asks the strategy's pure planner
-//! what to do, records it, and does it: launch, register once ready, shift the weights,
-//! deregister and wait for the drain to end, terminate. Every wait is bounded by the progress
-//! deadline, and the message that ends one names the instance and what it was waiting for.
+//! The polling executor, for providers that are asked how things stand (clouds): observes the
+//! fleet and the two target groups, asks the [`Decider`] what to do, records it, and does it:
+//! launch, register once ready, shift the weights, deregister and wait for the drain to end,
+//! terminate. Every wait is bounded by the progress deadline, and the message that ends one
+//! names the instance and what it was waiting for.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use cutover_control::{Side, TargetHealth, TargetState};
 use cutover_deploy::{
-    Action, InstanceView, Limits, Observed, Plan, Progress, Promote, Promotion, Set, State,
-    Strategy,
+    Action, InstanceView, Limits, Plan, Progress, Promote, Promotion, Set, State, Strategy,
 };
 use cutover_store::Store;
 use tokio::time::Instant;
 
+use crate::decider::{Bounds, Decider, Launching, Look};
 use crate::failure::Failure;
 use crate::fleet::{Fleet, Machine, MachineState};
 use crate::journal::{Event, Journal, Outcome};
-use crate::step::Stepper;
 use crate::traffic::TrafficPlane;
 
 /// What the operator asks of a deployment picked up from its record.
@@ -64,11 +64,8 @@ pub struct Rollout<'a, C, T> {
     /// Each instance's side as last observed.
     sides: HashMap<String, Side>,
     terminated: HashSet<String>,
-    /// When each instance was launched (or first seen, if an earlier run launched it).
-    since: HashMap<String, Instant>,
     weights: Option<(u32, u32)>,
-    aborted: Option<(String, Instant)>,
-    step: Stepper,
+    decider: Decider,
 }
 
 impl<'a, C, T> Rollout<'a, C, T>
@@ -104,6 +101,17 @@ where
         journal: Journal<'a>,
     ) -> Result<Self, C::Error> {
         let live = journal.live()?;
+        let decider = Decider::new(
+            settings.strategy.clone(),
+            journal.from(),
+            journal.to(),
+            Bounds {
+                progress_deadline: settings.progress_deadline,
+                drain_timeout: settings.drain_timeout,
+                analysis: settings.analysis.clone(),
+                status_command: "cutover aws status",
+            },
+        );
         Ok(Self {
             fleet,
             traffic,
@@ -115,10 +123,8 @@ where
             draining: HashMap::new(),
             sides: HashMap::new(),
             terminated: HashSet::new(),
-            since: HashMap::new(),
             weights: None,
-            aborted: None,
-            step: Stepper::default(),
+            decider,
         })
     }
 
@@ -135,28 +141,16 @@ where
         let Some(journal) = Journal::resume(store, settings.live_key, on_event)? else {
             return Ok(None);
         };
-        let mut step = Stepper::default();
-        let mut aborted = None;
-        match journal.recorded() {
-            Progress::Paused { step: index, .. } => step.index = *index,
-            Progress::Aborting { reason } => aborted = Some((reason.clone(), Instant::now())),
-            _ => {
-                // Left mid-step by a process that stopped: the steps already judged are behind.
-                let done: Vec<crate::StepRecord> =
-                    serde_json::from_value(journal.row.steps.clone()).unwrap_or_default();
-                step.index = done.len();
-            }
-        }
+        let recorded = journal.recorded().clone();
+        let done: Vec<crate::StepRecord> =
+            serde_json::from_value(journal.row.steps.clone()).unwrap_or_default();
+        let mut rollout = Self::new(fleet, traffic, settings, journal)?;
+        rollout.decider = rollout.decider.clone().resumed(recorded, done.len());
         match ask {
             Ask::Continue => {}
-            Ask::Promote(p) => step.promote = Some(p),
-            Ask::Abort => {
-                aborted.get_or_insert(("aborted by the operator".into(), Instant::now()));
-            }
+            Ask::Promote(p) => rollout.decider.promote(p),
+            Ask::Abort => rollout.decider.abort("aborted by the operator"),
         }
-        let mut rollout = Self::new(fleet, traffic, settings, journal)?;
-        rollout.aborted = aborted;
-        rollout.step = step;
         let what = match ask {
             Ask::Continue => "picked up where its record left it".to_owned(),
             Ask::Promote(Promote::Next) => "promoted to the next step".to_owned(),
@@ -205,7 +199,7 @@ where
         );
         self.event("start", start);
         loop {
-            let plan = match self.tick(first).await {
+            let plan = match self.tick().await {
                 Ok(plan) => plan,
                 Err(e) if e.retryable() => {
                     self.event("retry", e.to_string());
@@ -224,24 +218,6 @@ where
                     let live = self.live;
                     return Ok(self.journal.paused(plan.progress, live));
                 }
-                Progress::Aborting { reason } => {
-                    // An abort has its own bound: old instances relaunched and drains done
-                    // within another progress deadline, or the deploy ends with the fleet as is.
-                    let since = self
-                        .aborted
-                        .get_or_insert((reason.clone(), Instant::now()))
-                        .1;
-                    if since.elapsed() > self.settings.progress_deadline {
-                        return self
-                            .finish(Progress::RolledBack {
-                                reason: format!(
-                                    "{reason}; the rollback did not finish within the progress \
-                                     deadline: check `cutover aws status`"
-                                ),
-                            })
-                            .await;
-                    }
-                }
                 _ => {}
             }
             tokio::time::sleep(self.settings.poll).await;
@@ -249,7 +225,7 @@ where
     }
 
     async fn finish(self, progress: Progress) -> Result<Outcome, C::Error> {
-        let live = if progress == Progress::Done && self.settings.strategy.uses_next_set() {
+        let live = if progress == Progress::Done && self.decider.strategy().uses_next_set() {
             self.live.other()
         } else {
             self.live
@@ -258,100 +234,44 @@ where
     }
 
     /// One observation, one plan, its actions carried out.
-    async fn tick(&mut self, first: bool) -> Result<Plan, C::Error> {
+    async fn tick(&mut self) -> Result<Plan, C::Error> {
         let machines = self.fleet.machines().await?;
         let mut health = HashMap::new();
         for side in Side::BOTH {
             health.insert(side, self.traffic.health(side).await?);
         }
-        let mut views = self.observe(&machines, &health).await?;
-        if let Some(since) = self.step.since() {
+        let views = self.observe(&machines, &health).await?;
+        let window = match self.decider.window_since() {
             // The analysis window: the new side against the live one since the step's traffic
             // was in place.
-            let next = self.traffic.sample(self.live.other(), since).await?;
-            let live = self.traffic.sample(self.live, since).await?;
-            self.step.judge(&self.settings.analysis, next, live);
-        }
-        // A rolling deploy runs in the live group alone: a set kept warm in the other one by an
-        // earlier blue-green deploy takes no traffic, and goes now.
-        let mut expire = Vec::new();
-        if !self.settings.strategy.uses_next_set() {
-            views.retain(|v| {
-                let warm = v.set == Set::Next;
-                if warm && matches!(v.state, State::Healthy | State::Starting) {
-                    expire.push(Action::Drain { id: v.id.clone() });
-                }
-                !warm || v.state == State::Draining
-            });
-        }
-        let target = self.journal.to().to_owned();
-        // The deadline bounds each new instance's way to serving, not the deploy: a canary
-        // step may hold far longer, and its own window bounds it.
-        let deadline = self.settings.progress_deadline;
-        let late = |id: &String| self.since.get(id).is_some_and(|at| at.elapsed() > deadline);
-        let deadline_passed = views
-            .iter()
-            .any(|v| v.version == target && v.state == State::Starting && late(&v.id))
-            || self.unseen.keys().any(late);
-        if deadline_passed && self.aborted.is_none() {
-            let waiting = waiting_for(&views, &machines, &health, &target);
-            let reason = format!(
-                "{target} did not finish within the progress deadline ({}){}",
-                humantime::format_duration(self.settings.progress_deadline),
-                if waiting.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {}", waiting.join("; "))
-                }
-            );
-            self.aborted = Some((reason, Instant::now()));
-        }
-        let observed = Observed {
-            target: target.clone(),
-            previous: self.journal.from().to_owned(),
-            desired: self.settings.desired,
-            launches_in_flight: self.unseen.values().cloned().collect(),
-            instances: views.clone(),
-            deadline_passed,
-            aborted: self.aborted.as_ref().map(|(r, _)| r.clone()),
-            step: self.step.observed(self.journal.recorded()),
-            promotion: Promotion::NotConfigured,
-            // EC2 instances that die are Auto Scaling's or the operator's to replace; every
-            // failure aborts here.
-            lost: 0,
+            Some(since) => Some((
+                self.traffic.sample(self.live.other(), since).await?,
+                self.traffic.sample(self.live, since).await?,
+            )),
+            None => None,
         };
-        let mut plan = self.settings.strategy.plan(&observed);
-        if let Strategy::Canary(c) = &self.settings.strategy {
-            if let Some(record) =
-                self.step
-                    .after(&plan, &c.steps, Instant::now(), SystemTime::now())
-            {
-                self.journal.step(record)?;
-            }
+        let look = Look {
+            desired: self.settings.desired,
+            instances: views.clone(),
+            launching: self
+                .unseen
+                .iter()
+                .map(|(id, (version, set))| Launching {
+                    id: id.clone(),
+                    version: version.clone(),
+                    set: *set,
+                })
+                .collect(),
+            promotion: Promotion::NotConfigured,
+            launch_error: None,
+            window,
+        };
+        let decision = self.decider.decide(look);
+        for record in decision.steps {
+            self.journal.step(record)?;
         }
-        if first {
-            // Nothing to go back to: an abort removes what was launched and stops there.
-            if let Progress::Aborting { reason } | Progress::RolledBack { reason } = &plan.progress
-            {
-                let reason = reason.clone();
-                let actions: Vec<Action> = views
-                    .iter()
-                    .filter(|v| v.state != State::Draining)
-                    .map(|v| Action::Remove { id: v.id.clone() })
-                    .collect();
-                let progress = if views.is_empty() && self.unseen.is_empty() {
-                    Progress::RolledBack { reason }
-                } else {
-                    Progress::Aborting { reason }
-                };
-                plan = Plan::simple(progress, actions, plan.traffic);
-            }
-        }
-        if plan.progress == Progress::Done && !self.draining.is_empty() {
-            // Done means the old instances are gone, not merely deregistered.
-            plan.progress = Progress::Rolling;
-        }
-        if let Err(e) = self.apply_weights(plan.traffic.weights(&views)).await {
+        let mut plan = decision.plan;
+        if let Err(e) = self.apply_weights(decision.weights).await {
             // The plan's actions assume its traffic split (a drain after a flip): none of them
             // happen, and the next observation plans again.
             self.failed(e)?;
@@ -361,7 +281,7 @@ where
             plan.actions.clear();
             return Ok(plan);
         }
-        for action in expire.into_iter().chain(plan.actions.clone()) {
+        for action in plan.actions.clone() {
             if let Err(e) = self.act(&action).await {
                 self.failed(e)?;
             }
@@ -374,9 +294,9 @@ where
     fn failed(&mut self, e: C::Error) -> Result<(), C::Error> {
         if e.retryable() {
             self.event("retry", e.to_string());
-        } else if self.aborted.is_none() {
+        } else if self.decider.aborted().is_none() {
             self.event("error", e.to_string());
-            self.aborted = Some((e.to_string(), Instant::now()));
+            self.decider.abort(e.to_string());
         } else {
             return Err(e);
         }
@@ -398,7 +318,6 @@ where
         }) {
             self.unseen.remove(&m.id);
             self.sides.insert(m.id.clone(), m.side);
-            self.since.entry(m.id.clone()).or_insert_with(Instant::now);
             if self.terminated.contains(&m.id) {
                 continue;
             }
@@ -442,16 +361,21 @@ where
                         ));
                     }
                 }
-                MachineState::Booting { .. } => {
+                MachineState::Booting { detail } => {
                     self.known.insert(m.id.clone());
-                    views.push(view(State::Starting, None));
+                    views.push(view(State::Starting, Some(format!("waiting for {detail}"))));
                 }
                 MachineState::Ready => {
                     self.known.insert(m.id.clone());
+                    let waiting = match target {
+                        Some(t) => format!("waiting to turn healthy ({})", t.describe()),
+                        None => "waiting to be registered".into(),
+                    };
                     let state = match target.map(|t| t.state) {
                         None | Some(TargetState::Unused) => {
                             register.entry(m.side).or_default().push(m.id.clone());
-                            State::Starting
+                            views.push(view(State::Starting, Some(waiting)));
+                            continue;
                         }
                         Some(TargetState::Healthy) => State::Healthy,
                         Some(TargetState::Unhealthy) => {
@@ -464,7 +388,10 @@ where
                             self.draining.insert(m.id.clone(), (m.side, Instant::now()));
                             State::Draining
                         }
-                        Some(TargetState::Initial | TargetState::Unavailable) => State::Starting,
+                        Some(TargetState::Initial | TargetState::Unavailable) => {
+                            views.push(view(State::Starting, Some(waiting)));
+                            continue;
+                        }
                     };
                     views.push(view(state, None));
                 }
@@ -530,7 +457,7 @@ where
                 let id = self.fleet.launch(version, side, self.journal.id()).await?;
                 self.event("launch", format!("{id}: {version} in {side}"));
                 self.known.insert(id.clone());
-                self.since.insert(id.clone(), Instant::now());
+                self.decider.launched(&id);
                 self.unseen.insert(id, (version.clone(), *set));
             }
             Action::Drain { id } => {
@@ -562,36 +489,4 @@ where
         }
         Ok(())
     }
-}
-
-/// For the deadline's message: each instance of the new version not yet serving, and what it
-/// was waiting for.
-fn waiting_for(
-    views: &[InstanceView],
-    machines: &[Machine],
-    health: &HashMap<Side, Vec<TargetHealth>>,
-    target: &str,
-) -> Vec<String> {
-    views
-        .iter()
-        .filter(|v| v.version == target && v.state == State::Starting)
-        .map(|v| {
-            let m = machines.iter().find(|m| m.id == v.id);
-            let what = match m.map(|m| &m.state) {
-                Some(MachineState::Booting { detail }) => format!("waiting for {detail}"),
-                _ => {
-                    let t = m.and_then(|m| {
-                        health
-                            .get(&m.side)
-                            .and_then(|h| h.iter().find(|t| t.id == v.id))
-                    });
-                    match t {
-                        Some(t) => format!("waiting to turn healthy ({})", t.describe()),
-                        None => "waiting to be registered".into(),
-                    }
-                }
-            };
-            format!("{} {what}", v.id)
-        })
-        .collect()
 }

@@ -4,6 +4,7 @@
 //! the two sides' weights). Providers are adapters: EC2 and Auto Scaling with ELBv2, local
 //! processes with the data plane, and [`memory`], the in-memory one tests run against.
 
+pub mod decider;
 pub mod executor;
 pub mod failure;
 pub mod fleet;
@@ -14,6 +15,7 @@ pub mod step;
 pub mod traffic;
 
 pub use cutover_control::{Reason, Side, TargetHealth, TargetState};
+pub use decider::{Bounds, Decider, Decision, Launching, Look};
 pub use executor::{Ask, Rollout, Settings};
 pub use failure::Failure;
 pub use fleet::{Fleet, Machine, MachineState};
