@@ -1,22 +1,20 @@
-//! Replace-group with Auto Scaling: a new group per release, from a new launch template version,
-//! attached to the live target group; once all its instances are healthy there, the old group
-//! (or the plain instances it replaces) is detached, drained and deleted. A new group that never
-//! turns healthy is deleted, and the old one was never touched.
+//! Auto Scaling groups as fleets of the executor: replace-group as a new group per release (from
+//! a new launch template version, on the other side's target group), and rolling inside a group.
+//! Either way each new instance is launched beside the group and joins it once running, and
+//! each old one leaves its group with the desired capacity decremented, so no group launches or
+//! replaces anything behind the deploy's back.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use aws_sdk_autoscaling::types::{LaunchTemplateSpecification, Tag};
 use aws_sdk_ec2::types::RequestLaunchTemplateData;
-use cutover_deploy::Progress;
 use cutover_spec::Spec;
 use cutover_store::{ResourceRow, Store};
-use tokio::time::Instant;
 
 use crate::clients::Clients;
-use cutover_control::{Side, TargetState};
-use cutover_rollout::journal::{Event, Journal, Outcome};
-use cutover_rollout::{Fleet, MachineState, TrafficPlane};
+use cutover_control::Side;
+use cutover_rollout::journal::{Event, Outcome};
+use cutover_rollout::{Fleet, MachineState, Rollout, Settings};
 
 use crate::error::{api, field, AwsError};
 use crate::stack::{kind, section, Stack};
@@ -24,14 +22,11 @@ use crate::tags;
 
 const SERVICE: &str = "autoscaling";
 
-#[derive(Debug, Clone)]
-pub struct GroupSettings {
+/// The group's bounds from the stack file.
+#[derive(Debug, Clone, Copy)]
+pub struct GroupSize {
     pub min: u32,
-    pub desired: u32,
     pub max: u32,
-    pub progress_deadline: Duration,
-    pub drain_timeout: Duration,
-    pub poll: Duration,
 }
 
 /// The Auto Scaling groups recorded for the stack, oldest first.
@@ -124,7 +119,12 @@ pub async fn member_ids(clients: &Clients, name: &str) -> Result<Vec<String>, Aw
         .collect())
 }
 
-/// Replaces the stack's group (or plain instances) with a new group running `version`.
+/// Replaces the stack's group (or plain instances) with a new group running `version`, through
+/// the executor: the new group starts empty on the other side's target group, launching exactly
+/// this release; each new instance is launched beside it and joins it once running; when the
+/// whole new set is healthy the traffic moves to it, and the old instances drain and leave
+/// their groups, which are then deleted. A new set that never turns healthy is removed with its
+/// group, and the old groups are as they were.
 #[allow(clippy::too_many_arguments)]
 pub async fn replace(
     clients: &Clients,
@@ -133,8 +133,9 @@ pub async fn replace(
     store: &Store,
     version: &str,
     extra_images: &[(String, String)],
-    settings: GroupSettings,
-    on_event: impl FnMut(&Event),
+    mut settings: Settings,
+    size: GroupSize,
+    mut on_event: impl FnMut(&Event),
 ) -> Result<Outcome, AwsError> {
     let aws = section(spec)?;
     let lt = stack.launch_template.clone().ok_or_else(|| {
@@ -146,18 +147,14 @@ pub async fn replace(
     let ec2 = stack.ec2(clients, spec, extra_images)?;
     let image = ec2.image(version)?.map(str::to_owned);
     let elb = stack.elb(clients, spec);
-    let mut journal = Journal::begin(store, version, "replace-group", crate::LIVE_KEY, on_event)?;
-    let live = journal.live()?;
-    let tg = elb.arn(live).to_owned();
-    let old_groups = recorded(store)?;
-    // Plain instances (from deploys before the stack had a group) go too, from either group.
-    let old_plain: Vec<(String, Side)> = ec2
-        .machines()
-        .await?
-        .into_iter()
-        .filter(|m| m.auto_scaling_group.is_none() && !matches!(m.state, MachineState::Gone { .. }))
-        .map(|m| (m.id, m.side))
-        .collect();
+    let next = cutover_rollout::live(store, crate::LIVE_KEY)?.other();
+    let old_groups: Vec<String> = recorded(store)?.into_iter().map(|g| g.id).collect();
+    let deployment = store.deployments()?.last().map_or(1, |d| d.id + 1);
+    let name = format!("{}-{version}-{deployment}", spec.service);
+    settings.groups = old_groups.iter().cloned().chain([name.clone()]).collect();
+    let fleet = InGroup::new(&ec2, clients, &name).replacing(&old_groups);
+    let desired = settings.desired;
+    let mut rollout = Rollout::begin(&fleet, &elb, store, settings, version, &mut on_event)?;
 
     // A launch template version per release: the group launches exactly this image.
     let lt_version = release_version(
@@ -167,7 +164,6 @@ pub async fn replace(
         &format!("{} {version}", spec.service),
     )
     .await?;
-    let name = format!("{}-{version}-{}", spec.service, journal.id());
     let tag = |k: &str, v: &str| {
         Tag::builder()
             .key(k)
@@ -175,6 +171,8 @@ pub async fn replace(
             .propagate_at_launch(true)
             .build()
     };
+    // Empty at first: the executor launches each instance and attaches it, so the group never
+    // launches behind the deploy's back.
     let mut req = clients
         .asg
         .create_auto_scaling_group()
@@ -185,28 +183,24 @@ pub async fn replace(
                 .version(&lt_version)
                 .build(),
         )
-        .min_size(settings.min.min(settings.desired) as i32)
-        .max_size(settings.max.max(settings.desired) as i32)
-        .desired_capacity(settings.desired as i32)
+        .min_size(0)
+        .max_size(size.max.max(desired) as i32)
+        .desired_capacity(0)
         .vpc_zone_identifier(stack.subnets.join(","))
-        .target_group_arns(&tg)
+        .target_group_arns(elb.arn(next))
         // The load balancer's checks decide: an instance it finds unhealthy is replaced.
         .health_check_type("ELB")
         .health_check_grace_period(300)
         .tags(tag(tags::STACK, &spec.service))
         .tags(tag(tags::VERSION, version))
-        .tags(tag(tags::GROUP, live.name()))
-        .tags(tag(tags::DEPLOYMENT, &journal.id().to_string()));
+        .tags(tag(tags::GROUP, next.name()))
+        .tags(tag(tags::DEPLOYMENT, &rollout.id().to_string()));
     for (k, v) in &aws.tags {
         req = req.tags(tag(k, v));
     }
-    journal.event(
+    rollout.note(
         "group",
-        format!(
-            "creating {name}: {} instances of {version} (launch template version {lt_version}) in {}",
-            settings.desired,
-            live.name()
-        ),
+        format!("creating {name} for {version} (launch template version {lt_version}) in {next}"),
     );
     req.send()
         .await
@@ -217,146 +211,57 @@ pub async fn replace(
         name: name.clone(),
         created: true,
     })?;
-
-    // Wait until every instance of the new group is healthy in the target group.
-    let mut last = usize::MAX;
-    let failure = loop {
-        let ids = members(clients, &name).await?;
-        let health = elb.health(live).await?;
-        let of = |id: &str| health.iter().find(|t| t.id == id);
-        let healthy = ids
-            .iter()
-            .filter(|(id, _)| of(id).is_some_and(|t| t.state == TargetState::Healthy))
-            .count();
-        if healthy != last {
-            journal.event(
-                "healthy",
-                format!("{healthy} of {} in {name}", settings.desired),
-            );
-            last = healthy;
+    // The old groups shrink as their instances leave: nothing may hold them at a minimum.
+    for g in &old_groups {
+        resize(clients, g, Some(0), None).await?;
+    }
+    let outcome = rollout.run().await?;
+    let mut say = |detail: String| {
+        let json = serde_json::json!({ "detail": detail });
+        if let Err(e) = store.event(Some(outcome.deployment), "group", &json) {
+            tracing::warn!("recording event: {e}");
         }
-        if healthy >= settings.desired as usize {
-            break None;
-        }
-        if let Some((id, t)) = ids.iter().find_map(|(id, _)| {
-            of(id)
-                .filter(|t| t.state == TargetState::Unhealthy)
-                .map(|t| (id, t))
-        }) {
-            break Some(format!(
-                "instance {id} of {version} failed: unhealthy: {}",
-                t.reason.map_or("failed health checks", |r| r.as_str())
-            ));
-        }
-        if journal.started.elapsed() > settings.progress_deadline {
-            let waiting: Vec<String> = ids
-                .iter()
-                .filter(|(id, _)| of(id).is_none_or(|t| t.state != TargetState::Healthy))
-                .map(|(id, state)| match of(id) {
-                    Some(t) => format!(
-                        "{id} waiting to turn healthy ({})",
-                        t.reason.map_or(t.state.as_str(), |r| r.as_str())
-                    ),
-                    None => format!("{id} waiting for {state}"),
-                })
-                .collect();
-            break Some(format!(
-                "{name} did not turn healthy within the progress deadline ({}): {}",
-                humantime::format_duration(settings.progress_deadline),
-                if waiting.is_empty() {
-                    format!("{} of {} instances launched", ids.len(), settings.desired)
-                } else {
-                    waiting.join("; ")
-                }
-            ));
-        }
-        tokio::time::sleep(settings.poll).await;
+        on_event(&Event {
+            kind: "group",
+            detail,
+        });
     };
-
-    if let Some(reason) = failure {
-        // The new group goes; the old one was never touched.
-        journal.event("group", format!("deleting {name}: {reason}"));
-        let ids: Vec<String> = members(clients, &name)
-            .await?
-            .into_iter()
-            .map(|(id, _)| id)
-            .collect();
-        if let Err(e) = elb.deregister(live, &ids).await {
-            tracing::debug!("deregistering {name}'s instances: {e}");
+    if outcome.succeeded() {
+        for g in &old_groups {
+            delete_group(clients, g).await?;
+            store.resource_deleted(kind::AUTO_SCALING_GROUP, g)?;
+            say(format!("deleted {g}"));
         }
+        resize(clients, &name, Some(size.min.min(desired)), None).await?;
+    } else {
+        // The new group goes; the old ones keep their instances and get their floor back.
         delete_group(clients, &name).await?;
-        ec2.terminate(&ids).await?;
         store.resource_deleted(kind::AUTO_SCALING_GROUP, &name)?;
-        return Ok(journal.finish(Progress::RolledBack { reason }, live)?);
-    }
-
-    // The old group and any plain instances: out of the target groups, drained, deleted.
-    let mut old_ids: BTreeSet<String> = BTreeSet::new();
-    for (id, group) in &old_plain {
-        old_ids.insert(id.clone());
-        deregister_one(&elb, *group, id).await?;
-    }
-    for g in &old_groups {
-        let detached = clients
-            .asg
-            .detach_load_balancer_target_groups()
-            .auto_scaling_group_name(&g.id)
-            .target_group_arns(&tg)
-            .send()
-            .await
-            .map_err(api(SERVICE, "DetachLoadBalancerTargetGroups"));
-        match detached {
-            // Its instances were out of the target group already: detached all the same.
-            Err(e) if e.code() != Some("InvalidTarget") => return Err(e),
-            _ => {}
-        }
-        journal.event("group", format!("detached {} from {}", g.id, live.name()));
-        // Detaching deregisters the group's instances; said again for emulators that do not.
-        for (id, _) in members(clients, &g.id).await? {
-            deregister_one(&elb, live, &id).await?;
-            old_ids.insert(id);
+        say(format!("deleted {name}"));
+        for g in &old_groups {
+            resize(clients, g, Some(size.min.min(desired)), None).await?;
         }
     }
-    let old_ids: Vec<String> = old_ids.into_iter().collect();
-    journal.event("drain", format!("{} old instances", old_ids.len()));
-    let drain_until = Instant::now() + settings.drain_timeout + Duration::from_secs(60);
-    loop {
-        let health = elb.health(live).await?;
-        let still = old_ids
-            .iter()
-            .filter(|id| {
-                health
-                    .iter()
-                    .any(|t| &t.id == *id && t.state == TargetState::Draining)
-            })
-            .count();
-        if still == 0 {
-            break;
-        }
-        if Instant::now() > drain_until {
-            journal.event(
-                "drain",
-                format!("{still} still draining at the deadline: cut"),
-            );
-            break;
-        }
-        tokio::time::sleep(settings.poll).await;
-    }
-    for g in &old_groups {
-        delete_group(clients, &g.id).await?;
-        store.resource_deleted(kind::AUTO_SCALING_GROUP, &g.id)?;
-        journal.event("group", format!("deleted {}", g.id));
-    }
-    ec2.terminate(&old_ids).await?;
-    Ok(journal.finish(Progress::Done, live)?)
+    Ok(outcome)
 }
 
-/// Deregisters one target; one that is not registered (any more) is what was wanted.
-async fn deregister_one(elb: &crate::traffic::Elb, group: Side, id: &str) -> Result<(), AwsError> {
-    match elb.deregister(group, &[id.to_owned()]).await {
-        Err(e) if e.code() == Some("InvalidTarget") => Ok(()),
-        other => other,
-    }
+/// Sets a group's minimum and maximum size, where given.
+async fn resize(
+    clients: &Clients,
+    name: &str,
+    min: Option<u32>,
+    max: Option<u32>,
+) -> Result<(), AwsError> {
+    clients
+        .asg
+        .update_auto_scaling_group()
+        .auto_scaling_group_name(name)
+        .set_min_size(min.map(|n| n as i32))
+        .set_max_size(max.map(|n| n as i32))
+        .send()
+        .await
+        .map_err(api(SERVICE, "UpdateAutoScalingGroup"))?;
+    Ok(())
 }
 
 /// Whether a deploy with `strategy` can run on this stack as it stands: a stack run by an Auto
@@ -389,6 +294,8 @@ pub struct InGroup<'a> {
     pub ec2: &'a crate::compute::Ec2,
     pub clients: &'a Clients,
     pub name: String,
+    /// Groups whose instances this deploy replaces: they leave through their group.
+    others: Vec<String>,
     /// Launched, not yet attached.
     pending: std::sync::Mutex<BTreeSet<String>>,
 }
@@ -399,8 +306,15 @@ impl<'a> InGroup<'a> {
             ec2,
             clients,
             name: name.to_owned(),
+            others: Vec::new(),
             pending: std::sync::Mutex::new(BTreeSet::new()),
         }
+    }
+
+    /// New instances join this group; those of `groups` leave theirs as they go.
+    pub fn replacing(mut self, groups: &[String]) -> Self {
+        self.others = groups.to_vec();
+        self
     }
 
     fn pending(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
@@ -504,11 +418,10 @@ impl Fleet for InGroup<'_> {
     }
 
     async fn terminate(&self, ids: &[String]) -> Result<(), AwsError> {
-        let members: BTreeSet<String> = members(self.clients, &self.name)
-            .await?
-            .into_iter()
-            .map(|(id, _)| id)
-            .collect();
+        let mut members: BTreeSet<String> = BTreeSet::new();
+        for g in std::iter::once(&self.name).chain(&self.others) {
+            members.extend(member_ids(self.clients, g).await?);
+        }
         let mut plain = Vec::new();
         for id in ids {
             if members.contains(id) {

@@ -47,8 +47,10 @@ impl Metrics {
                 "{arn} is not a target group ARN: no CloudWatch dimension for it"
             )));
         };
-        let now = SystemTime::now();
+        // Whole periods that have ended, and only those: a period still being counted would
+        // be judged on part of its numbers (its requests, say, before its errors).
         let since = align_up(since, self.period);
+        let now = align_down(SystemTime::now(), self.period);
         if since >= now {
             return Ok(None);
         }
@@ -109,7 +111,7 @@ impl Metrics {
             .dimensions(dim("LoadBalancer", &self.load_balancer))
             .dimensions(dim("TargetGroup", group))
             .start_time(DateTime::from(since))
-            .end_time(DateTime::from(until + Duration::from_secs(1)))
+            .end_time(DateTime::from(until))
             .period(period);
         call = match percentile {
             Some(p) => call.extended_statistics(p),
@@ -133,6 +135,16 @@ fn align_up(at: SystemTime, period: Duration) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(secs.div_ceil(period) * period)
 }
 
+/// `at` rounded down to a whole multiple of `period` since the epoch.
+fn align_down(at: SystemTime, period: Duration) -> SystemTime {
+    let period = period.as_secs().max(1);
+    let secs = at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    SystemTime::UNIX_EPOCH + Duration::from_secs(secs / period * period)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,6 +159,8 @@ mod tests {
         assert_eq!(align_up(at(120, 1), minute), at(180, 0));
         assert_eq!(align_up(at(179, 999), minute), at(180, 0));
         assert_eq!(align_up(at(7, 400), Duration::from_secs(1)), at(8, 0));
+        assert_eq!(align_down(at(179, 999), minute), at(120, 0));
+        assert_eq!(align_down(at(180, 0), minute), at(180, 0));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use aws_sdk_ec2::types::{Filter, InstanceStateName};
-use cutover_aws::groups::{self, GroupSettings};
+use cutover_aws::groups::{self, GroupSize};
 use cutover_aws::{stack, Clients, Rollout, Settings, Side, Stack, TrafficPlane};
 use cutover_deploy::{Progress, Rolling, Strategy};
 use cutover_e2e::moto::Moto;
@@ -56,7 +56,7 @@ fn settings(strategy: Strategy) -> Settings {
         progress_deadline: Duration::from_secs(120),
         drain_timeout: Duration::from_secs(5),
         poll: Duration::from_millis(100),
-        group: None,
+        groups: Vec::new(),
         live_key: cutover_aws::LIVE_KEY,
         analysis: cutover_spec::Analysis {
             min_requests: 100,
@@ -240,14 +240,8 @@ async fn init_rolling_blue_green_replace_group_then_destroy_leaves_nothing() {
         &w.store,
         "v4",
         &[],
-        GroupSettings {
-            min: 1,
-            desired: 3,
-            max: 6,
-            progress_deadline: Duration::from_secs(120),
-            drain_timeout: Duration::from_secs(5),
-            poll: Duration::from_millis(100),
-        },
+        settings(Strategy::ReplaceGroup),
+        GroupSize { min: 1, max: 6 },
         |e| eprintln!("  {:<9} {}", e.kind, e.detail),
     )
     .await
@@ -263,7 +257,9 @@ async fn init_rolling_blue_green_replace_group_then_destroy_leaves_nothing() {
     assert!(v4
         .iter()
         .all(|i| i.1 == "ami-0000000000000004" && i.2 == "v4"));
-    assert_eq!(registered(&w, &spec, Side::Green).await, ids_of(&v4));
+    // The new group came up on the other side, which is the live one now.
+    assert_eq!(registered(&w, &spec, Side::Blue).await, ids_of(&v4));
+    assert!(registered(&w, &spec, Side::Green).await.is_empty());
     let asgs = w
         .clients
         .asg
@@ -283,7 +279,7 @@ async fn init_rolling_blue_green_replace_group_then_destroy_leaves_nothing() {
     let in_group = groups::InGroup::new(&ec2, &w.clients, &name);
     in_group.allow(7).await.expect("room for the surge");
     let mut s = settings(ROLLING);
-    s.group = Some(name.clone());
+    s.groups = vec![name.clone()];
     let elb = stack.elb(&w.clients, &spec);
     let rollout = Rollout::begin(&in_group, &elb, &w.store, s, "v5", |e| {
         eprintln!("  {:<9} {}", e.kind, e.detail)
@@ -301,7 +297,7 @@ async fn init_rolling_blue_green_replace_group_then_destroy_leaves_nothing() {
     assert!(v5
         .iter()
         .all(|i| i.1 == "ami-0000000000000005" && i.2 == "v5"));
-    assert_eq!(registered(&w, &spec, Side::Green).await, ids_of(&v5));
+    assert_eq!(registered(&w, &spec, Side::Blue).await, ids_of(&v5));
     let asgs = w
         .clients
         .asg
@@ -625,7 +621,7 @@ async fn an_adopted_group_is_rolled_inside_and_kept_by_destroy() {
     in_group.allow(5).await.expect("room");
     let mut s = settings(ROLLING);
     s.desired = 2;
-    s.group = Some("legacy".into());
+    s.groups = vec!["legacy".into()];
     let elb = stack.elb(&w.clients, &spec);
     let rollout = Rollout::begin(&in_group, &elb, &w.store, s, "v2", |e| {
         eprintln!("  {:<9} {}", e.kind, e.detail)

@@ -13,12 +13,12 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, SystemTime};
 
 use cutover_deploy::{
-    Action, InstanceView, Limits, Observed, Plan, Progress, Promote, Promotion, Sample, Set,
-    State, Strategy, Verdict,
+    Action, InstanceView, Limits, Observed, Plan, Progress, Promote, Promotion, Sample, Set, State,
+    Strategy, Verdict,
 };
 use tokio::time::Instant;
 
-use crate::step::{Stepper, StepRecord};
+use crate::step::{StepRecord, Stepper};
 
 /// What a deploy is held to, from the stack file.
 #[derive(Debug, Clone)]
@@ -303,7 +303,10 @@ impl Decider {
             }
         }
         if plan.progress == Progress::Done
-            && observed.instances.iter().any(|v| v.state == State::Draining)
+            && observed
+                .instances
+                .iter()
+                .any(|v| v.state == State::Draining)
         {
             // Done means the old instances are gone, not merely deregistered.
             plan.progress = Progress::Rolling;
@@ -322,8 +325,15 @@ impl Decider {
 
     fn decided(&mut self, plan: Plan, instances: &[InstanceView]) -> Decision {
         self.recorded = plan.progress.clone();
+        // An instance of another version in the next set (a warm set this deploy drains) never
+        // takes a share: the next set's traffic is the target version's.
+        let counted: Vec<InstanceView> = instances
+            .iter()
+            .filter(|v| v.set == Set::Live || v.version == self.target)
+            .cloned()
+            .collect();
         Decision {
-            weights: plan.traffic.weights(instances),
+            weights: plan.traffic.weights(&counted),
             plan,
             steps: Vec::new(),
         }

@@ -66,7 +66,11 @@ async fn the_deadline_bounds_each_new_instance_not_the_deploy() {
     tokio::time::advance(Duration::from_secs(50)).await;
     let p = d.decide(look(
         2,
-        vec![old("a"), old("b"), view("n1", "v2", Set::Live, State::Healthy)],
+        vec![
+            old("a"),
+            old("b"),
+            view("n1", "v2", Set::Live, State::Healthy),
+        ],
     ));
     assert_eq!(p.plan.progress, Progress::Rolling);
     d.launched("n2");
@@ -149,7 +153,9 @@ async fn a_first_deploy_aborts_by_removing_what_it_launched() {
         vec![Action::Remove { id: "n1".into() }],
         "nothing old to launch"
     );
-    assert!(matches!(&p.plan.progress, Progress::Aborting { reason } if reason.contains("exited with code 1")));
+    assert!(
+        matches!(&p.plan.progress, Progress::Aborting { reason } if reason.contains("exited with code 1"))
+    );
     let p = d.decide(look(1, vec![]));
     assert!(matches!(p.plan.progress, Progress::RolledBack { .. }));
 }
@@ -163,7 +169,10 @@ async fn done_waits_for_the_drains() {
         vec![view("a", "v1", Set::Live, State::Draining), new("n1")],
     ));
     assert_eq!(p.plan.progress, Progress::Rolling);
-    assert_eq!(d.decide(look(1, vec![new("n1")])).plan.progress, Progress::Done);
+    assert_eq!(
+        d.decide(look(1, vec![new("n1")])).plan.progress,
+        Progress::Done
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -176,7 +185,10 @@ async fn a_rolling_deploy_drains_a_warm_set_first() {
             view("a", "v2", Set::Live, State::Healthy),
         ],
     ));
-    assert_eq!(p.plan.actions.first(), Some(&Action::Drain { id: "w".into() }));
+    assert_eq!(
+        p.plan.actions.first(),
+        Some(&Action::Drain { id: "w".into() })
+    );
     assert_eq!(launches(&p), 1);
 }
 
@@ -201,7 +213,13 @@ async fn losses_after_serving_are_counted_across_looks() {
     for (i, id) in ["n1", "n2", "n3"].iter().enumerate() {
         let p = d.decide(look(1, vec![view(id, "v2", Set::Live, State::Lost)]));
         let aborting = matches!(p.plan.progress, Progress::Aborting { .. });
-        assert_eq!(aborting, i == 2, "after {} losses: {:?}", i + 1, p.plan.progress);
+        assert_eq!(
+            aborting,
+            i == 2,
+            "after {} losses: {:?}",
+            i + 1,
+            p.plan.progress
+        );
     }
 }
 
@@ -265,7 +283,11 @@ async fn a_canary_step_is_judged_on_its_window_and_recorded() {
         }
         p = d.decide(fleet());
     }
-    assert!(matches!(p.plan.progress, Progress::Paused { step: 1, .. }), "{:?}", p.plan.progress);
+    assert!(
+        matches!(p.plan.progress, Progress::Paused { step: 1, .. }),
+        "{:?}",
+        p.plan.progress
+    );
     d.promote(Promote::Next);
     let p = d.decide(fleet());
     assert_eq!(p.steps.len(), 1);
@@ -292,7 +314,11 @@ async fn a_failing_canary_is_recorded_once_and_loses_its_traffic() {
     assert!(matches!(p.plan.progress, Progress::Aborting { .. }));
     assert_eq!(p.plan.traffic, Traffic::Next(0));
     assert_eq!(p.steps.len(), 1);
-    assert!(p.steps[0].verdict.contains("error"), "{}", p.steps[0].verdict);
+    assert!(
+        p.steps[0].verdict.contains("error"),
+        "{}",
+        p.steps[0].verdict
+    );
     let p = d.decide(l);
     assert!(p.steps.is_empty(), "recorded once");
 }
@@ -344,4 +370,20 @@ async fn a_resumed_pause_waits_for_promote() {
         "{:?}",
         p.plan.progress
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_warm_set_of_another_version_never_takes_a_share() {
+    let mut d = Decider::new(canary(), "v2", "v3", bounds());
+    let p = d.decide(look(
+        2,
+        vec![
+            view("w1", "v1", Set::Next, State::Healthy),
+            view("w2", "v1", Set::Next, State::Healthy),
+            view("a", "v2", Set::Live, State::Healthy),
+            view("b", "v2", Set::Live, State::Healthy),
+        ],
+    ));
+    assert_eq!(p.weights.1, 0, "{p:?}");
+    assert!(p.plan.actions.contains(&Action::Drain { id: "w1".into() }));
 }

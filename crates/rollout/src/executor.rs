@@ -39,9 +39,10 @@ pub struct Settings {
     pub drain_timeout: Duration,
     /// How often AWS is asked how things stand.
     pub poll: Duration,
-    /// The Auto Scaling group the deploy rolls inside, if any; other groups' instances are
-    /// theirs to replace and left alone.
-    pub group: Option<String>,
+    /// The Auto Scaling groups the deploy works with (the one it rolls inside, or the new
+    /// release's and the ones it replaces); other groups' instances are theirs to replace and
+    /// left alone.
+    pub groups: Vec<String>,
     /// The store key naming the live side.
     pub live_key: &'static str,
     /// What a canary step's analysis holds the new side to.
@@ -163,6 +164,12 @@ where
 
     pub fn id(&self) -> u64 {
         self.journal.id()
+    }
+
+    /// Records what the caller did for this deployment around the run (an Auto Scaling group
+    /// created for it, say), in its timeline.
+    pub fn note(&mut self, kind: &'static str, detail: String) {
+        self.event(kind, detail);
     }
 
     fn event(&mut self, kind: &'static str, detail: String) {
@@ -314,7 +321,9 @@ where
         let mut drained = Vec::new();
         // An Auto Scaling group's instances are the group's to replace, not this executor's.
         for m in machines.iter().filter(|m| {
-            m.auto_scaling_group.is_none() || m.auto_scaling_group == self.settings.group
+            m.auto_scaling_group
+                .as_ref()
+                .is_none_or(|g| self.settings.groups.contains(g))
         }) {
             self.unseen.remove(&m.id);
             self.sides.insert(m.id.clone(), m.side);

@@ -19,7 +19,7 @@ fn settings(strategy: Strategy) -> Settings {
         progress_deadline: Duration::from_secs(600),
         drain_timeout: Duration::from_secs(30),
         poll: Duration::from_secs(5),
-        group: None,
+        groups: Vec::new(),
         live_key: LIVE_KEY,
         analysis: cutover_spec::Analysis {
             min_requests: 100,

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use cutover_aws::groups::{self, GroupSettings};
+use cutover_aws::groups::{self, GroupSize};
 use cutover_aws::Ask;
 use cutover_aws::Event;
 use cutover_aws::{stack, AwsError, Clients, Rollout, Settings, Stack};
@@ -360,7 +360,7 @@ async fn pick_up(p: PickUp, ask: Ask) -> Result<ExitCode, Failure> {
         progress_deadline: spec.deploy.progress_deadline,
         drain_timeout: spec.deploy.drain_timeout,
         poll: p.poll,
-        group: None,
+        groups: Vec::new(),
         live_key: cutover_aws::LIVE_KEY,
         analysis: spec.deploy.analysis.clone(),
     };
@@ -409,23 +409,23 @@ async fn deploy(d: DeployArgs) -> Result<ExitCode, Failure> {
         progress_deadline: spec.deploy.progress_deadline,
         drain_timeout: spec.deploy.drain_timeout,
         poll: d.poll,
-        group: group.as_ref().map(|g| g.id.clone()),
+        groups: group.iter().map(|g| g.id.clone()).collect(),
         live_key: cutover_aws::LIVE_KEY,
         analysis: spec.deploy.analysis.clone(),
     };
     let outcome = match (&group, strategy) {
         // A group stack's first deploy creates its group; so does every replace-group.
         (_, Strategy::ReplaceGroup) | (None, _) if aws.auto_scaling => {
-            let settings = GroupSettings {
+            let size = GroupSize {
                 min: spec.group.min,
-                desired: spec.group.desired,
                 max: spec.group.max,
-                progress_deadline: spec.deploy.progress_deadline,
-                drain_timeout: spec.deploy.drain_timeout,
-                poll: d.poll,
+            };
+            let settings = Settings {
+                strategy: Strategy::ReplaceGroup,
+                ..settings
             };
             groups::replace(
-                &clients, &spec, &stack, &store, &d.version, &extra, settings, print,
+                &clients, &spec, &stack, &store, &d.version, &extra, settings, size, print,
             )
             .await?
         }
