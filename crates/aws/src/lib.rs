@@ -13,8 +13,8 @@ pub use clients::Clients;
 pub use compute::Ec2;
 pub use cutover_control::{Reason, Side, TargetHealth, TargetState};
 pub use cutover_rollout::{
-    flip_back, in_progress, Ask, Event, Fleet, Machine, MachineState, Outcome, Rollout, Settings,
-    TrafficPlane,
+    flip_back, in_progress, lease, Ask, Event, Fleet, Machine, MachineState, Outcome, Request,
+    Rollout, Settings, StepRecord, TrafficPlane,
 };
 pub use error::AwsError;
 pub use stack::Stack;

@@ -18,6 +18,7 @@ use crate::decider::{Bounds, Decider, Launching, Look};
 use crate::failure::Failure;
 use crate::fleet::{Fleet, Machine, MachineState};
 use crate::journal::{Event, Journal, Outcome};
+use crate::lease::{self, Request};
 use crate::traffic::TrafficPlane;
 
 /// What the operator asks of a deployment picked up from its record.
@@ -90,6 +91,8 @@ where
             settings.live_key,
             on_event,
         )?;
+        // Held from the moment the record exists: nobody else picks it up meanwhile.
+        lease::beat(store, journal.id(), settings.poll)?;
         Self::new(fleet, traffic, settings, journal)
     }
 
@@ -142,9 +145,15 @@ where
         let Some(journal) = Journal::resume(store, settings.live_key, on_event)? else {
             return Ok(None);
         };
-        let recorded = journal.recorded().clone();
+        let mut recorded = journal.recorded().clone();
         let done: Vec<crate::StepRecord> =
             serde_json::from_value(journal.row.steps.clone()).unwrap_or_default();
+        // Held by the operator's pause: resuming lifts it and the step runs on. A step that
+        // waits for `promote` waits again.
+        let held = lease::unhold(store, journal.id())?;
+        if held && ask == Ask::Continue && matches!(recorded, Progress::Paused { .. }) {
+            recorded = Progress::Rolling;
+        }
         let mut rollout = Self::new(fleet, traffic, settings, journal)?;
         rollout.decider = rollout.decider.clone().resumed(recorded, done.len());
         match ask {
@@ -206,6 +215,7 @@ where
         );
         self.event("start", start);
         loop {
+            self.listen();
             let plan = match self.tick().await {
                 Ok(plan) => plan,
                 Err(e) if e.retryable() => {
@@ -222,13 +232,54 @@ where
                 // Nobody tends a paused deploy here: it stops with its state in the store, and
                 // `promote` or `resume` picks it up.
                 Progress::Paused { .. } => {
-                    let live = self.live;
-                    return Ok(self.journal.paused(plan.progress, live));
+                    let (store, id, live) = (self.journal.store, self.journal.id(), self.live);
+                    let outcome = self.journal.paused(plan.progress, live);
+                    lease::release(store, id)?;
+                    return Ok(outcome);
                 }
                 _ => {}
             }
             tokio::time::sleep(self.settings.poll).await;
         }
+    }
+
+    /// Says this process still runs the deployment, and takes what another one asked of it.
+    fn listen(&mut self) {
+        let (store, id) = (self.journal.store, self.journal.id());
+        if let Err(e) = lease::beat(store, id, self.settings.poll) {
+            tracing::warn!("recording the heartbeat: {e}");
+        }
+        let request = match lease::take(store, id) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!("reading requests: {e}");
+                None
+            }
+        };
+        let what = match request {
+            None => return,
+            Some(Request::Pause) => {
+                self.decider.hold(true);
+                if let Err(e) = lease::hold(store, id) {
+                    tracing::warn!("recording the pause: {e}");
+                }
+                "pause"
+            }
+            Some(Request::Promote { full }) => {
+                self.decider
+                    .promote(if full { Promote::Full } else { Promote::Next });
+                if full {
+                    "promote past every step"
+                } else {
+                    "promote to the next step"
+                }
+            }
+            Some(Request::Abort) => {
+                self.decider.abort("aborted by the operator");
+                "abort"
+            }
+        };
+        self.event("request", format!("{what}, asked by another process"));
     }
 
     async fn finish(self, progress: Progress) -> Result<Outcome, C::Error> {
@@ -237,7 +288,10 @@ where
         } else {
             self.live
         };
-        Ok(self.journal.finish(progress, live)?)
+        let (store, id) = (self.journal.store, self.journal.id());
+        let outcome = self.journal.finish(progress, live)?;
+        lease::release(store, id)?;
+        Ok(outcome)
     }
 
     /// One observation, one plan, its actions carried out.

@@ -428,3 +428,66 @@ async fn a_paused_canary_is_promoted_or_aborted_from_its_record() {
         );
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_running_canary_takes_requests_left_in_the_store() {
+    use cutover_rollout::lease::{self, Request};
+    for (request, ends) in [
+        (Request::Pause, "paused"),
+        (Request::Promote { full: true }, "done"),
+        (Request::Abort, "rolled back"),
+    ] {
+        let (_dir, store) = store();
+        let fake = Memory::new();
+        with_v1(&fake, &store).await;
+        // Numbers that would hold step 1 for its whole 60 s window without a verdict.
+        fake.cloud().metrics.insert(Side::Blue, answered(5_000, 5));
+        fake.cloud().metrics.insert(Side::Green, answered(10, 0));
+        let rollout =
+            Rollout::begin(&fake, &fake, &store, settings(canary()), "v2", |_| {}).expect("begin");
+        let id = rollout.id();
+        // Another process sees it running, and asks.
+        let asker = async {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+            while lease::holder(&store, id).expect("holder").is_none() {
+                assert!(tokio::time::Instant::now() < deadline, "never ran");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            lease::ask(&store, id, request).expect("ask");
+        };
+        let (out, ()) = tokio::join!(rollout.run(), asker);
+        let out = out.expect("an outcome");
+        match ends {
+            "paused" => {
+                assert!(
+                    matches!(&out.progress, Progress::Paused { step: 0, reason } if reason.contains("paused by")),
+                    "{out:?}"
+                );
+                // Resumed, the operator's pause is lifted: the step runs its window on.
+                let again = Rollout::resume(
+                    &fake,
+                    &fake,
+                    &store,
+                    settings(canary()),
+                    cutover_rollout::Ask::Continue,
+                    |_| {},
+                )
+                .expect("resume")
+                .expect("in progress")
+                .run()
+                .await
+                .expect("an outcome");
+                assert!(
+                    matches!(&again.progress, Progress::Paused { step: 0, reason } if reason.contains("inconclusive: 10 of 100")),
+                    "{again:?}"
+                );
+            }
+            "done" => assert!(out.succeeded(), "{out:?}"),
+            _ => assert!(
+                matches!(&out.progress, Progress::RolledBack { reason } if reason.contains("aborted by the operator")),
+                "{out:?}"
+            ),
+        }
+        assert_eq!(lease::holder(&store, id).expect("holder"), None, "released");
+    }
+}

@@ -9,6 +9,7 @@ use std::time::Duration;
 use cutover_aws::groups::{self, GroupSize};
 use cutover_aws::Ask;
 use cutover_aws::Event;
+use cutover_aws::{lease, Request};
 use cutover_aws::{stack, AwsError, Clients, Rollout, Settings, Stack};
 use cutover_deploy::{Progress, Promote, Rolling, Strategy};
 use cutover_spec::Spec;
@@ -42,8 +43,13 @@ pub enum Command {
     /// regains all traffic.
     Abort(PickUp),
     /// Run the deployment in progress on from where its record says it is (after the process
-    /// running it stopped); a paused canary pauses again until promoted.
+    /// running it stopped, or after `pause`); a step waiting for `promote` waits again.
     Resume(PickUp),
+    /// Ask the canary in progress to hold at its current step: the process running it stops
+    /// there (and exits 3); `promote` goes on from it.
+    Pause(PickUp),
+    /// The stack's deployments, oldest first, with each canary step's verdict.
+    History(Common),
     /// Delete everything `init` and deploys created, and nothing adopted.
     Destroy(Common),
 }
@@ -125,12 +131,14 @@ impl From<cutover_store::StoreError> for Failure {
 
 pub fn run(cmd: Command) -> ExitCode {
     let json = match &cmd {
-        Command::Init(c) | Command::Status(c) | Command::Destroy(c) | Command::Rollback(c) => {
-            c.json
-        }
+        Command::Init(c)
+        | Command::Status(c)
+        | Command::Destroy(c)
+        | Command::Rollback(c)
+        | Command::History(c) => c.json,
         Command::Deploy(d) => d.common.json,
         Command::Promote(p) => p.pick_up.common.json,
-        Command::Abort(p) | Command::Resume(p) => p.common.json,
+        Command::Abort(p) | Command::Resume(p) | Command::Pause(p) => p.common.json,
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
@@ -232,6 +240,8 @@ async fn dispatch(cmd: Command) -> Result<ExitCode, Failure> {
         }
         Command::Abort(p) => pick_up(p, Ask::Abort).await,
         Command::Resume(p) => pick_up(p, Ask::Continue).await,
+        Command::Pause(p) => pause(p).await,
+        Command::History(c) => history(c).await,
     }
 }
 
@@ -281,13 +291,18 @@ fn plain_ec2(store: &Store, aws: &cutover_spec::Aws) -> Result<bool, Failure> {
     Ok(!aws.auto_scaling && groups::recorded(store)?.is_empty())
 }
 
-/// Why a new deploy must wait: the one in progress, and how to end it.
-fn busy(row: &cutover_store::DeploymentRow) -> Failure {
+/// Why a new deploy must wait: the one in progress, who runs it, and how to end it.
+fn busy(store: &Store, row: &cutover_store::DeploymentRow) -> Failure {
+    let runner = match lease::holder(store, row.id) {
+        Ok(Some(l)) => format!(" (run by {})", l.describe()),
+        _ => String::new(),
+    };
     let state = match serde_json::from_value::<Progress>(row.progress.clone()) {
         Ok(Progress::Paused { step, reason }) => format!("paused at step {}: {reason}", step + 1),
-        Ok(Progress::Aborting { reason }) => format!("rolling back: {reason}"),
+        Ok(Progress::Aborting { reason }) => format!("rolling back{runner}: {reason}"),
+        _ if !runner.is_empty() => format!("started {}{runner}", row.started_at),
         _ => format!(
-            "started {} and not ended (its process still runs, or stopped mid-way)",
+            "started {} and not ended (its process stopped mid-way)",
             row.started_at
         ),
     };
@@ -336,6 +351,42 @@ async fn pick_up(p: PickUp, ask: Ask) -> Result<ExitCode, Failure> {
             true,
         ));
     }
+    // Running in another process: it is asked, and acts on its next look.
+    if let Some(runner) = lease::holder(&store, row.id)?.filter(|l| !l.is_ours()) {
+        let (request, what) = match ask {
+            Ask::Continue => {
+                return Err(Failure(
+                    format!(
+                        "deployment {} is running (by {}): nothing to resume",
+                        row.id,
+                        runner.describe()
+                    ),
+                    true,
+                ))
+            }
+            Ask::Promote(p) => (
+                Request::Promote {
+                    full: p == Promote::Full,
+                },
+                "promote",
+            ),
+            Ask::Abort => (Request::Abort, "abort"),
+        };
+        lease::ask(&store, row.id, request)?;
+        if p.common.json {
+            println!(
+                "{}",
+                json!({ "ok": true, "deployment": row.id, "asked": request, "runner": runner })
+            );
+        } else {
+            println!(
+                "asked deployment {} ({}) to {what}; the process running it acts on its next look",
+                row.id,
+                runner.describe()
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let strategy = strategy(&spec, Some(&row.strategy))?;
     let stack = Stack::load(&spec, &store)?;
     let extra: Vec<(String, String)> = store
@@ -375,7 +426,7 @@ async fn deploy(d: DeployArgs) -> Result<ExitCode, Failure> {
     let aws = stack::section(&spec)?;
     if plain_ec2(&store, aws)? {
         if let Some(row) = cutover_aws::in_progress(&store)? {
-            return Err(busy(&row));
+            return Err(busy(&store, &row));
         }
     }
     let strategy = strategy(&spec, d.strategy.as_deref())?;
@@ -539,6 +590,158 @@ async fn rollback(c: Common) -> Result<ExitCode, Failure> {
         metric_period: Duration::from_secs(60),
     })
     .await
+}
+
+async fn pause(p: PickUp) -> Result<ExitCode, Failure> {
+    let (_spec, store, _clients) = open(&p.common).await?;
+    let Some(row) = cutover_aws::in_progress(&store)? else {
+        return Err(Failure(
+            "no deployment is in progress: nothing to pause".into(),
+            true,
+        ));
+    };
+    if row.strategy != "canary" {
+        return Err(Failure(
+            format!(
+                "deployment {} uses the {} strategy; only a canary has steps to pause at",
+                row.id, row.strategy
+            ),
+            true,
+        ));
+    }
+    let paused = |row: &cutover_store::DeploymentRow| match serde_json::from_value::<Progress>(
+        row.progress.clone(),
+    ) {
+        Ok(Progress::Paused { step, reason }) => Some((step, reason)),
+        _ => None,
+    };
+    let say = |message: String, row: &cutover_store::DeploymentRow| {
+        if p.common.json {
+            println!(
+                "{}",
+                json!({ "ok": true, "deployment": row.id, "progress": row.progress })
+            );
+        } else {
+            println!("{message}");
+        }
+    };
+    if let Some((step, reason)) = paused(&row) {
+        say(
+            format!(
+                "deployment {} is paused already, at step {}: {reason}",
+                row.id,
+                step + 1
+            ),
+            &row,
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    lease::ask(&store, row.id, Request::Pause)?;
+    let Some(runner) = lease::holder(&store, row.id)? else {
+        say(
+            format!(
+                "deployment {} is not running: it pauses where it is when `cutover aws resume`                  picks it up",
+                row.id
+            ),
+            &row,
+        );
+        return Ok(ExitCode::SUCCESS);
+    };
+    // Its runner takes the request at its next look; a few looks is long enough to wait.
+    let wait = Duration::from_millis(runner.every_ms.saturating_mul(4)) + Duration::from_secs(10);
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let now = store.deployments()?.into_iter().find(|d| d.id == row.id);
+        match now {
+            Some(d) if paused(&d).is_some() => {
+                let (step, reason) = paused(&d).unwrap_or_default();
+                say(
+                    format!("deployment {} paused at step {}: {reason}", d.id, step + 1),
+                    &d,
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            Some(d) if d.finished_at.is_some() => {
+                return Err(Failure(
+                    format!("deployment {} ended before it could pause", d.id),
+                    false,
+                ))
+            }
+            _ => {}
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(Failure(
+                format!(
+                    "asked deployment {} to pause, but {} has not within {}: it pauses when it \
+                     next looks",
+                    row.id,
+                    runner.describe(),
+                    humantime::format_duration(wait)
+                ),
+                false,
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn history(c: Common) -> Result<ExitCode, Failure> {
+    let (_spec, store, _clients) = open(&c).await?;
+    let rows = store.deployments()?;
+    let runner = |id: u64| lease::holder(&store, id).ok().flatten();
+    if c.json {
+        let rows: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|d| {
+                let mut v = json!(d);
+                if let (Some(l), Some(o)) = (runner(d.id), v.as_object_mut()) {
+                    o.insert("runner".into(), json!(l));
+                }
+                v
+            })
+            .collect();
+        println!("{}", json!({ "ok": true, "deployments": rows }));
+        return Ok(ExitCode::SUCCESS);
+    }
+    if rows.is_empty() {
+        println!("no deployments yet");
+    }
+    for d in &rows {
+        let progress = match serde_json::from_value::<Progress>(d.progress.clone()) {
+            Ok(Progress::Done) => "done".to_owned(),
+            Ok(Progress::RolledBack { reason }) => format!("rolled back: {reason}"),
+            Ok(Progress::Paused { step, reason }) => {
+                format!("paused at step {}: {reason}", step + 1)
+            }
+            Ok(Progress::Aborting { reason }) => format!("rolling back: {reason}"),
+            Ok(Progress::Rolling | Progress::Preparing) | Err(_) => match runner(d.id) {
+                Some(l) => format!("in progress, run by {}", l.describe()),
+                None => "in progress, nobody running it: `cutover aws resume`".to_owned(),
+            },
+        };
+        let took = d
+            .duration_ms
+            .map(|ms| format!(" in {:.1}s", ms as f64 / 1000.0))
+            .unwrap_or_default();
+        println!(
+            "{:>4}  {} → {}  {}  {}{took}  {progress}",
+            d.id,
+            if d.from_version.is_empty() {
+                "nothing"
+            } else {
+                &d.from_version
+            },
+            d.to_version,
+            d.strategy,
+            d.started_at
+        );
+        let steps: Vec<cutover_aws::StepRecord> =
+            serde_json::from_value(d.steps.clone()).unwrap_or_default();
+        for s in steps {
+            println!("        step {} ({}): {}", s.step, s.what, s.verdict);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn print_status(s: &stack::Status) {
