@@ -291,6 +291,15 @@ fn plain_ec2(store: &Store, aws: &cutover_spec::Aws) -> Result<bool, Failure> {
     Ok(!aws.auto_scaling && groups::recorded(store)?.is_empty())
 }
 
+/// The release a deployment started from, as messages name it.
+fn from_name(row: &cutover_store::DeploymentRow) -> &str {
+    if row.from_version.is_empty() {
+        "nothing"
+    } else {
+        &row.from_version
+    }
+}
+
 /// Why a new deploy must wait: the one in progress, who runs it, and how to end it.
 fn busy(store: &Store, row: &cutover_store::DeploymentRow) -> Failure {
     let runner = match lease::holder(store, row.id) {
@@ -311,11 +320,7 @@ fn busy(store: &Store, row: &cutover_store::DeploymentRow) -> Failure {
             "deployment {} ({} → {}, {}) is in progress, {state}; `cutover aws promote`, \
              `cutover aws abort` or `cutover aws resume` ends it first",
             row.id,
-            if row.from_version.is_empty() {
-                "nothing"
-            } else {
-                &row.from_version
-            },
+            from_name(row),
             row.to_version,
             row.strategy
         ),
@@ -726,11 +731,7 @@ async fn history(c: Common) -> Result<ExitCode, Failure> {
         println!(
             "{:>4}  {} → {}  {}  {}{took}  {progress}",
             d.id,
-            if d.from_version.is_empty() {
-                "nothing"
-            } else {
-                &d.from_version
-            },
+            from_name(d),
             d.to_version,
             d.strategy,
             d.started_at
