@@ -16,11 +16,11 @@ use cutover_control::Side;
 use cutover_rollout::journal::{Event, Outcome};
 use cutover_rollout::{Fleet, MachineState, Rollout, Settings};
 
+use crate::asg::SERVICE;
+pub use crate::asg::{delete_group, member_ids};
 use crate::error::{api, field, AwsError};
 use crate::stack::{kind, section, Stack};
 use crate::tags;
-
-const SERVICE: &str = "autoscaling";
 
 /// The group's bounds from the stack file.
 #[derive(Debug, Clone, Copy)]
@@ -35,47 +35,6 @@ pub fn recorded(store: &Store) -> Result<Vec<ResourceRow>, AwsError> {
         .resources()?
         .into_iter()
         .filter(|r| r.kind == kind::AUTO_SCALING_GROUP)
-        .collect())
-}
-
-/// Deletes a group and its instances; a group already gone is fine.
-pub async fn delete_group(clients: &Clients, name: &str) -> Result<(), AwsError> {
-    match clients
-        .asg
-        .delete_auto_scaling_group()
-        .auto_scaling_group_name(name)
-        .force_delete(true)
-        .send()
-        .await
-        .map_err(api(SERVICE, "DeleteAutoScalingGroup"))
-    {
-        Ok(_) => Ok(()),
-        Err(e) if e.to_string().contains("not found") => Ok(()),
-        Err(e) => Err(e),
-    }
-}
-
-/// The instance IDs of a group that are in service or on their way.
-async fn members(clients: &Clients, name: &str) -> Result<Vec<(String, String)>, AwsError> {
-    let out = clients
-        .asg
-        .describe_auto_scaling_groups()
-        .auto_scaling_group_names(name)
-        .send()
-        .await
-        .map_err(api(SERVICE, "DescribeAutoScalingGroups"))?;
-    Ok(out
-        .auto_scaling_groups()
-        .iter()
-        .flat_map(|g| g.instances())
-        .filter_map(|i| {
-            Some((
-                i.instance_id()?.to_owned(),
-                i.lifecycle_state()
-                    .map(|s| s.as_str().to_owned())
-                    .unwrap_or_default(),
-            ))
-        })
         .collect())
 }
 
@@ -108,15 +67,6 @@ async fn release_version(
         "version number",
     )?;
     Ok(number.to_string())
-}
-
-/// The instance IDs of a group.
-pub async fn member_ids(clients: &Clients, name: &str) -> Result<Vec<String>, AwsError> {
-    Ok(members(clients, name)
-        .await?
-        .into_iter()
-        .map(|(id, _)| id)
-        .collect())
 }
 
 /// Replaces the stack's group (or plain instances) with a new group running `version`, through

@@ -1,6 +1,7 @@
 //! The AWS provider: the same strategies and stack file, run on EC2 instances behind an
 //! Application Load Balancer (two target groups, weighted forwarding) and Auto Scaling groups.
 
+pub mod asg;
 pub mod clients;
 pub mod compute;
 pub mod error;

@@ -521,7 +521,7 @@ async fn adopt_group(
     req.send()
         .await
         .map_err(api("autoscaling", "CreateOrUpdateTags"))?;
-    let members = crate::groups::member_ids(clients, name).await?;
+    let members = crate::asg::member_ids(clients, name).await?;
     if !members.is_empty() {
         let mut req = clients.ec2.create_tags().set_resources(Some(members));
         for (k, v) in tags {
@@ -613,7 +613,7 @@ pub async fn destroy(
         .filter(|r| r.kind == kind::AUTO_SCALING_GROUP)
     {
         if r.created {
-            crate::groups::delete_group(clients, &r.id).await?;
+            crate::asg::delete_group(clients, &r.id).await?;
             say(format!("deleted auto scaling group {}", r.name));
         } else {
             say(format!("left adopted auto scaling group {}", r.name));

@@ -10,11 +10,16 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 
+use cutover_api::admin::{
+    self as api, Abort, AddTarget, Added, DataPlane, Deploy, GetDeployment, GetHistory, GetScaling,
+    GetStatus, History, Pause, Promote, RemoveQuery, RemoveTarget, Removed, Resume, Rollback,
+    Scale, Scaled, ScalingHistory, Status, Stop, Stopping, Warm,
+};
+use cutover_api::{Endpoint, ErrorBody};
+use subtle::ConstantTimeEq;
+
 use crate::controller::{Controller, DeployError};
 use crate::plane::Plane;
-use serde::Deserialize;
-use serde_json::json;
-use subtle::ConstantTimeEq;
 
 pub struct AdminState {
     pub plane: Plane,
@@ -30,21 +35,21 @@ pub struct AdminState {
 
 pub fn router(state: Arc<AdminState>) -> Router {
     Router::new()
-        .route("/status", get(status))
-        .route("/metrics", get(metrics))
-        .route("/targets", post(add_target))
-        .route("/targets/{target}", delete(remove_target))
-        .route("/deploy", post(deploy))
-        .route("/deployments/{id}", get(deployment))
-        .route("/history", get(history))
-        .route("/rollback", post(rollback))
-        .route("/promote", post(promote))
-        .route("/pause", post(pause))
-        .route("/resume", post(resume))
-        .route("/abort", post(abort))
-        .route("/scale", post(scale))
-        .route("/scaling", get(scaling))
-        .route("/stop", post(stop))
+        .route(GetStatus::ROUTE, get(status))
+        .route(api::METRICS, get(metrics))
+        .route(AddTarget::ROUTE, post(add_target))
+        .route(RemoveTarget::ROUTE, delete(remove_target))
+        .route(Deploy::ROUTE, post(deploy))
+        .route(GetDeployment::ROUTE, get(deployment))
+        .route(GetHistory::ROUTE, get(history))
+        .route(Rollback::ROUTE, post(rollback))
+        .route(Promote::ROUTE, post(promote))
+        .route(Pause::ROUTE, post(pause))
+        .route(Resume::ROUTE, post(resume))
+        .route(Abort::ROUTE, post(abort))
+        .route(Scale::ROUTE, post(scale))
+        .route(GetScaling::ROUTE, get(scaling))
+        .route(Stop::ROUTE, post(stop))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             authorize,
@@ -53,7 +58,10 @@ pub fn router(state: Arc<AdminState>) -> Router {
 }
 
 fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
-    (status, Json(json!({ "error": message.to_string() }))).into_response()
+    let body = ErrorBody {
+        error: message.to_string(),
+    };
+    (status, Json(body)).into_response()
 }
 
 async fn authorize(State(state): State<Arc<AdminState>>, req: Request, next: Next) -> Response {
@@ -76,22 +84,24 @@ async fn authorize(State(state): State<Arc<AdminState>>, req: Request, next: Nex
 }
 
 async fn status(State(state): State<Arc<AdminState>>) -> Response {
-    let mut body = json!({ "groups": state.plane.status() });
-    if let Some(pid) = state.plane.process_id() {
-        body["dataplane"] = json!({ "pid": pid });
-    }
+    let mut body = Status {
+        groups: state.plane.status(),
+        dataplane: state.plane.process_id().map(|pid| DataPlane { pid }),
+        ..Status::default()
+    };
     if let Some(c) = &state.controller {
-        body["release"] = json!(c.current());
-        body["desired"] = json!(c.desired());
-        body["instances"] = json!(c.instances());
-        body["deployment"] = json!(c.deployment(None));
-        body["scaling"] = json!(c.last_scaling());
-        body["preview"] = json!(c.preview());
-        body["restarts"] = c.restarts();
-        body["state_writes"] = c.writes();
-        if let Some((version, left)) = c.warm() {
-            body["warm"] = json!({ "version": version, "for_s": left.as_secs() });
-        }
+        body.release = Some(c.current());
+        body.desired = Some(c.desired());
+        body.instances = c.instances();
+        body.deployment = c.deployment(None);
+        body.scaling = c.last_scaling();
+        body.preview = c.preview();
+        body.restarts = c.restarts();
+        body.state_writes = c.writes();
+        body.warm = c.warm().map(|(version, left)| Warm {
+            version,
+            for_s: left.as_secs(),
+        });
     }
     Json(body).into_response()
 }
@@ -103,14 +113,6 @@ fn managed(state: &AdminState) -> Result<&Arc<Controller>, Box<Response>> {
             "this stack fronts static targets; there is nothing to deploy",
         ))
     })
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DeployRequest {
-    version: String,
-    strategy: Option<String>,
-    command: Option<String>,
 }
 
 type JsonBody<T> = Result<Json<T>, axum::extract::rejection::JsonRejection>;
@@ -134,13 +136,13 @@ fn deployment_request<'a, T>(
 /// 202 with the deployment that started, 409 if one is under way, 400 for anything else.
 fn started(result: Result<crate::controller::Deployment, DeployError>) -> Response {
     match result {
-        Ok(d) => (StatusCode::ACCEPTED, Json(json!(d))).into_response(),
+        Ok(d) => (StatusCode::ACCEPTED, Json(d)).into_response(),
         Err(e @ DeployError::InProgress(..)) => error(StatusCode::CONFLICT, e),
         Err(e) => error(StatusCode::BAD_REQUEST, e),
     }
 }
 
-async fn deploy(State(state): State<Arc<AdminState>>, body: JsonBody<DeployRequest>) -> Response {
+async fn deploy(State(state): State<Arc<AdminState>>, body: JsonBody<Deploy>) -> Response {
     let (c, req) = match deployment_request(&state, body, "{\"version\": \"v2\"}") {
         Ok(ok) => ok,
         Err(resp) => return *resp,
@@ -148,16 +150,7 @@ async fn deploy(State(state): State<Arc<AdminState>>, body: JsonBody<DeployReque
     started(c.start_deploy(&req.version, req.command, req.strategy.as_deref()))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RollbackRequest {
-    to: Option<String>,
-}
-
-async fn rollback(
-    State(state): State<Arc<AdminState>>,
-    body: JsonBody<RollbackRequest>,
-) -> Response {
+async fn rollback(State(state): State<Arc<AdminState>>, body: JsonBody<Rollback>) -> Response {
     let (c, req) = match deployment_request(&state, body, "{} or {\"to\": \"v1\"}") {
         Ok(ok) => ok,
         Err(resp) => return *resp,
@@ -165,22 +158,15 @@ async fn rollback(
     started(c.rollback(req.to.as_deref()).await)
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct PromoteRequest {
-    #[serde(default)]
-    full: bool,
-}
-
 /// 200 with the deployment as it now stands, 409 if there is none to steer.
 fn steered(result: Result<crate::controller::Deployment, DeployError>) -> Response {
     match result {
-        Ok(d) => Json(json!(d)).into_response(),
+        Ok(d) => Json(d).into_response(),
         Err(e) => error(StatusCode::CONFLICT, e),
     }
 }
 
-async fn promote(State(state): State<Arc<AdminState>>, body: JsonBody<PromoteRequest>) -> Response {
+async fn promote(State(state): State<Arc<AdminState>>, body: JsonBody<Promote>) -> Response {
     match deployment_request(&state, body, "{} or {\"full\": true}") {
         Ok((c, req)) => steered(c.promote(req.full)),
         Err(resp) => *resp,
@@ -208,26 +194,27 @@ async fn abort(State(state): State<Arc<AdminState>>) -> Response {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ScaleRequest {
-    desired: u32,
-}
-
-async fn scale(State(state): State<Arc<AdminState>>, body: JsonBody<ScaleRequest>) -> Response {
+async fn scale(State(state): State<Arc<AdminState>>, body: JsonBody<Scale>) -> Response {
     let (c, req) = match deployment_request(&state, body, "{\"desired\": 3}") {
         Ok(ok) => ok,
         Err(resp) => return *resp,
     };
     match c.scale(req.desired) {
-        Ok(from) => Json(json!({ "from": from, "desired": req.desired })).into_response(),
+        Ok(from) => Json(Scaled {
+            from,
+            desired: req.desired,
+        })
+        .into_response(),
         Err(e) => error(StatusCode::BAD_REQUEST, e),
     }
 }
 
 async fn scaling(State(state): State<Arc<AdminState>>) -> Response {
     match managed(&state) {
-        Ok(c) => Json(json!({ "scaling": c.scaling_history() })).into_response(),
+        Ok(c) => Json(ScalingHistory {
+            scaling: c.scaling_history(),
+        })
+        .into_response(),
         Err(resp) => *resp,
     }
 }
@@ -235,7 +222,7 @@ async fn scaling(State(state): State<Arc<AdminState>>) -> Response {
 async fn deployment(State(state): State<Arc<AdminState>>, Path(id): Path<u64>) -> Response {
     match managed(&state) {
         Ok(c) => match c.deployment(Some(id)) {
-            Some(d) => Json(json!(d)).into_response(),
+            Some(d) => Json(d).into_response(),
             None => error(StatusCode::NOT_FOUND, format!("no deployment {id}")),
         },
         Err(resp) => *resp,
@@ -244,14 +231,17 @@ async fn deployment(State(state): State<Arc<AdminState>>, Path(id): Path<u64>) -
 
 async fn history(State(state): State<Arc<AdminState>>) -> Response {
     match managed(&state) {
-        Ok(c) => Json(json!({ "deployments": c.history() })).into_response(),
+        Ok(c) => Json(History {
+            deployments: c.history(),
+        })
+        .into_response(),
         Err(resp) => *resp,
     }
 }
 
 async fn stop(State(state): State<Arc<AdminState>>) -> Response {
     state.stop.cancel();
-    (StatusCode::ACCEPTED, Json(json!({ "stopping": true }))).into_response()
+    (StatusCode::ACCEPTED, Json(Stopping { stopping: true })).into_response()
 }
 
 async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
@@ -259,13 +249,6 @@ async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
         Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
     }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AddTarget {
-    target: String,
-    group: Option<String>,
 }
 
 async fn add_target(
@@ -298,17 +281,14 @@ async fn add_target(
     match state.plane.register(&group, &add.target).await {
         Ok(()) => (
             StatusCode::CREATED,
-            Json(json!({ "group": group, "target": add.target })),
+            Json(Added {
+                group,
+                target: add.target,
+            }),
         )
             .into_response(),
         Err(e) => error(StatusCode::BAD_REQUEST, e),
     }
-}
-
-#[derive(Deserialize)]
-struct RemoveQuery {
-    group: Option<String>,
-    timeout: Option<String>,
 }
 
 /// Deregisters and answers once the drain is confirmed, with how many requests completed or were cut.
@@ -325,7 +305,8 @@ async fn remove_target(
     };
     match state.plane.deregister(&group, &target, timeout).await {
         Some(handle) => {
-            Json(json!({ "group": group, "drain": handle.wait().await })).into_response()
+            let drain = handle.wait().await;
+            Json(Removed { group, drain }).into_response()
         }
         None => error(
             StatusCode::NOT_FOUND,

@@ -16,6 +16,12 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use cutover_api::dataplane::{
+    self as wire, Deregister, DrainStarted, GetState, Register, SetPreview, SetWeights, Shutdown,
+    WaitDrain,
+};
+use cutover_api::{Ack, Endpoint, ErrorBody};
+use cutover_control::Side;
 use cutover_proxy::{DrainHandle, HealthConfig, Registry};
 use cutover_spec::Spec;
 use serde::{Deserialize, Serialize};
@@ -23,7 +29,6 @@ use serde_json::json;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
-use crate::controller::GROUPS;
 use crate::listeners;
 use crate::plane::{self, PlaneState, PreviewGroup, Remote, SOCKET};
 
@@ -61,6 +66,7 @@ const LOG_ROTATION_CHECK: Duration = Duration::from_secs(5);
 pub fn fingerprint(spec: &Spec) -> String {
     let settings = json!({
         "version": env!("CARGO_PKG_VERSION"),
+        "protocol": wire::VERSION,
         "listener": spec.listener,
         "health": spec.health,
     });
@@ -72,7 +78,7 @@ pub fn run(args: Args) -> ExitCode {
         Ok(spec) => spec,
         Err(e) => {
             eprintln!("{e}");
-            return ExitCode::from(crate::commands::EXIT_INVALID);
+            return ExitCode::from(crate::exit::INVALID);
         }
     };
     // The fingerprint names the stack file's settings, so it is taken before the overrides.
@@ -136,9 +142,9 @@ async fn serve(spec: Spec, fingerprint: String, data_dir: PathBuf) -> anyhow::Re
     let mut sigint = signal(SignalKind::interrupt())?;
     let registry = Registry::new();
     let health = HealthConfig::from(&spec.health);
-    let [live, next] = GROUPS;
-    registry.ensure_group(live, 100, spec.listener.balance, health.clone())?;
-    registry.ensure_group(next, 0, spec.listener.balance, health)?;
+    let [live, next] = Side::BOTH;
+    registry.ensure_group(live.name(), 100, spec.listener.balance, health.clone())?;
+    registry.ensure_group(next.name(), 0, spec.listener.balance, health)?;
     let preview = PreviewGroup::default();
     preview.set(next);
     let mut opened = listeners::open(&spec, &registry, Some(preview.clone())).await?;
@@ -205,19 +211,22 @@ async fn rotate_log(path: PathBuf) {
 
 fn router(server: Arc<Server>) -> Router {
     Router::new()
-        .route("/state", get(state))
-        .route("/metrics", get(metrics))
-        .route("/weights", post(weights))
-        .route("/targets", post(register))
-        .route("/drains", post(deregister))
-        .route("/drains/{id}", get(drain))
-        .route("/preview", post(set_preview))
-        .route("/shutdown", post(shutdown))
+        .route(GetState::ROUTE, get(state))
+        .route(wire::METRICS, get(metrics))
+        .route(SetWeights::ROUTE, post(weights))
+        .route(Register::ROUTE, post(register))
+        .route(Deregister::ROUTE, post(deregister))
+        .route(WaitDrain::ROUTE, get(drain))
+        .route(SetPreview::ROUTE, post(set_preview))
+        .route(Shutdown::ROUTE, post(shutdown))
         .with_state(server)
 }
 
 fn refuse(status: StatusCode, message: impl std::fmt::Display) -> Response {
-    (status, Json(json!({ "error": message.to_string() }))).into_response()
+    let body = ErrorBody {
+        error: message.to_string(),
+    };
+    (status, Json(body)).into_response()
 }
 
 async fn state(State(s): State<Arc<Server>>) -> Response {
@@ -232,13 +241,7 @@ async fn metrics(State(s): State<Arc<Server>>) -> Response {
         .into_response()
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Weights {
-    weights: Vec<(String, u32)>,
-}
-
-async fn weights(State(s): State<Arc<Server>>, Json(w): Json<Weights>) -> Response {
+async fn weights(State(s): State<Arc<Server>>, Json(w): Json<SetWeights>) -> Response {
     let pairs: Vec<(&str, u32)> = w.weights.iter().map(|(g, w)| (g.as_str(), *w)).collect();
     match s.registry.set_weights(&pairs) {
         Ok(()) => Json(s.state()).into_response(),
@@ -246,31 +249,11 @@ async fn weights(State(s): State<Arc<Server>>, Json(w): Json<Weights>) -> Respon
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Target {
-    group: String,
-    target: String,
-}
-
-async fn register(State(s): State<Arc<Server>>, Json(t): Json<Target>) -> Response {
+async fn register(State(s): State<Arc<Server>>, Json(t): Json<Register>) -> Response {
     match s.registry.register(&t.group, &t.target).await {
         Ok(_) => Json(s.state()).into_response(),
         Err(e) => refuse(StatusCode::BAD_REQUEST, e),
     }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Deregister {
-    group: String,
-    target: String,
-    timeout_ms: u64,
-}
-
-#[derive(Serialize)]
-struct DrainStarted {
-    id: u64,
 }
 
 async fn deregister(State(s): State<Arc<Server>>, Json(d): Json<Deregister>) -> Response {
@@ -313,23 +296,15 @@ async fn drain(State(s): State<Arc<Server>>, UrlPath(id): UrlPath<u64>) -> Respo
     Json(report).into_response()
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Preview {
-    group: String,
-}
-
-async fn set_preview(State(s): State<Arc<Server>>, Json(p): Json<Preview>) -> Response {
-    if !GROUPS.contains(&p.group.as_str()) {
-        return refuse(StatusCode::BAD_REQUEST, format!("no group `{}`", p.group));
-    }
-    s.preview.set(&p.group);
-    StatusCode::NO_CONTENT.into_response()
+/// A side that does not exist is refused as the body is read (422).
+async fn set_preview(State(s): State<Arc<Server>>, Json(p): Json<SetPreview>) -> Response {
+    s.preview.set(p.group);
+    Json(Ack {}).into_response()
 }
 
 async fn shutdown(State(s): State<Arc<Server>>) -> Response {
     s.shutdown.cancel();
-    StatusCode::ACCEPTED.into_response()
+    (StatusCode::ACCEPTED, Json(Ack {})).into_response()
 }
 
 /// The data-plane process a controller runs with, started by it or adopted.

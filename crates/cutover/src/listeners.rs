@@ -64,7 +64,7 @@ pub async fn open(
         let socket = bind(addr).await?;
         preview_addr = Some(socket.local_addr()?);
         let mut proxy = proxy(rules);
-        proxy.only = Some(Arc::new(move || group.get()));
+        proxy.only = Some(Arc::new(move || group.get().name()));
         tasks.spawn(cutover_proxy::serve(
             socket,
             Arc::new(proxy),

@@ -4,7 +4,7 @@ mod admin;
 mod commands;
 mod controller;
 mod dataplane;
-mod drains;
+mod exit;
 mod listeners;
 mod plane;
 mod private;
@@ -19,6 +19,7 @@ use std::process::ExitCode;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use clap::{Parser, Subcommand};
+use cutover_api::admin as api;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -132,14 +133,12 @@ fn main() -> ExitCode {
         Command::Deploy(args) => commands::deploy::run(args),
         Command::Demo(args) => commands::demo::run(args),
         Command::Rollback(args) => commands::deploy::rollback(args),
-        Command::Promote(args) => commands::deploy::steer(
-            "/promote",
-            serde_json::json!({ "full": args.full }),
-            args.steer,
-        ),
-        Command::Pause(args) => commands::deploy::steer("/pause", serde_json::json!({}), args),
-        Command::Resume(args) => commands::deploy::steer("/resume", serde_json::json!({}), args),
-        Command::Abort(args) => commands::deploy::steer("/abort", serde_json::json!({}), args),
+        Command::Promote(args) => {
+            commands::deploy::steer(api::Promote { full: args.full }, args.steer)
+        }
+        Command::Pause(args) => commands::deploy::steer(api::Pause {}, args),
+        Command::Resume(args) => commands::deploy::steer(api::Resume {}, args),
+        Command::Abort(args) => commands::deploy::steer(api::Abort {}, args),
         Command::Logs(args) => commands::logs::run(args),
         Command::History(args) => commands::deploy::history(args),
         Command::Scale(args) => commands::deploy::scale(args),

@@ -9,8 +9,6 @@
 //! changes reach the data plane in the order the controller made them; reads come from a mirror
 //! refreshed every [`POLL`], so the controller's planning never waits on I/O.
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -18,14 +16,18 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
+use cutover_api::dataplane::{
+    self as wire, Deregister, GetState, Register, SetPreview, SetWeights, Shutdown, WaitDrain,
+};
+use cutover_api::{Ack, Endpoint, Method};
+use cutover_control::Side;
 use cutover_proxy::metrics::MetricsSnapshot;
 use cutover_proxy::{DrainHandle, DrainReport, GroupStatus, Registry};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
-use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::controller::GROUPS;
+pub use cutover_api::dataplane::PlaneState;
 
 /// How often the controller's mirror of a data-plane process is refreshed.
 pub const POLL: Duration = Duration::from_millis(50);
@@ -42,21 +44,11 @@ pub enum PlaneError {
     /// The data plane refused the request; not retryable as it is.
     #[error("the data plane refused {0}: {1}")]
     Refused(&'static str, String),
+    /// It answered something this controller cannot read: another protocol version.
+    #[error("the data plane answered {0} with something unreadable: {1}")]
+    Unreadable(&'static str, String),
     #[error(transparent)]
     Registry(#[from] cutover_proxy::registry::RegistryError),
-}
-
-/// What a data-plane process reports of itself: where it listens, its groups, their totals.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct PlaneState {
-    pub pid: u32,
-    /// Names the listener settings it was started with; a controller whose stack file says
-    /// otherwise replaces the process instead of adopting it.
-    pub fingerprint: String,
-    pub listener: Option<SocketAddr>,
-    pub preview: Option<SocketAddr>,
-    pub groups: Vec<GroupStatus>,
-    pub metrics: BTreeMap<String, MetricsSnapshot>,
 }
 
 /// Which group a preview listener reaches; follows the controller as the groups trade places.
@@ -64,12 +56,12 @@ pub struct PlaneState {
 pub struct PreviewGroup(Arc<AtomicUsize>);
 
 impl PreviewGroup {
-    pub fn get(&self) -> &'static str {
-        GROUPS[self.0.load(Ordering::Relaxed).min(1)]
+    pub fn get(&self) -> Side {
+        Side::BOTH[self.0.load(Ordering::Relaxed).min(1)]
     }
 
-    pub fn set(&self, group: &str) {
-        let index = usize::from(group == GROUPS[1]);
+    pub fn set(&self, group: Side) {
+        let index = usize::from(group == Side::Green);
         self.0.store(index, Ordering::Relaxed);
     }
 }
@@ -108,14 +100,12 @@ impl Drain {
             Drain::Remote { socket, id } => loop {
                 // The data plane answers when the drain ends; a broken wait is asked again, since
                 // the drain goes on there whatever happens to this request.
-                match request(&socket, "GET", &format!("/drains/{id}"), None, None).await {
-                    Ok(body) => match serde_json::from_slice::<DrainReport>(&body) {
-                        Ok(report) => return report,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "unreadable drain report");
-                            return unknown_drain();
-                        }
-                    },
+                match call(&socket, &WaitDrain { id }).await {
+                    Ok(report) => return report,
+                    Err(PlaneError::Unreadable(what, why)) => {
+                        tracing::warn!(%what, %why, "unreadable drain report");
+                        return unknown_drain();
+                    }
                     Err(PlaneError::Refused(_, why)) => {
                         tracing::warn!(drain = id, %why, "the data plane forgot a drain");
                         return unknown_drain();
@@ -172,10 +162,10 @@ impl Plane {
     }
 
     /// Points the preview listener at `group`.
-    pub fn set_preview(&self, group: &'static str) {
+    pub fn set_preview(&self, group: Side) {
         match self {
             Plane::Local { preview, .. } => preview.set(group),
-            Plane::Remote(r) => r.send(Write::Preview(group.to_owned())),
+            Plane::Remote(r) => r.send(Write::Preview(group)),
         }
     }
 
@@ -237,7 +227,7 @@ impl Plane {
         match self {
             Plane::Local { registry, .. } => Ok(registry.metrics_text()),
             Plane::Remote(r) => {
-                let body = request(&r.socket, "GET", "/metrics", None, None).await?;
+                let body = request(&r.socket, Method::Get, wire::METRICS, None, "metrics").await?;
                 Ok(String::from_utf8_lossy(&body).into_owned())
             }
         }
@@ -247,7 +237,7 @@ impl Plane {
 /// A routing change for a data-plane process, carried out in the order it was made.
 enum Write {
     Weights(Vec<(String, u32)>),
-    Preview(String),
+    Preview(Side),
     Register {
         group: String,
         target: String,
@@ -347,9 +337,7 @@ impl Remote {
 
 /// Asks the data plane at `socket` to close its listeners, finish what is in flight, and exit.
 pub async fn shutdown(socket: &Path) -> Result<(), PlaneError> {
-    request(socket, "POST", "/shutdown", None, None)
-        .await
-        .map(|_| ())
+    call(socket, &Shutdown {}).await.map(|Ack {}| ())
 }
 
 async fn write_loop(remote: std::sync::Weak<Remote>, mut rx: mpsc::UnboundedReceiver<Write>) {
@@ -374,14 +362,12 @@ async fn write_loop(remote: std::sync::Weak<Remote>, mut rx: mpsc::UnboundedRece
         }
         match write {
             Write::Weights(weights) => {
-                let body = serde_json::json!({ "weights": weights });
-                if let Ok(state) = post_state(&socket, "/weights", &body).await {
+                if let Ok(state) = call(&socket, &SetWeights { weights }).await {
                     r.mirror.store(Arc::new(state));
                 }
             }
             Write::Preview(group) => {
-                let body = serde_json::json!({ "group": group });
-                if let Err(e) = post(&socket, "/preview", &body).await {
+                if let Err(e) = call(&socket, &SetPreview { group }).await {
                     tracing::error!(error = %e, "cannot point the preview listener");
                 }
             }
@@ -390,10 +376,9 @@ async fn write_loop(remote: std::sync::Weak<Remote>, mut rx: mpsc::UnboundedRece
                 target,
                 reply,
             } => {
-                let body = serde_json::json!({ "group": group, "target": target });
-                let result = post_state(&socket, "/targets", &body).await.map(|state| {
-                    r.mirror.store(Arc::new(state));
-                });
+                let result = call(&socket, &Register { group, target })
+                    .await
+                    .map(|state| r.mirror.store(Arc::new(state)));
                 let _ = reply.send(result);
             }
             Write::Deregister {
@@ -402,15 +387,14 @@ async fn write_loop(remote: std::sync::Weak<Remote>, mut rx: mpsc::UnboundedRece
                 timeout,
                 reply,
             } => {
-                let body = serde_json::json!({
-                    "group": group,
-                    "target": target,
-                    "timeout_ms": u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
-                });
-                let result = match post(&socket, "/drains", &body).await {
-                    Ok(body) => serde_json::from_slice::<serde_json::Value>(&body)
-                        .map(|v| v["id"].as_u64())
-                        .map_err(|e| PlaneError::Refused("a drain", e.to_string())),
+                let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+                let request = Deregister {
+                    group,
+                    target,
+                    timeout_ms,
+                };
+                let result = match call(&socket, &request).await {
+                    Ok(started) => Ok(Some(started.id)),
                     Err(PlaneError::Refused(..)) => Ok(None),
                     Err(e) => Err(e),
                 };
@@ -452,34 +436,30 @@ async fn poll_loop(remote: std::sync::Weak<Remote>) {
 }
 
 pub async fn fetch_state(socket: &Path) -> Result<PlaneState, PlaneError> {
-    let body = request(socket, "GET", "/state", None, None).await?;
-    serde_json::from_slice(&body).map_err(|e| PlaneError::Refused("a state read", e.to_string()))
+    call(socket, &GetState {}).await
 }
 
-async fn post(
-    socket: &Path,
-    path: &'static str,
-    body: &serde_json::Value,
-) -> Result<Bytes, PlaneError> {
-    request(socket, "POST", path, Some(body.to_string()), Some(path)).await
-}
-
-async fn post_state(
-    socket: &Path,
-    path: &'static str,
-    body: &serde_json::Value,
-) -> Result<PlaneState, PlaneError> {
-    let body = post(socket, path, body).await?;
-    serde_json::from_slice(&body).map_err(|e| PlaneError::Refused(path, e.to_string()))
+/// One typed request to the data plane at `socket`.
+async fn call<E: Endpoint>(socket: &Path, req: &E) -> Result<E::Reply, PlaneError> {
+    let what = E::ROUTE;
+    let body = match E::METHOD {
+        Method::Post => Some(
+            serde_json::to_string(req).map_err(|e| PlaneError::Unreadable(what, e.to_string()))?,
+        ),
+        Method::Get | Method::Delete => None,
+    };
+    let bytes = request(socket, E::METHOD, &req.path(), body, what).await?;
+    serde_json::from_slice(Ack::body(&bytes))
+        .map_err(|e| PlaneError::Unreadable(what, e.to_string()))
 }
 
 /// One HTTP/1.1 exchange over the control socket, on a connection of its own.
 async fn request(
     socket: &Path,
-    method: &str,
+    method: Method,
     path: &str,
     body: Option<String>,
-    what: Option<&'static str>,
+    what: &'static str,
 ) -> Result<Bytes, PlaneError> {
     let unreachable = |e: String| PlaneError::Unreachable(socket.to_path_buf(), e);
     let exchange = async {
@@ -493,7 +473,7 @@ async fn request(
             let _ = conn.await;
         });
         let req = hyper::Request::builder()
-            .method(method)
+            .method(method.as_str())
             .uri(path)
             .header(http::header::HOST, "dataplane")
             .header(http::header::CONTENT_TYPE, "application/json")
@@ -514,13 +494,13 @@ async fn request(
             Ok(bytes)
         } else {
             Err(PlaneError::Refused(
-                what.unwrap_or("a request"),
+                what,
                 format!("{status}: {}", String::from_utf8_lossy(&bytes).trim()),
             ))
         }
     };
     // A drain may take as long as its deadline; everything else answers at once.
-    if path.starts_with("/drains/") {
+    if what == WaitDrain::ROUTE {
         return exchange.await;
     }
     tokio::time::timeout(REQUEST_TIMEOUT, exchange)

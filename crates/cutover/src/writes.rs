@@ -60,17 +60,14 @@ impl Writes {
         }
     }
 
-    /// For `cutover status`: `null` while writes succeed.
-    pub fn status(&self) -> serde_json::Value {
+    /// For `cutover status`: `None` while writes succeed.
+    pub fn status(&self) -> Option<cutover_api::admin::StateWrites> {
         let trouble = self.trouble.lock().unwrap_or_else(|p| p.into_inner());
-        match trouble.as_ref() {
-            None => serde_json::Value::Null,
-            Some(t) => serde_json::json!({
-                "error": t.error,
-                "failed_writes": t.failed,
-                "for_s": t.since.elapsed().as_secs(),
-            }),
-        }
+        trouble.as_ref().map(|t| cutover_api::admin::StateWrites {
+            error: t.error.clone(),
+            failed_writes: t.failed,
+            for_s: t.since.elapsed().as_secs(),
+        })
     }
 }
 
@@ -81,13 +78,13 @@ mod tests {
     #[test]
     fn failed_writes_are_counted_until_one_succeeds() {
         let w = Writes::default();
-        assert!(w.status().is_null());
+        assert_eq!(w.status(), None);
         w.record("event", Err::<(), _>("database or disk is full"));
         w.record("instance", Err::<(), _>("database or disk is full"));
-        let s = w.status();
-        assert_eq!(s["failed_writes"], 2, "{s}");
-        assert_eq!(s["error"], "database or disk is full");
+        let s = w.status().expect("failing");
+        assert_eq!(s.failed_writes, 2, "{s:?}");
+        assert_eq!(s.error, "database or disk is full");
         w.record::<&str>("event", Ok(()));
-        assert!(w.status().is_null());
+        assert_eq!(w.status(), None);
     }
 }

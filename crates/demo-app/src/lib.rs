@@ -6,7 +6,8 @@ pub mod config;
 pub mod keys;
 pub mod live;
 pub mod server;
+pub mod state;
 
-pub use app::AppState;
 pub use config::Config;
 pub use server::{serve, Shutdown};
+pub use state::AppState;

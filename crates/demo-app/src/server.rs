@@ -10,7 +10,8 @@ use axum::middleware::Next;
 use axum::response::Response;
 use tokio::net::TcpListener;
 
-use crate::app::{router, AppState};
+use crate::app::router;
+use crate::state::AppState;
 
 /// How a graceful shutdown ended.
 #[derive(Debug, PartialEq, Eq)]

@@ -1,7 +1,7 @@
 //! Blue-green: the new version's full set beside the old at weight 0, then one atomic flip.
 
 use crate::observed::{Observed, Plan, Progress, Promotion, Set, State, Traffic};
-use crate::strategy::{abort, failure, size_next, tend};
+use crate::tactics::{abort, failure, size_next, tend};
 
 /// Brings the next set to full size at weight 0 and flips all traffic to it once every instance
 /// is healthy. The old set is left running: the executor keeps it warm for the rollback window.

@@ -7,7 +7,7 @@ use cutover_spec::{CanaryStep, Pause};
 
 use crate::analysis::Verdict;
 use crate::observed::{Observed, Plan, Progress, Promote, Set, State, Traffic};
-use crate::strategy::{abort, capacity_percent, failure, size_next, tend};
+use crate::tactics::{abort, capacity_percent, failure, size_next, tend};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Canary {

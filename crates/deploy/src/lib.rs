@@ -9,6 +9,7 @@ pub mod restarts;
 pub mod rolling;
 pub mod steady;
 pub mod strategy;
+pub mod tactics;
 
 pub use analysis::{judge, Limits, Sample, Verdict};
 pub use canary::Canary;

@@ -5,6 +5,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::analysis::Verdict;
+pub use cutover_control::Progress;
 
 /// Which of the two target groups an instance serves from. The live set takes the traffic
 /// between deploys; the next set holds a new version while a strategy shifts traffic to it, and
@@ -17,7 +18,7 @@ pub enum Set {
 }
 
 /// An instance's state as the controller observes it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum State {
     /// Launched and registered, not yet healthy by the load balancer's active checks.
@@ -33,6 +34,19 @@ pub enum State {
     Lost,
     /// Deregistered; the executor waits for the drain confirmation, then stops it.
     Draining,
+}
+
+impl State {
+    /// Its name as the admin API and `cutover status` spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Starting => "starting",
+            State::Healthy => "healthy",
+            State::Failed => "failed",
+            State::Lost => "lost",
+            State::Draining => "draining",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -119,24 +133,6 @@ pub enum Action {
     Drain { id: String },
     /// Deregister and stop at once: it never took traffic, or it is already dead.
     Remove { id: String },
-}
-
-/// Where the deploy stands after this plan.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "progress", rename_all = "snake_case")]
-pub enum Progress {
-    /// Fetching, verifying and unpacking the release; nothing has changed yet.
-    Preparing,
-    /// Working towards the target version.
-    Rolling,
-    /// Holding at a step: waiting for `cutover promote` (or `resume`), with why.
-    Paused { step: usize, reason: String },
-    /// Every instance runs the target version and is healthy.
-    Done,
-    /// Giving up: removing new instances, restoring the previous version.
-    Aborting { reason: String },
-    /// Aborted, and the previous version is back at full size.
-    RolledBack { reason: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -2,7 +2,7 @@
 //! and the old set drains and stops. If the new set never turns healthy, the old one is untouched.
 
 use crate::observed::{Action, Observed, Plan, Progress, Set, State, Traffic};
-use crate::strategy::{abort, failure, size_next, tend};
+use crate::tactics::{abort, failure, size_next, tend};
 
 pub fn plan(o: &Observed) -> Plan {
     if let Some(reason) = failure(o) {

@@ -1,7 +1,7 @@
 //! The rolling strategy: replace instances a batch at a time within max_surge and max_unavailable.
 
 use crate::observed::{Action, InstanceView, Observed, Plan, Progress, Set, State, Traffic};
-use crate::strategy::{abort, failure};
+use crate::tactics::{abort, failure};
 
 /// Rolling settings from the stack file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::Backend;
-use crate::registry::Report;
+use crate::report::Report;
 use crate::target::{CheckResult, Event, Thresholds};
 
 /// How a group checks its targets.

@@ -13,6 +13,7 @@ pub mod health;
 pub mod metrics;
 mod redirect;
 pub mod registry;
+pub mod report;
 pub mod server;
 mod stall;
 pub mod table;

@@ -15,19 +15,10 @@ use crate::backend::Backend;
 use crate::drain::{self, DrainHandle};
 use crate::health::{self, HealthConfig};
 use crate::metrics::MetricsSnapshot;
+pub use crate::report::Report;
 use crate::table::{Balance, GroupRoute, Snapshot};
 use crate::target::{Event, Health, Reason, TargetState};
 use crate::tries;
-
-/// Something that happened to a target, sent to the observer by health checkers and the request path.
-#[derive(Debug)]
-pub struct Report {
-    pub group: String,
-    pub backend: Arc<Backend>,
-    pub event: Event,
-    /// Why, for the log.
-    pub why: &'static str,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -103,7 +94,7 @@ impl GroupState {
 }
 
 /// A target as `cutover status` shows it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TargetStatus {
     pub target: String,
     pub state: TargetState,
@@ -116,7 +107,7 @@ pub struct TargetStatus {
     pub rps: u64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GroupStatus {
     pub name: String,
     pub weight: u32,

@@ -2,46 +2,10 @@
 
 use std::time::Instant;
 
-use serde::{Deserialize, Serialize};
-
-/// Where a target stands with the load balancer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TargetState {
-    /// Registered, not yet through its first healthy_threshold checks.
-    Initial,
-    Healthy,
-    Unhealthy,
-    /// Deregistered: no new requests; in-flight ones finish.
-    Draining,
-}
-
-/// Why a target is not healthy, in ALB's words.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Reason {
-    #[serde(rename = "Elb.InitialHealthChecking")]
-    InitialHealthChecking,
-    #[serde(rename = "Target.Timeout")]
-    Timeout,
-    #[serde(rename = "Target.ResponseCodeMismatch")]
-    ResponseCodeMismatch,
-    #[serde(rename = "Target.FailedHealthChecks")]
-    FailedHealthChecks,
-    #[serde(rename = "Target.DeregistrationInProgress")]
-    DeregistrationInProgress,
-}
-
-impl Reason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reason::InitialHealthChecking => "Elb.InitialHealthChecking",
-            Reason::Timeout => "Target.Timeout",
-            Reason::ResponseCodeMismatch => "Target.ResponseCodeMismatch",
-            Reason::FailedHealthChecks => "Target.FailedHealthChecks",
-            Reason::DeregistrationInProgress => "Target.DeregistrationInProgress",
-        }
-    }
-}
+/// The states and reasons are the shared vocabulary's: the data plane reports a target's
+/// health in the same words ELBv2 does, and the executor reads both the same way. The data
+/// plane itself only ever reaches initial, healthy, unhealthy and draining.
+pub use cutover_control::{Reason, TargetState};
 
 /// The outcome of one active health check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

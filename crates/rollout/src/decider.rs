@@ -1,6 +1,6 @@
 //! A deployment's decisions, free of I/O: from one look at the fleet and the two sides, the
 //! plan to carry out next, under the rules every provider shares. Both drivers (the polling one
-//! for clouds in [`crate::executor`], the event-driven local controller) hand it what they see
+//! for clouds in the `executor` module, the event-driven local controller) hand it what they see
 //! and carry out what it says; it is the only caller of a strategy's planner.
 //!
 //! What lives here once: the progress deadline (it bounds each new instance's way to serving,

@@ -55,6 +55,15 @@ pub fn in_progress(store: &Store) -> Result<Option<DeploymentRow>, StoreError> {
         .find(|d| d.finished_at.is_none()))
 }
 
+/// The side that takes the traffic between deploys, as the store names it under `key` (blue
+/// until a deploy swaps them).
+pub fn live(store: &Store, key: &str) -> Result<Side, StoreError> {
+    Ok(store
+        .meta(key)?
+        .and_then(|c| Side::parse(&c))
+        .unwrap_or(Side::Blue))
+}
+
 fn now() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }
@@ -77,7 +86,7 @@ impl<'a> Journal<'a> {
             started_at: now(),
             finished_at: None,
             duration_ms: None,
-            progress: serde_json::to_value(Progress::Rolling).unwrap_or_default(),
+            progress: Progress::Rolling,
             steps: serde_json::json!([]),
         };
         store.save_deployment(&row)?;
@@ -101,7 +110,7 @@ impl<'a> Journal<'a> {
         let Some(row) = in_progress(store)? else {
             return Ok(None);
         };
-        let last = serde_json::from_value(row.progress.clone()).ok();
+        let last = Some(row.progress.clone());
         Ok(Some(Self {
             store,
             live_key,
@@ -126,7 +135,7 @@ impl<'a> Journal<'a> {
 
     /// The side that takes the traffic between deploys.
     pub fn live(&self) -> Result<Side, StoreError> {
-        crate::rollback::live(self.store, self.live_key)
+        live(self.store, self.live_key)
     }
 
     /// Recorded in the store before it is acted on, and shown.
@@ -159,11 +168,7 @@ impl<'a> Journal<'a> {
     /// Stops running a paused deploy: the row stays in progress, for `promote` or `resume` to
     /// pick up.
     pub fn paused(mut self, progress: Progress, live: Side) -> Outcome {
-        let what = match &progress {
-            Progress::Paused { step, reason } => format!("paused at step {}: {reason}", step + 1),
-            other => format!("{other:?}"),
-        };
-        self.event("pause", what);
+        self.event("pause", progress.to_string());
         Outcome {
             deployment: self.row.id,
             from: self.row.from_version.clone(),
@@ -177,7 +182,7 @@ impl<'a> Journal<'a> {
 
     pub fn progress(&mut self, progress: &Progress) -> Result<(), StoreError> {
         if self.last.as_ref() != Some(progress) {
-            self.row.progress = serde_json::to_value(progress).unwrap_or_default();
+            self.row.progress = progress.clone();
             self.store.save_deployment(&self.row)?;
             self.last = Some(progress.clone());
         }
@@ -194,12 +199,11 @@ impl<'a> Journal<'a> {
         let elapsed = self.started.elapsed();
         self.row.finished_at = Some(now());
         self.row.duration_ms = Some(elapsed.as_millis() as u64);
-        self.row.progress = serde_json::to_value(&progress).unwrap_or_default();
+        self.row.progress = progress.clone();
         self.store.save_deployment(&self.row)?;
         let what = match &progress {
             Progress::Done => format!("done: every instance runs {}", self.row.to_version),
-            Progress::RolledBack { reason } => format!("rolled back: {reason}"),
-            other => format!("{other:?}"),
+            other => other.to_string(),
         };
         self.event("end", what);
         Ok(Outcome {

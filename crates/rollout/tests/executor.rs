@@ -111,7 +111,7 @@ async fn an_unhealthy_new_version_rolls_back_with_alb_reason() {
         Some("v1")
     );
     let row = store.deployments().expect("rows").pop().expect("row");
-    assert_eq!(row.progress["progress"], "rolled_back");
+    assert_eq!(row.progress.name(), "rolled_back");
 }
 
 #[tokio::test(start_paused = true)]

@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::sync::Mutex;
 
+use cutover_control::Progress;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
@@ -14,11 +15,21 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("state database holds unreadable JSON: {0}")]
     Json(#[from] serde_json::Error),
+    /// One deployment's record does not read as this binary knows it; the others are intact.
+    #[error("state database: deployment {id} has an unreadable {field}: {error}")]
+    Deployment {
+        id: u64,
+        field: &'static str,
+        error: serde_json::Error,
+    },
+    /// Written by a newer cutover: reading on could misread it, and writing could spoil it.
+    #[error("state database is at schema {found}, and this cutover knows schemas up to {known}: run the cutover that wrote it, or a newer one")]
+    Newer { found: u32, known: u32 },
 }
 
 type Result<T> = std::result::Result<T, StoreError>;
 
-/// A deployment row; `progress` is the planner's JSON verdict (done, rolled back, ...).
+/// A deployment row: where it went from and to, how, and where it stands.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeploymentRow {
     pub id: u64,
@@ -28,7 +39,7 @@ pub struct DeploymentRow {
     pub started_at: String,
     pub finished_at: Option<String>,
     pub duration_ms: Option<u64>,
-    pub progress: serde_json::Value,
+    pub progress: Progress,
     /// The steps it went through, with their verdicts (JSON array).
     pub steps: serde_json::Value,
 }
@@ -70,7 +81,10 @@ pub struct Store {
     conn: Mutex<Connection>,
 }
 
-const SCHEMA: &str = "
+/// The first schema, as stores were written before migrations were numbered (those stores are
+/// at `user_version` 0 and hold these tables already, which is why every statement may find
+/// its table there).
+const SCHEMA_1: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS releases (
     version TEXT PRIMARY KEY,
@@ -85,8 +99,7 @@ CREATE TABLE IF NOT EXISTS deployments (
     started_at TEXT NOT NULL,
     finished_at TEXT,
     duration_ms INTEGER,
-    progress TEXT NOT NULL,
-    steps TEXT NOT NULL DEFAULT '[]'
+    progress TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY,
@@ -124,6 +137,59 @@ CREATE TABLE IF NOT EXISTS resources (
 );
 ";
 
+/// One schema change; its number is its place in [`MIGRATIONS`] plus one.
+type Migration = fn(&Connection) -> rusqlite::Result<()>;
+
+/// Every schema change in order. A store records the last one it had in `PRAGMA user_version`;
+/// opening applies the rest in one transaction. Append only: never edit or reorder.
+const MIGRATIONS: &[Migration] = &[
+    // 1: releases, deployments, events, scaling, instances, resources.
+    |c| c.execute_batch(SCHEMA_1),
+    // 2: deployments record their steps with verdicts. Stores from before numbering may
+    // have the column already.
+    |c| {
+        let has = c
+            .prepare("SELECT 1 FROM pragma_table_info('deployments') WHERE name = 'steps'")?
+            .exists([])?;
+        if !has {
+            c.execute_batch("ALTER TABLE deployments ADD COLUMN steps TEXT NOT NULL DEFAULT '[]'")?;
+        }
+        Ok(())
+    },
+];
+
+/// The schema this binary writes.
+pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+fn migrate(conn: &Connection) -> Result<()> {
+    let found: u32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::Newer {
+            found,
+            known: SCHEMA_VERSION,
+        });
+    }
+    if found == SCHEMA_VERSION {
+        return Ok(());
+    }
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let applied = (|| {
+        // Another process may have migrated while this one waited for the lock.
+        let found: u32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        for migration in MIGRATIONS.iter().skip(found as usize) {
+            migration(conn)?;
+        }
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION)
+    })();
+    match applied {
+        Ok(()) => Ok(conn.execute_batch("COMMIT")?),
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e.into())
+        }
+    }
+}
+
 impl Store {
     pub fn open(path: &Path) -> Result<Self> {
         let conn = Connection::open(path)?;
@@ -131,16 +197,7 @@ impl Store {
         // Each write is an intent the daemon acts on next: make it durable first.
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.execute_batch(SCHEMA)?;
-        // Stores written before deployments had steps gain the column.
-        let has_steps = conn
-            .prepare("SELECT 1 FROM pragma_table_info('deployments') WHERE name = 'steps'")?
-            .exists([])?;
-        if !has_steps {
-            conn.execute_batch(
-                "ALTER TABLE deployments ADD COLUMN steps TEXT NOT NULL DEFAULT '[]'",
-            )?;
-        }
+        migrate(&conn)?;
         Ok(Self {
             conn: Mutex::new(conn),
         })
@@ -386,7 +443,7 @@ impl Store {
             "SELECT id, from_version, to_version, strategy, started_at, finished_at, duration_ms, progress, steps
              FROM deployments ORDER BY id",
         )?;
-        // The progress column is JSON: read it as text here, parse it outside SQLite's closure.
+        // The JSON columns are read as text here and parsed outside SQLite's closure.
         let rows = stmt.query_map([], |r| {
             let row = DeploymentRow {
                 id: r.get(0)?,
@@ -396,7 +453,7 @@ impl Store {
                 started_at: r.get(4)?,
                 finished_at: r.get(5)?,
                 duration_ms: r.get(6)?,
-                progress: serde_json::Value::Null,
+                progress: Progress::Rolling,
                 steps: serde_json::Value::Null,
             };
             Ok((row, r.get::<_, String>(7)?, r.get::<_, String>(8)?))
@@ -404,9 +461,14 @@ impl Store {
         let mut out = Vec::new();
         for row in rows {
             let (row, progress, steps) = row?;
+            let unreadable = |field, error| StoreError::Deployment {
+                id: row.id,
+                field,
+                error,
+            };
             out.push(DeploymentRow {
-                progress: serde_json::from_str(&progress)?,
-                steps: serde_json::from_str(&steps)?,
+                progress: serde_json::from_str(&progress).map_err(|e| unreadable("progress", e))?,
+                steps: serde_json::from_str(&steps).map_err(|e| unreadable("steps", e))?,
                 ..row
             });
         }
@@ -553,7 +615,7 @@ mod tests {
                 started_at: "2026-11-25T00:00:00Z".into(),
                 finished_at: None,
                 duration_ms: None,
-                progress: serde_json::json!({"progress": "rolling"}),
+                progress: Progress::Rolling,
                 steps: serde_json::json!([{"step": 1, "verdict": "pass"}]),
             };
             s.save_deployment(&d).expect("save");
@@ -612,5 +674,73 @@ mod tests {
         assert_eq!((scaling[0].from, scaling[0].to), (1, 2));
         assert_eq!(scaling[0].metrics[0]["values"][0], 95.0);
         assert_eq!(ds[0].steps[0]["verdict"], "pass");
+    }
+
+    #[test]
+    fn a_store_from_before_numbered_migrations_is_brought_up_to_date() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.db");
+        {
+            // What a store written before steps and migrations looked like.
+            let c = Connection::open(&path).expect("open");
+            c.execute_batch(SCHEMA_1).expect("old schema");
+            c.execute(
+                "INSERT INTO deployments (id, from_version, to_version, strategy, started_at, progress)
+                 VALUES (1, 'v1', 'v2', 'rolling', 'then', '{\"progress\":\"done\"}')",
+                [],
+            )
+            .expect("old row");
+        }
+        let s = Store::open(&path).expect("migrates");
+        let ds = s.deployments().expect("deployments");
+        assert_eq!(ds[0].progress, Progress::Done);
+        assert_eq!(ds[0].steps, serde_json::json!([]));
+        let version: u32 = s
+            .conn()
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .expect("version");
+        assert_eq!(version, SCHEMA_VERSION);
+        drop(s);
+        // Opening again applies nothing twice.
+        Store::open(&path).expect("reopens");
+    }
+
+    #[test]
+    fn a_store_from_a_newer_cutover_is_refused_untouched() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.db");
+        {
+            let c = Connection::open(&path).expect("open");
+            c.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+                .expect("version");
+        }
+        let Err(e) = Store::open(&path) else {
+            panic!("a newer store was opened");
+        };
+        assert!(e.to_string().contains("knows schemas up to"), "{e}");
+        let c = Connection::open(&path).expect("open");
+        let tables: u32 = c
+            .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+            .expect("count");
+        assert_eq!(tables, 0, "nothing was created");
+    }
+
+    #[test]
+    fn an_unreadable_progress_names_its_deployment() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Store::open(&dir.path().join("state.db")).expect("open");
+        s.conn()
+            .execute(
+                "INSERT INTO deployments (id, from_version, to_version, strategy, started_at, progress)
+                 VALUES (7, 'v1', 'v2', 'rolling', 'then', '{\"progress\":\"sideways\"}')",
+                [],
+            )
+            .expect("row");
+        let e = s.deployments().expect_err("unreadable");
+        assert!(
+            e.to_string()
+                .contains("deployment 7 has an unreadable progress"),
+            "{e}"
+        );
     }
 }

@@ -20,7 +20,6 @@ use super::up::data_dir;
 use super::{parse_duration, EXIT_INVALID};
 
 /// A deploy that stopped at a paused canary step: in progress, awaiting a human.
-const EXIT_PAUSED: u8 = 3;
 
 #[derive(clap::Subcommand, Debug)]
 pub enum Command {
@@ -306,9 +305,9 @@ fn busy(store: &Store, row: &cutover_store::DeploymentRow) -> Failure {
         Ok(Some(l)) => format!(" (run by {})", l.describe()),
         _ => String::new(),
     };
-    let state = match serde_json::from_value::<Progress>(row.progress.clone()) {
-        Ok(Progress::Paused { step, reason }) => format!("paused at step {}: {reason}", step + 1),
-        Ok(Progress::Aborting { reason }) => format!("rolling back{runner}: {reason}"),
+    let state = match &row.progress {
+        p @ Progress::Paused { .. } => p.to_string(),
+        Progress::Aborting { reason } => format!("rolling back{runner}: {reason}"),
         _ if !runner.is_empty() => format!("started {}{runner}", row.started_at),
         _ => format!(
             "started {} and not ended (its process stopped mid-way)",
@@ -543,7 +542,7 @@ fn report(outcome: &cutover_aws::Outcome, json: bool) -> ExitCode {
     match outcome.progress {
         Progress::Done => ExitCode::SUCCESS,
         // Paused: still in progress, awaiting a human.
-        Progress::Paused { .. } => ExitCode::from(EXIT_PAUSED),
+        Progress::Paused { .. } => ExitCode::from(crate::exit::PAUSED),
         _ => ExitCode::FAILURE,
     }
 }
@@ -569,18 +568,18 @@ async fn rollback(c: Common) -> Result<ExitCode, Failure> {
         }
     }
     // No warm set: deploy the release the current one replaced.
-    let current = store.current_release()?;
-    let previous = store
-        .deployments()?
-        .into_iter()
-        .rev()
-        .find(|d| {
-            Some(&d.to_version) == current.as_ref()
-                && d.progress["progress"] == "done"
-                && !d.from_version.is_empty()
+    let current = store.current_release()?.unwrap_or_default();
+    let rows = store.deployments()?;
+    let history: Vec<cutover_rollout::Past<'_>> = rows
+        .iter()
+        .map(|d| cutover_rollout::Past {
+            from: &d.from_version,
+            to: &d.to_version,
+            progress: &d.progress,
         })
-        .map(|d| d.from_version)
-        .ok_or_else(|| Failure("no earlier release to roll back to".into(), true))?;
+        .collect();
+    let previous = cutover_rollout::rollback::target(&history, &current, None, None)
+        .map_err(|e| Failure(e.to_string(), true))?;
     let strategy = if aws.auto_scaling {
         "replace-group"
     } else {
@@ -614,10 +613,8 @@ async fn pause(p: PickUp) -> Result<ExitCode, Failure> {
             true,
         ));
     }
-    let paused = |row: &cutover_store::DeploymentRow| match serde_json::from_value::<Progress>(
-        row.progress.clone(),
-    ) {
-        Ok(Progress::Paused { step, reason }) => Some((step, reason)),
+    let paused = |row: &cutover_store::DeploymentRow| match &row.progress {
+        Progress::Paused { step, reason } => Some((*step, reason.clone())),
         _ => None,
     };
     let say = |message: String, row: &cutover_store::DeploymentRow| {
@@ -712,17 +709,12 @@ async fn history(c: Common) -> Result<ExitCode, Failure> {
         println!("no deployments yet");
     }
     for d in &rows {
-        let progress = match serde_json::from_value::<Progress>(d.progress.clone()) {
-            Ok(Progress::Done) => "done".to_owned(),
-            Ok(Progress::RolledBack { reason }) => format!("rolled back: {reason}"),
-            Ok(Progress::Paused { step, reason }) => {
-                format!("paused at step {}: {reason}", step + 1)
-            }
-            Ok(Progress::Aborting { reason }) => format!("rolling back: {reason}"),
-            Ok(Progress::Rolling | Progress::Preparing) | Err(_) => match runner(d.id) {
+        let progress = match &d.progress {
+            Progress::Rolling | Progress::Preparing => match runner(d.id) {
                 Some(l) => format!("in progress, run by {}", l.describe()),
                 None => "in progress, nobody running it: `cutover aws resume`".to_owned(),
             },
+            other => other.to_string(),
         };
         let took = d
             .duration_ms

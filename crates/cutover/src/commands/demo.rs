@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use cutover_api::admin as api;
 use cutover_probe::{Load, ProbeConfig, Report};
 use serde_json::{json, Value};
 
@@ -209,24 +210,24 @@ async fn story(args: &Args) -> Result<bool, String> {
                 chapter.expect
             ),
         );
-        let d = deploy(
-            &admin,
-            "/deploy",
-            json!({ "version": chapter.version, "strategy": chapter.strategy, "command": chapter.command }),
-        )
-        .await?;
-        let outcome = d["progress"]["progress"].as_str().unwrap_or("?").to_owned();
+        let request = api::Deploy {
+            version: chapter.version.to_owned(),
+            strategy: Some(chapter.strategy.to_owned()),
+            command: chapter.command.map(str::to_owned),
+        };
+        let d = deploy(&admin, &request).await?;
+        let outcome = d.progress.name().to_owned();
         say(
             args.json,
             format!(
                 "{} deployment {} to {}: {} in {} ms{}",
                 clock(),
-                d["id"],
+                d.id,
                 chapter.version,
                 outcome,
-                d["duration_ms"],
-                d["progress"]["reason"]
-                    .as_str()
+                d.duration_ms.unwrap_or(0),
+                d.progress
+                    .reason()
                     .map(|r| format!(" ({r})"))
                     .unwrap_or_default()
             ),
@@ -237,8 +238,8 @@ async fn story(args: &Args) -> Result<bool, String> {
             "strategy": chapter.strategy,
             "expected": chapter.expect,
             "outcome": outcome,
-            "reason": d["progress"]["reason"],
-            "duration_ms": d["duration_ms"],
+            "reason": d.progress.reason(),
+            "duration_ms": d.duration_ms,
         }));
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
@@ -251,27 +252,27 @@ async fn story(args: &Args) -> Result<bool, String> {
             clock()
         ),
     );
-    let d = deploy(&admin, "/rollback", json!({})).await?;
-    let outcome = d["progress"]["progress"].as_str().unwrap_or("?").to_owned();
-    let flip_ms = d["flip_us"].as_f64().map(|us| us / 1000.0);
+    let d = deploy(&admin, &api::Rollback::default()).await?;
+    let outcome = d.progress.name().to_owned();
+    let flip_ms = d.flip_us.map(|us| us as f64 / 1000.0);
     say(
         args.json,
         format!(
             "{} rollback to {}: {} by a traffic flip in {}",
             clock(),
-            d["to"].as_str().unwrap_or("?"),
+            d.to,
             outcome,
             flip_ms.map_or("?".to_owned(), |ms| format!("{ms:.2} ms"))
         ),
     );
     as_expected &= outcome == "done" && flip_ms.is_some();
     deployments.push(json!({
-        "version": d["to"],
+        "version": d.to,
         "strategy": "rollback",
         "expected": "done",
         "outcome": outcome,
         "reason": flip_ms.map(|ms| format!("traffic flip in {ms:.2} ms")),
-        "duration_ms": d["duration_ms"],
+        "duration_ms": d.duration_ms,
     }));
     tokio::time::sleep(Duration::from_secs(2)).await;
 
@@ -280,11 +281,11 @@ async fn story(args: &Args) -> Result<bool, String> {
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
-    let status = admin.get("/status").await?;
+    let status = admin.call(&api::GetStatus {}).await?;
     running.stop.cancel();
     let _ = stack.await;
 
-    let release = status["release"].as_str().unwrap_or("?").to_owned();
+    let release = status.release.unwrap_or_default();
     as_expected &= release == "v2";
     // The only failures clients may see are the bad canary's, and only within its share.
     let canary_bound = (CANARY_MIN_REQUESTS + CANARY_WEIGHT * args.rate).ceil() as u64;
@@ -379,15 +380,12 @@ fn print_report(
 async fn wait_for_healthy(admin: &Admin, version: &str, n: usize) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let status = admin.get("/status").await?;
-        let healthy = status["instances"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter(|i| i["version"] == version && i["state"] == "healthy")
-                    .count()
-            })
-            .unwrap_or(0);
+        let status = admin.call(&api::GetStatus {}).await?;
+        let healthy = status
+            .instances
+            .iter()
+            .filter(|i| i.version == version && i.state == cutover_deploy::State::Healthy)
+            .count();
         if healthy >= n {
             return Ok(());
         }
@@ -400,14 +398,16 @@ async fn wait_for_healthy(admin: &Admin, version: &str, n: usize) -> Result<(), 
     }
 }
 
-/// Starts a deployment through `path` and waits for its end.
-async fn deploy(admin: &Admin, path: &str, body: Value) -> Result<Value, String> {
-    let started = admin.post(path, &body).await?;
-    let id = started["id"].as_u64().ok_or("no deployment id")?;
+/// Starts a deployment with `request` and waits for its end.
+async fn deploy<E>(admin: &Admin, request: &E) -> Result<api::Deployment, String>
+where
+    E: cutover_api::Endpoint<Reply = api::Deployment>,
+{
+    let id = admin.call(request).await?.id;
     loop {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let d = admin.get(&format!("/deployments/{id}")).await?;
-        if d["finished_at"].is_string() {
+        let d = admin.call(&api::GetDeployment { id }).await?;
+        if d.finished_at.is_some() {
             return Ok(d);
         }
     }

@@ -3,9 +3,14 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use cutover_api::admin::{
+    self as api, Deployment, GetDeployment, GetHistory, GetScaling, GetStatus, Status,
+};
+use cutover_api::Endpoint;
+use cutover_control::Progress;
+use cutover_deploy::State;
 
-use super::status::{block_on, finish, Admin, Stack};
+use super::status::{block_on, finish, print_json, Admin, Stack};
 use super::up::LeftBehind;
 
 #[derive(clap::Args, Debug)]
@@ -89,9 +94,12 @@ pub fn run(args: Args) -> ExitCode {
     if let Some(code) = super::needs_aws(&args.stack) {
         return code;
     }
-    let body =
-        json!({ "version": args.version, "strategy": args.strategy, "command": args.command });
-    drive(&args.stack, "/deploy", body, args.json, args.no_wait)
+    let request = api::Deploy {
+        version: args.version,
+        strategy: args.strategy,
+        command: args.command,
+    };
+    drive(&args.stack, &request, args.json, args.no_wait)
 }
 
 pub fn rollback(args: RollbackArgs) -> ExitCode {
@@ -105,32 +113,29 @@ pub fn rollback(args: RollbackArgs) -> ExitCode {
     }
     drive(
         &args.stack,
-        "/rollback",
-        json!({ "to": args.to }),
+        &api::Rollback { to: args.to },
         args.json,
         args.no_wait,
     )
 }
 
-/// Starts a deployment through `path` and follows it to its end. Exit 0 only when it is done.
-fn drive(stack: &Stack, path: &str, body: Value, json_out: bool, no_wait: bool) -> ExitCode {
+/// Starts a deployment with `request` and follows it to its end. Exit 0 only when it is done.
+fn drive<E>(stack: &Stack, request: &E, json_out: bool, no_wait: bool) -> ExitCode
+where
+    E: Endpoint<Reply = Deployment>,
+{
     let mut rolled_back = false;
     let result = block_on(async {
         let admin = Admin::for_stack(stack)?;
-        let started = admin.post(path, &body).await?;
-        let id = started["id"]
-            .as_u64()
-            .ok_or("the admin API did not say which deployment started")?;
-        let to = started["to"].as_str().unwrap_or("?").to_owned();
+        let started = admin.call(request).await?;
+        let id = started.id;
+        let to = started.to.clone();
         if !json_out {
-            eprintln!(
-                "deployment {id}: {} -> {to}",
-                started["from"].as_str().unwrap_or("?")
-            );
+            eprintln!("deployment {id}: {} -> {to}", started.from);
         }
-        if no_wait || started["finished_at"].is_string() {
+        if no_wait || started.finished_at.is_some() {
             if json_out {
-                println!("{started}");
+                print_json(&started);
             }
             return Ok(());
         }
@@ -151,20 +156,17 @@ fn drive(stack: &Stack, path: &str, body: Value, json_out: bool, no_wait: bool) 
         });
         let deployment = loop {
             tokio::time::sleep(POLL).await;
-            let d = admin.get(&format!("/deployments/{id}")).await?;
-            let status = admin.get("/status").await?;
+            let d = admin.call(&GetDeployment { id }).await?;
+            let status = admin.call(&GetStatus {}).await?;
             let line = progress_line(&d, &status);
             match &bar {
                 Some(bar) => {
-                    let healthy = status["instances"]
-                        .as_array()
-                        .map(|a| {
-                            a.iter()
-                                .filter(|i| i["version"] == to.as_str() && i["state"] == "healthy")
-                                .count()
-                        })
-                        .unwrap_or(0);
-                    bar.set_length(status["desired"].as_u64().unwrap_or(0));
+                    let healthy = status
+                        .instances
+                        .iter()
+                        .filter(|i| i.version == to && i.state == State::Healthy)
+                        .count();
+                    bar.set_length(u64::from(status.desired.unwrap_or(0)));
                     bar.set_position(healthy as u64);
                     bar.set_message(line.trim().to_owned());
                 }
@@ -174,7 +176,7 @@ fn drive(stack: &Stack, path: &str, body: Value, json_out: bool, no_wait: bool) 
                 }
                 None => {}
             }
-            if d["finished_at"].is_string() {
+            if d.finished_at.is_some() {
                 if let Some(bar) = &bar {
                     bar.finish();
                 }
@@ -182,31 +184,32 @@ fn drive(stack: &Stack, path: &str, body: Value, json_out: bool, no_wait: bool) 
             }
         };
         if json_out {
-            println!("{deployment}");
+            print_json(&deployment);
         }
-        match deployment["progress"]["progress"].as_str() {
-            Some("done") => {
+        match &deployment.progress {
+            Progress::Done => {
                 if json_out {
-                } else if let Some(us) = deployment["flip_us"].as_u64() {
+                } else if let Some(us) = deployment.flip_us {
                     eprintln!(
                         "traffic flipped back to the warm {to} in {:.2} ms",
                         us as f64 / 1000.0
                     );
                 } else {
-                    eprintln!("deployed {to} in {} ms", deployment["duration_ms"]);
-                    if let Some(line) = crate::drains::describe_json(&deployment["drains"]) {
+                    eprintln!(
+                        "deployed {to} in {} ms",
+                        deployment.duration_ms.unwrap_or(0)
+                    );
+                    if let Some(line) = deployment.drains.describe() {
                         eprintln!("{line}");
                     }
                 }
                 Ok(())
             }
-            _ => {
+            other => {
                 rolled_back = true;
                 Err(format!(
                     "deployment {id} rolled back: {}",
-                    deployment["progress"]["reason"]
-                        .as_str()
-                        .unwrap_or("no reason given")
+                    other.reason().unwrap_or("no reason given")
                 ))
             }
         }
@@ -219,19 +222,16 @@ fn drive(stack: &Stack, path: &str, body: Value, json_out: bool, no_wait: bool) 
     }
 }
 
-fn progress_line(d: &Value, status: &Value) -> String {
+fn progress_line(d: &Deployment, status: &Status) -> String {
     let mut counts = std::collections::BTreeMap::<String, usize>::new();
-    for i in status["instances"].as_array().into_iter().flatten() {
-        let key = format!(
-            "{}:{}",
-            i["version"].as_str().unwrap_or("?"),
-            i["state"].as_str().unwrap_or("?")
-        );
-        *counts.entry(key).or_default() += 1;
+    for i in &status.instances {
+        *counts
+            .entry(format!("{}:{}", i.version, i.state.as_str()))
+            .or_default() += 1;
     }
     let instances: Vec<String> = counts.iter().map(|(k, n)| format!("{n}×{k}")).collect();
-    let progress = d["progress"]["progress"].as_str().unwrap_or("?");
-    match d["progress"]["reason"].as_str() {
+    let progress = d.progress.name();
+    match d.progress.reason() {
         Some(reason) => format!("  {progress} ({reason}) | {}", instances.join(" ")),
         None => format!("  {progress} | {}", instances.join(" ")),
     }
@@ -240,46 +240,41 @@ fn progress_line(d: &Value, status: &Value) -> String {
 pub fn history(args: HistoryArgs) -> ExitCode {
     finish(block_on(async {
         let admin = Admin::for_stack(&args.stack)?;
-        let h = admin
-            .get(if args.scaling { "/scaling" } else { "/history" })
-            .await?;
-        if args.json {
-            println!("{h}");
-            return Ok(());
-        }
         if args.scaling {
-            for a in h["scaling"].as_array().into_iter().flatten() {
-                println!(
-                    "{} {} -> {}  {}",
-                    a["at"].as_str().unwrap_or("?"),
-                    a["from"],
-                    a["to"],
-                    a["reason"].as_str().unwrap_or("")
-                );
+            let h = admin.call(&GetScaling {}).await?;
+            if args.json {
+                print_json(&h);
+                return Ok(());
+            }
+            for a in &h.scaling {
+                println!("{} {} -> {}  {}", a.at, a.from, a.to, a.reason);
             }
             return Ok(());
         }
-        for d in h["deployments"].as_array().into_iter().flatten() {
+        let h = admin.call(&GetHistory {}).await?;
+        if args.json {
+            print_json(&h);
+            return Ok(());
+        }
+        for d in &h.deployments {
             println!(
                 "#{:<3} {} {:>8} -> {:<8} {:<8} {:<12} {:>7} ms  {}",
-                d["id"],
-                d["started_at"].as_str().unwrap_or("?"),
-                d["from"].as_str().unwrap_or("?"),
-                d["to"].as_str().unwrap_or("?"),
-                d["strategy"].as_str().unwrap_or("?"),
-                d["progress"]["progress"].as_str().unwrap_or("?"),
-                d["duration_ms"],
-                d["progress"]["reason"].as_str().unwrap_or("")
+                d.id,
+                d.started_at,
+                d.from,
+                d.to,
+                d.strategy,
+                d.progress.name(),
+                d.duration_ms.map_or("-".to_owned(), |ms| ms.to_string()),
+                d.progress.reason().unwrap_or("")
             );
-            for step in d["steps"].as_array().into_iter().flatten() {
+            for step in &d.steps {
                 println!(
                     "       step {} ({}): {}",
-                    step["step"],
-                    step["what"].as_str().unwrap_or("?"),
-                    step["verdict"].as_str().unwrap_or("?")
+                    step.step, step.what, step.verdict
                 );
             }
-            if let Some(line) = crate::drains::describe_json(&d["drains"]) {
+            if let Some(line) = d.drains.describe() {
                 println!("       {line}");
             }
         }
@@ -288,17 +283,20 @@ pub fn history(args: HistoryArgs) -> ExitCode {
 }
 
 /// `cutover promote|pause|resume|abort`: steers the deployment in progress and says where it is.
-pub fn steer(path: &str, body: Value, args: SteerArgs) -> ExitCode {
+pub fn steer<E>(request: E, args: SteerArgs) -> ExitCode
+where
+    E: Endpoint<Reply = Deployment>,
+{
     finish(block_on(async {
         let admin = Admin::for_stack(&args.stack)?;
-        let d = admin.post(path, &body).await?;
+        let d = admin.call(&request).await?;
         if args.json {
-            println!("{d}");
+            print_json(&d);
         } else {
-            let progress = d["progress"]["progress"].as_str().unwrap_or("?");
-            match d["progress"]["reason"].as_str() {
-                Some(reason) => eprintln!("deployment {}: {progress} ({reason})", d["id"]),
-                None => eprintln!("deployment {}: {progress}", d["id"]),
+            let progress = d.progress.name();
+            match d.progress.reason() {
+                Some(reason) => eprintln!("deployment {}: {progress} ({reason})", d.id),
+                None => eprintln!("deployment {}: {progress}", d.id),
             }
         }
         Ok(())
@@ -319,12 +317,14 @@ pub fn scale(args: ScaleArgs) -> ExitCode {
     finish(block_on(async {
         let admin = Admin::for_stack(&args.stack)?;
         let r = admin
-            .post("/scale", &json!({ "desired": args.desired }))
+            .call(&api::Scale {
+                desired: args.desired,
+            })
             .await?;
         if args.json {
-            println!("{r}");
+            print_json(&r);
         } else {
-            eprintln!("desired size {} -> {}", r["from"], r["desired"]);
+            eprintln!("desired size {} -> {}", r.from, r.desired);
         }
         Ok(())
     }))
@@ -333,7 +333,7 @@ pub fn scale(args: ScaleArgs) -> ExitCode {
 pub fn stop(stack: Stack) -> ExitCode {
     finish(block_on(async {
         let asked = match Admin::for_stack(&stack) {
-            Ok(admin) => admin.post("/stop", &json!({})).await.map(|_| ()),
+            Ok(admin) => admin.call(&api::Stop {}).await.map(|_| ()),
             Err(e) => Err(e),
         };
         let Err(unanswered) = asked else {

@@ -11,8 +11,7 @@ pub mod probe;
 pub mod status;
 pub mod up;
 
-/// Exit code for input that cutover refuses: a bad stack file or bad arguments.
-pub const EXIT_INVALID: u8 = 2;
+pub use crate::exit::INVALID as EXIT_INVALID;
 
 /// Parses durations such as `2s` or `500ms` in command-line arguments.
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {

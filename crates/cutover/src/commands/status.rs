@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use serde_json::Value;
+use cutover_api::admin::{AddTarget, GetStatus, RemoveTarget, Status};
+use cutover_api::{Endpoint, ErrorBody, Method};
 
 use super::up::{data_dir, STATIC_GROUP};
 use crate::token;
@@ -88,41 +89,38 @@ impl Admin {
         Self::connect(stack)
     }
 
-    pub async fn get(&self, path: &str) -> Result<Value, String> {
-        self.call(self.client.get(format!("{}{path}", self.base)))
-            .await
-    }
-
-    pub async fn post(&self, path: &str, body: &Value) -> Result<Value, String> {
-        self.call(self.client.post(format!("{}{path}", self.base)).json(body))
-            .await
-    }
-
-    pub async fn delete(&self, path: &str) -> Result<Value, String> {
-        self.call(self.client.delete(format!("{}{path}", self.base)))
-            .await
-    }
-
-    async fn call(&self, req: reqwest::RequestBuilder) -> Result<Value, String> {
-        let resp = req
+    /// One typed request; a 4xx or 5xx answer becomes its error message.
+    pub async fn call<E: Endpoint>(&self, req: &E) -> Result<E::Reply, String> {
+        let url = format!("{}{}", self.base, req.path());
+        let builder = match E::METHOD {
+            Method::Get => self.client.get(url),
+            Method::Post => self.client.post(url).json(req),
+            Method::Delete => self.client.delete(url),
+        };
+        let resp = builder
             .bearer_auth(&self.token)
             .send()
             .await
             .map_err(|e| format!("admin API at {}: {e}", self.base))?;
         let status = resp.status();
-        let body: Value = resp
-            .json()
+        let bytes = resp
+            .bytes()
             .await
-            .map_err(|e| format!("admin API answered something unreadable: {e}"))?;
+            .map_err(|e| format!("admin API at {}: {e}", self.base))?;
         if status.is_success() {
-            Ok(body)
+            serde_json::from_slice(&bytes)
+                .map_err(|e| format!("admin API answered something unreadable: {e}"))
         } else {
-            Err(body["error"]
-                .as_str()
-                .map(str::to_owned)
-                .unwrap_or_else(|| format!("admin API answered {status}")))
+            Err(serde_json::from_slice::<ErrorBody>(&bytes)
+                .map(|b| b.error)
+                .unwrap_or_else(|_| format!("admin API answered {status}")))
         }
     }
+}
+
+/// Prints a reply as the admin API sent it.
+pub fn print_json(value: &impl serde::Serialize) {
+    println!("{}", serde_json::to_string(value).unwrap_or_default());
 }
 
 pub fn block_on<T>(f: impl std::future::Future<Output = Result<T, String>>) -> Result<T, String> {
@@ -154,96 +152,87 @@ pub fn run(args: Args) -> ExitCode {
     }
     finish(block_on(async {
         let admin = Admin::connect(&args.stack)?;
-        let status = admin.get("/status").await?;
+        let status = admin.call(&GetStatus {}).await?;
         if args.json {
-            println!("{status}");
+            print_json(&status);
             return Ok(());
         }
-        if let Some(release) = status["release"].as_str() {
-            println!("release {release}, desired {}", status["desired"]);
-            if let Some(a) = status["scaling"].as_object() {
-                println!(
-                    "last scaling {} -> {} at {}: {}",
-                    a["from"],
-                    a["to"],
-                    a["at"].as_str().unwrap_or("?"),
-                    a["reason"].as_str().unwrap_or("")
-                );
-            }
-            for i in status["instances"].as_array().into_iter().flatten() {
-                println!(
-                    "  {:<18} {:<8} {:<6} pid {:<7} port {:<5} {:<9} in-flight {:<3} {:>6} req/s  {}",
-                    i["id"].as_str().unwrap_or("?"),
-                    i["version"].as_str().unwrap_or("?"),
-                    i["group"].as_str().unwrap_or("?"),
-                    i["pid"],
-                    i["port"],
-                    i["state"].as_str().unwrap_or("?"),
-                    i["in_flight"],
-                    i["rps"],
-                    i["reason"].as_str().unwrap_or("")
-                );
-            }
-            if let Some(error) = status["state_writes"]["error"].as_str() {
-                println!(
-                    "STATE NOT SAVED: {} write(s) to the state database failed over {} s ({error}); traffic is served as before",
-                    status["state_writes"]["failed_writes"], status["state_writes"]["for_s"]
-                );
-            }
-            if let Some(looping) = status["restarts"]["crash_loop"].as_str() {
-                println!("CRASH LOOP: {looping}");
-            }
-            for h in status["restarts"]["backing_off"]
-                .as_array()
-                .into_iter()
-                .flatten()
-            {
-                println!(
-                    "  a slot of {} waits {} ms before its next launch: {} instances in a row died young",
-                    h["version"].as_str().unwrap_or("?"),
-                    h["for_ms"],
-                    h["died_young"]
-                );
-            }
-            if let Some(w) = status["warm"].as_object() {
-                println!(
-                    "warm: {} for {} s more; `cutover rollback` flips traffic back to it",
-                    w["version"].as_str().unwrap_or("?"),
-                    w["for_s"]
-                );
-            }
-            if let Some(d) = status["deployment"].as_object() {
-                println!(
-                    "deployment {}: {} -> {}, {}",
-                    d["id"],
-                    d["from"].as_str().unwrap_or("?"),
-                    d["to"].as_str().unwrap_or("?"),
-                    d["progress"]["progress"].as_str().unwrap_or("?")
-                );
-            }
-        }
-        for group in status["groups"].as_array().into_iter().flatten() {
-            println!(
-                "group {} (weight {})",
-                group["name"].as_str().unwrap_or("?"),
-                group["weight"]
-            );
-            for t in group["targets"].as_array().into_iter().flatten() {
-                println!(
-                    "  {:<24} {:<10} {:<32} in-flight {}",
-                    t["target"].as_str().unwrap_or("?"),
-                    t["state"].as_str().unwrap_or("?"),
-                    t["reason"].as_str().unwrap_or(if t["ejected"] == true {
-                        "ejected"
-                    } else {
-                        "-"
-                    }),
-                    t["in_flight"]
-                );
-            }
-        }
+        print_status(&status);
         Ok(())
     }))
+}
+
+fn print_status(status: &Status) {
+    if let Some(release) = &status.release {
+        println!("release {release}, desired {}", status.desired.unwrap_or(0));
+        if let Some(a) = &status.scaling {
+            println!(
+                "last scaling {} -> {} at {}: {}",
+                a.from, a.to, a.at, a.reason
+            );
+        }
+        for i in &status.instances {
+            println!(
+                "  {:<18} {:<8} {:<6} pid {:<7} port {:<5} {:<9} in-flight {:<3} {:>6} req/s  {}",
+                i.id,
+                i.version,
+                i.group.name(),
+                i.pid,
+                i.port,
+                i.state.as_str(),
+                i.in_flight,
+                i.rps,
+                i.reason.map(|r| r.as_str()).unwrap_or("")
+            );
+        }
+        if let Some(w) = &status.state_writes {
+            println!(
+                "STATE NOT SAVED: {} write(s) to the state database failed over {} s ({}); traffic is served as before",
+                w.failed_writes, w.for_s, w.error
+            );
+        }
+        if let Some(looping) = &status.restarts.crash_loop {
+            println!("CRASH LOOP: {looping}");
+        }
+        for h in &status.restarts.backing_off {
+            println!(
+                "  a slot of {} waits {} ms before its next launch: {} instances in a row died young",
+                h.version, h.for_ms, h.died_young
+            );
+        }
+        if let Some(w) = &status.warm {
+            println!(
+                "warm: {} for {} s more; `cutover rollback` flips traffic back to it",
+                w.version, w.for_s
+            );
+        }
+        if let Some(d) = &status.deployment {
+            println!(
+                "deployment {}: {} -> {}, {}",
+                d.id,
+                d.from,
+                d.to,
+                d.progress.name()
+            );
+        }
+    }
+    for group in &status.groups {
+        println!("group {} (weight {})", group.name, group.weight);
+        for t in &group.targets {
+            let reason = match t.reason {
+                Some(r) => r.as_str(),
+                None if t.ejected => "ejected",
+                None => "-",
+            };
+            println!(
+                "  {:<24} {:<10} {:<32} in-flight {}",
+                t.target,
+                t.state.as_str(),
+                reason,
+                t.in_flight
+            );
+        }
+    }
 }
 
 pub fn run_target(cmd: TargetCommand) -> ExitCode {
@@ -255,16 +244,16 @@ pub fn run_target(cmd: TargetCommand) -> ExitCode {
                 stack,
             } => {
                 let admin = Admin::connect(&stack)?;
-                let body = serde_json::json!({ "target": target, "group": group });
-                admin
-                    .call(
-                        admin
-                            .client
-                            .post(format!("{}/targets", admin.base))
-                            .json(&body),
-                    )
+                let added = admin
+                    .call(&AddTarget {
+                        target,
+                        group: Some(group),
+                    })
                     .await?;
-                println!("registered {target} in {group}; it takes traffic once healthy");
+                println!(
+                    "registered {} in {}; it takes traffic once healthy",
+                    added.target, added.group
+                );
             }
             TargetCommand::Remove {
                 target,
@@ -273,21 +262,20 @@ pub fn run_target(cmd: TargetCommand) -> ExitCode {
                 stack,
             } => {
                 let admin = Admin::connect(&stack)?;
-                let mut url = format!("/targets/{target}?group={group}");
-                if let Some(t) = timeout {
-                    url.push_str(&format!("&timeout={t}"));
-                }
-                let out = admin.delete(&url).await?;
-                let d = &out["drain"];
+                let out = admin
+                    .call(&RemoveTarget {
+                        target: target.clone(),
+                        group: Some(group),
+                        timeout,
+                    })
+                    .await?;
+                let d = &out.drain;
                 println!(
                     "drained {target}: {} completed, {} cut, {} ms",
-                    d["completed"], d["cut"], d["took_ms"]
+                    d.completed, d.cut, d.took_ms
                 );
-                if d["cut"].as_u64().unwrap_or(0) > 0 {
-                    return Err(format!(
-                        "{} requests were cut at the drain deadline",
-                        d["cut"]
-                    ));
+                if d.cut > 0 {
+                    return Err(format!("{} requests were cut at the drain deadline", d.cut));
                 }
             }
         }

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::EXIT_INVALID;
 use crate::admin::{self, AdminState};
-use crate::controller::{self, Controller};
+use crate::controller::Controller;
 use crate::plane::{Plane, PreviewGroup};
 use crate::token;
 
@@ -164,9 +164,9 @@ pub async fn run_stack(
             let registry = Registry::new();
             let preview_group = PreviewGroup::default();
             if managed {
-                let [live, next] = controller::GROUPS;
-                registry.ensure_group(live, 100, spec.listener.balance, health.clone())?;
-                registry.ensure_group(next, 0, spec.listener.balance, health)?;
+                let [live, next] = cutover_control::Side::BOTH;
+                registry.ensure_group(live.name(), 100, spec.listener.balance, health.clone())?;
+                registry.ensure_group(next.name(), 0, spec.listener.balance, health)?;
             } else {
                 registry.ensure_group(STATIC_GROUP, 100, spec.listener.balance, health)?;
                 for target in &spec.targets {
@@ -214,7 +214,7 @@ pub async fn run_stack(
         stop: stop.clone(),
         token,
         default_group: if controller.is_some() {
-            controller::GROUPS[0]
+            cutover_control::Side::Blue.name()
         } else {
             STATIC_GROUP
         }

@@ -22,8 +22,11 @@ impl Controller {
         };
         let window = match &run.window {
             Some((live_then, next_then)) if run.decider.window_since().is_some() => {
-                let now_live = self.plane.group_metrics(live).unwrap_or_default();
-                let now_next = self.plane.group_metrics(other(live)).unwrap_or_default();
+                let now_live = self.plane.group_metrics(live.name()).unwrap_or_default();
+                let now_next = self
+                    .plane
+                    .group_metrics(live.other().name())
+                    .unwrap_or_default();
                 Some((
                     Some(sample(&now_next.since(next_then))),
                     Some(sample(&now_live.since(live_then))),
@@ -82,8 +85,10 @@ impl Controller {
             (None, _) => run.window = None,
             (Some(_), None) => {
                 run.window = Some((
-                    self.plane.group_metrics(live).unwrap_or_default(),
-                    self.plane.group_metrics(other(live)).unwrap_or_default(),
+                    self.plane.group_metrics(live.name()).unwrap_or_default(),
+                    self.plane
+                        .group_metrics(live.other().name())
+                        .unwrap_or_default(),
                 ))
             }
             (Some(_), Some(_)) => {}
@@ -127,9 +132,12 @@ impl Controller {
                     self.persist("current release", self.store.set_current_release(&d.to));
                     if uses_next {
                         // The new set's group is the live one now; weights stay as they are.
-                        inner.live = other(inner.live);
-                        self.persist("live group", self.store.set_meta(LIVE_KEY, inner.live));
-                        self.plane.set_preview(other(inner.live));
+                        inner.live = inner.live.other();
+                        self.persist(
+                            "live group",
+                            self.store.set_meta(LIVE_KEY, inner.live.name()),
+                        );
+                        self.plane.set_preview(inner.live.other());
                         inner.weights = (inner.weights.1, inner.weights.0);
                     }
                     if keeps_warm {
@@ -264,7 +272,7 @@ impl Controller {
             if let Some(w) = self.set_warm(&mut inner, None) {
                 tracing::info!(version = %w.version, "a new deploy replaces the warm set");
             }
-            let next = other(inner.live);
+            let next = inner.live.other();
             let warm: Vec<InstanceId> = inner
                 .instances
                 .iter()
@@ -464,26 +472,21 @@ impl Controller {
         }
         let (target, command) = {
             let inner = self.lock();
-            let known: Vec<&str> = std::iter::once(self.spec.release.version.as_str())
-                .chain(
-                    inner
-                        .history
-                        .iter()
-                        .filter(|d| d.progress == Progress::Done)
-                        .map(|d| d.to.as_str()),
-                )
+            let history: Vec<cutover_rollout::Past<'_>> = inner
+                .history
+                .iter()
+                .map(|d| cutover_rollout::Past {
+                    from: &d.from,
+                    to: &d.to,
+                    progress: &d.progress,
+                })
                 .collect();
-            let target = match to {
-                Some(v) if known.contains(&v) => v.to_owned(),
-                Some(v) => return Err(DeployError::UnknownRelease(v.to_owned())),
-                None => inner
-                    .history
-                    .iter()
-                    .rev()
-                    .find(|d| d.progress == Progress::Done && d.to == inner.current)
-                    .map(|d| d.from.clone())
-                    .ok_or(DeployError::NothingToRollBack)?,
-            };
+            let target = cutover_rollout::rollback::target(
+                &history,
+                &inner.current,
+                Some(&self.spec.release.version),
+                to,
+            )?;
             let command = inner.commands.get(&target).cloned();
             (target, command)
         };

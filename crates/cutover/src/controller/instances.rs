@@ -12,11 +12,11 @@ impl Controller {
         let live = inner.live;
         match self
             .plane
-            .set_weights(&[(live, weights.0), (other(live), weights.1)])
+            .set_weights(&[(live.name(), weights.0), (live.other().name(), weights.1)])
         {
             Ok(()) => {
                 tracing::info!(
-                    live = live,
+                    live = live.name(),
                     live_weight = weights.0,
                     other_weight = weights.1,
                     "traffic split"
@@ -57,12 +57,7 @@ impl Controller {
         }
     }
 
-    pub(super) async fn launch(
-        self: Arc<Self>,
-        id: InstanceId,
-        version: String,
-        group: &'static str,
-    ) {
+    pub(super) async fn launch(self: Arc<Self>, id: InstanceId, version: String, group: Side) {
         let release = &self.spec.release;
         let command = self
             .lock()
@@ -83,7 +78,7 @@ impl Controller {
         self.persist("instance", self.store.instance_intended(&id.0, &version));
         let launched = self.fleet.launch_as(id.clone(), &spec).await;
         let outcome: Result<Instance, (Option<Instance>, String)> = match launched {
-            Ok(instance) => match self.plane.register(group, &instance.target()).await {
+            Ok(instance) => match self.plane.register(group.name(), &instance.target()).await {
                 Ok(()) => Ok(instance),
                 Err(e) => Err((Some(instance), e.to_string())),
             },
@@ -145,7 +140,7 @@ impl Controller {
         inner.draining.insert(id.clone());
         let this = self.clone();
         tokio::spawn(async move {
-            if let Some(handle) = this.plane.deregister(group, &target, timeout).await {
+            if let Some(handle) = this.plane.deregister(group.name(), &target, timeout).await {
                 let report = handle.wait().await;
                 tracing::info!(instance = %id, completed = report.completed, closed = report.closed, cut = report.cut, "drained");
                 this.drained(&id, &report);

@@ -20,12 +20,12 @@ use cutover_proxy::target::{Reason, TargetState};
 use cutover_rollout::{Bounds, Decider, Launching, Look};
 use cutover_spec::Spec;
 use cutover_store::{DeploymentRow, InstanceRow, ScalingRow, Store};
-use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::drains::{self, Drains};
 use crate::plane::Plane;
+use cutover_api::drains::{self, Drains};
+use cutover_control::Side;
 
 mod deployment;
 mod instances;
@@ -34,18 +34,6 @@ mod recovery;
 mod scaling;
 mod upkeep;
 
-/// The two target groups managed instances join: the live one takes the traffic between
-/// deploys; the other holds a new version while a strategy shifts traffic to it, then the
-/// previous version, kept warm for an instant rollback. They trade places when a deploy is done.
-pub const GROUPS: [&str; 2] = ["blue", "green"];
-
-fn other(group: &'static str) -> &'static str {
-    if group == GROUPS[0] {
-        GROUPS[1]
-    } else {
-        GROUPS[0]
-    }
-}
 /// How often instance logs are checked against their size limit.
 const LOG_ROTATION_CHECK: Duration = Duration::from_secs(5);
 /// How often the controller looks again when nothing wakes it sooner.
@@ -56,33 +44,7 @@ const LAUNCH_DEADLINE: Duration = Duration::from_secs(10);
 /// plane knows which group is which.
 const LIVE_KEY: &str = "live";
 
-#[derive(Debug, Clone, Serialize)]
-pub struct Deployment {
-    pub id: u64,
-    pub from: String,
-    pub to: String,
-    pub strategy: String,
-    pub started_at: String,
-    pub finished_at: Option<String>,
-    pub duration_ms: Option<u64>,
-    pub progress: Progress,
-    /// The steps a canary went through, with their verdicts.
-    pub steps: Vec<StepRecord>,
-    /// For a rollback to a warm set: microseconds from the command to the traffic flip.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub flip_us: Option<u64>,
-    /// What draining its old instances came to.
-    #[serde(default)]
-    pub drains: Drains,
-}
-
-pub use cutover_rollout::StepRecord;
-
-impl Deployment {
-    pub fn finished(&self) -> bool {
-        matches!(self.progress, Progress::Done | Progress::RolledBack { .. })
-    }
-}
+pub use cutover_api::admin::{Deployment, InstanceStatus};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeployError {
@@ -95,10 +57,8 @@ pub enum DeployError {
     BadVersion(String),
     #[error("{0}")]
     BadCommand(String),
-    #[error("no release {0} has run here; `cutover history` lists those that have")]
-    UnknownRelease(String),
-    #[error("no earlier release to roll back to")]
-    NothingToRollBack,
+    #[error(transparent)]
+    NoRollbackTarget(#[from] cutover_rollout::NoTarget),
     #[error("no strategy named `{0}`; expected one of {1}")]
     BadStrategy(String, String),
     #[error("desired size {0} is outside the group's min {1} and max {2}")]
@@ -107,22 +67,6 @@ pub enum DeployError {
     NoDeployment,
     #[error("deployment {0} uses the {1} strategy; only a canary has steps to promote or pause")]
     NotStepped(u64, &'static str),
-}
-
-/// An instance as `cutover status` shows it.
-#[derive(Debug, Clone, Serialize)]
-pub struct InstanceStatus {
-    pub id: String,
-    pub version: String,
-    /// The target group it serves from.
-    pub group: &'static str,
-    pub pid: u32,
-    pub port: u16,
-    pub state: State,
-    pub health: Option<TargetState>,
-    pub reason: Option<&'static str>,
-    pub in_flight: usize,
-    pub rps: u64,
 }
 
 /// Whose doing an instance's exit was.
@@ -157,11 +101,11 @@ struct Tracked {
     settled: bool,
     /// How it ended (failed or lost), once its slot has been told: it is judged once.
     ended: Option<State>,
-    group: &'static str,
+    group: Side,
 }
 
 impl Tracked {
-    fn new(instance: Instance, group: &'static str) -> Self {
+    fn new(instance: Instance, group: Side) -> Self {
         Self {
             instance,
             launched: Instant::now(),
@@ -226,8 +170,10 @@ struct Inner {
     exited: BTreeMap<InstanceId, (String, Instant, Ending)>,
     draining: BTreeSet<InstanceId>,
     /// Launches under way: instance, version and group.
-    launching: Vec<(InstanceId, String, &'static str)>,
-    live: &'static str,
+    launching: Vec<(InstanceId, String, Side)>,
+    /// The side that takes the traffic between deploys; the other holds a new version while a
+    /// strategy shifts traffic to it, then the previous one, kept warm for an instant rollback.
+    live: Side,
     /// Weights last given to the live and the other group.
     weights: (u32, u32),
     warm: Option<Warm>,
@@ -274,7 +220,7 @@ impl Controller {
     }
 
     /// Whether the state database takes writes, for `cutover status`.
-    pub fn writes(&self) -> serde_json::Value {
+    pub fn writes(&self) -> Option<cutover_api::admin::StateWrites> {
         self.writes.status()
     }
 
@@ -287,7 +233,7 @@ impl Controller {
             started_at: d.started_at.clone(),
             finished_at: d.finished_at.clone(),
             duration_ms: d.duration_ms,
-            progress: serde_json::to_value(&d.progress).unwrap_or_default(),
+            progress: d.progress.clone(),
             steps: serde_json::to_value(&d.steps).unwrap_or_default(),
         };
         self.persist("deployment", self.store.save_deployment(&row));
@@ -324,24 +270,22 @@ impl Controller {
     }
 
     /// Slots backing off, and the crash loop if there is one: for `cutover status`.
-    pub fn restarts(&self) -> serde_json::Value {
+    pub fn restarts(&self) -> cutover_api::admin::Restarts {
         let inner = self.lock();
-        let held: Vec<serde_json::Value> = inner
+        let backing_off = inner
             .restarts
             .held(Instant::now())
             .into_iter()
-            .map(|h| {
-                serde_json::json!({
-                    "version": h.version,
-                    "died_young": h.deaths,
-                    "for_ms": u64::try_from(h.for_.as_millis()).unwrap_or(u64::MAX),
-                })
+            .map(|h| cutover_api::admin::BackingOff {
+                version: h.version,
+                died_young: h.deaths,
+                for_ms: u64::try_from(h.for_.as_millis()).unwrap_or(u64::MAX),
             })
             .collect();
-        serde_json::json!({
-            "backing_off": held,
-            "crash_loop": inner.crash_loop.as_ref().map(|l| l.to_string()),
-        })
+        cutover_api::admin::Restarts {
+            backing_off,
+            crash_loop: inner.crash_loop.as_ref().map(|l| l.to_string()),
+        }
     }
 
     pub fn deployment(&self, id: Option<u64>) -> Option<Deployment> {
@@ -396,7 +340,7 @@ impl Controller {
                     port: t.instance.port,
                     state: v.state,
                     health: h.map(|h| h.state),
-                    reason: h.and_then(|h| h.reason).map(|r| r.as_str()),
+                    reason: h.and_then(|h| h.reason),
                     in_flight: h.map(|h| h.in_flight).unwrap_or(0),
                     rps: h.map(|h| h.rps).unwrap_or(0),
                 })
@@ -411,7 +355,7 @@ impl Controller {
             let mut inner = self.lock();
             // Weights no plan computes, so the next step sends the real ones.
             inner.weights = (u32::MAX, u32::MAX);
-            let targets: Vec<(&'static str, String)> = inner
+            let targets: Vec<(Side, String)> = inner
                 .instances
                 .iter()
                 .filter(|(id, _)| !inner.draining.contains(*id))
@@ -419,9 +363,9 @@ impl Controller {
                 .collect();
             (targets, inner.live)
         };
-        self.plane.set_preview(other(live));
+        self.plane.set_preview(live.other());
         for (group, target) in targets {
-            if let Err(e) = self.plane.register(group, &target).await {
+            if let Err(e) = self.plane.register(group.name(), &target).await {
                 tracing::error!(%group, %target, error = %e, "cannot give the new data plane a target");
             }
         }

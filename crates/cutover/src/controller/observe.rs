@@ -34,7 +34,7 @@ impl Controller {
             .plane
             .status()
             .into_iter()
-            .filter(|g| GROUPS.contains(&g.name.as_str()))
+            .filter(|g| Side::parse(&g.name).is_some())
             .flat_map(|g| {
                 let name = g.name;
                 g.targets
@@ -54,7 +54,7 @@ impl Controller {
         let policy = restarts.policy();
         let mut views = Vec::new();
         for (id, t) in instances.iter_mut() {
-            let h = health.get(&(t.group.to_owned(), t.instance.target()));
+            let h = health.get(&(t.group.name().to_owned(), t.instance.target()));
             if matches!(h, Some((TargetState::Healthy, _))) && t.healthy_at.is_none() {
                 t.healthy_at = Some(now);
             }

@@ -32,8 +32,7 @@ impl Controller {
         let mut history = Vec::new();
         let mut deployment = None;
         for row in rows {
-            let progress: Progress =
-                serde_json::from_value(row.progress.clone()).unwrap_or(Progress::Rolling);
+            let progress = row.progress.clone();
             let d = Deployment {
                 id: row.id,
                 from: row.from_version,
@@ -97,10 +96,10 @@ impl Controller {
                 .find(|g| g.name == group)
                 .map_or(0, |g| g.weight)
         };
-        let serving: BTreeMap<String, &'static str> = groups
+        let serving: BTreeMap<String, Side> = groups
             .iter()
             .cloned()
-            .filter_map(|g| Some((GROUPS.into_iter().find(|n| *n == g.name)?, g.targets)))
+            .filter_map(|g| Some((Side::parse(&g.name)?, g.targets)))
             .flat_map(|(group, targets)| {
                 targets
                     .into_iter()
@@ -108,13 +107,13 @@ impl Controller {
                     .map(move |t| (t.target, group))
             })
             .collect();
-        let live = match store.meta(LIVE_KEY)? {
-            Some(g) if !serving.is_empty() && g == GROUPS[1] => GROUPS[1],
-            _ => GROUPS[0],
+        let live = match store.meta(LIVE_KEY)?.as_deref().and_then(Side::parse) {
+            Some(Side::Green) if !serving.is_empty() => Side::Green,
+            _ => Side::Blue,
         };
-        let weights = (weight_of(live), weight_of(other(live)));
-        store.set_meta(LIVE_KEY, live)?;
-        plane.set_preview(other(live));
+        let weights = (weight_of(live.name()), weight_of(live.other().name()));
+        store.set_meta(LIVE_KEY, live.name())?;
+        plane.set_preview(live.other());
         for row in store.live_instances()? {
             if row.pid == 0 {
                 // Launched, or about to be, when the last daemon died: find and stop what ran.
@@ -149,14 +148,14 @@ impl Controller {
             // the rest join the live group, where the steady state keeps the current release and
             // drains any other.
             let group = match serving.get(&instance.target()) {
-                Some(group) => group,
+                Some(group) => *group,
                 None => {
                     let group = if warm.as_ref().is_some_and(|w| w.version == instance.version) {
-                        other(live)
+                        live.other()
                     } else {
                         live
                     };
-                    plane.register(group, &instance.target()).await?;
+                    plane.register(group.name(), &instance.target()).await?;
                     group
                 }
             };
@@ -176,7 +175,7 @@ impl Controller {
                 tracing::warn!(%target, %group, "deregistering a target no instance accounts for");
                 drop(
                     plane
-                        .deregister(group, target, spec.deploy.drain_timeout)
+                        .deregister(group.name(), target, spec.deploy.drain_timeout)
                         .await,
                 );
             }

@@ -69,15 +69,15 @@ impl Controller {
         };
         let now = Instant::now();
         let policies = scaler.spec().policies.clone();
-        let requests: u64 = GROUPS
+        let requests: u64 = Side::BOTH
             .iter()
-            .filter_map(|g| self.plane.group_metrics(g))
+            .filter_map(|g| self.plane.group_metrics(g.name()))
             .map(|m| m.requests)
             .sum();
         // Only groups that take traffic count: a warm set at weight 0 serves nothing.
-        let serving: Vec<&'static str> = [
+        let serving: Vec<Side> = [
             (inner.live, inner.weights.0),
-            (other(inner.live), inner.weights.1),
+            (inner.live.other(), inner.weights.1),
         ]
         .into_iter()
         .filter(|(_, w)| *w > 0)
@@ -87,7 +87,7 @@ impl Controller {
             .plane
             .status()
             .iter()
-            .filter(|g| serving.contains(&g.name.as_str()))
+            .filter(|g| serving.iter().any(|s| s.name() == g.name))
             .flat_map(|g| &g.targets)
             .filter(|t| t.state == TargetState::Healthy)
             .count()

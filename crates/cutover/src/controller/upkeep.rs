@@ -84,7 +84,7 @@ impl Controller {
                     self.record(inner, &action);
                     let group = match set {
                         Set::Live => inner.live,
-                        Set::Next => other(inner.live),
+                        Set::Next => inner.live.other(),
                     };
                     inner.launching.push((id.clone(), version.clone(), group));
                     if let Some(run) = inner.run.as_mut() {

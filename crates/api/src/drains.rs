@@ -66,13 +66,6 @@ impl Drains {
     }
 }
 
-/// [`Drains::describe`] for a deployment as the admin API sends it.
-pub fn describe_json(drains: &Value) -> Option<String> {
-    serde_json::from_value::<Drains>(drains.clone())
-        .ok()?
-        .describe()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
