@@ -28,6 +28,8 @@ use crate::LIVE_KEY;
 pub mod kind {
     pub const LOAD_BALANCER: &str = "load-balancer";
     pub const LISTENER: &str = "listener";
+    /// A second listener reaching only the side a deploy brings up (`aws.preview_port`).
+    pub const PREVIEW_LISTENER: &str = "listener:preview";
     pub const BLUE: &str = "target-group:blue";
     pub const GREEN: &str = "target-group:green";
     pub const LAUNCH_TEMPLATE: &str = "launch-template";
@@ -37,6 +39,7 @@ pub mod kind {
 /// Store keys for what `init` resolved.
 const URL_KEY: &str = "aws.url";
 const SUBNETS_KEY: &str = "aws.subnets";
+const PREVIEW_URL_KEY: &str = "aws.preview_url";
 
 /// The stack's resources as recorded.
 #[derive(Debug, Clone)]
@@ -45,6 +48,8 @@ pub struct Stack {
     pub listener_arn: String,
     pub blue_arn: String,
     pub green_arn: String,
+    /// The preview listener and the URL that reaches the load balancer through it.
+    pub preview: Option<(String, String)>,
     pub launch_template: Option<String>,
     pub subnets: Vec<String>,
     pub url: Option<String>,
@@ -81,6 +86,7 @@ impl Stack {
             listener_arn: find(kind::LISTENER).ok_or_else(missing)?,
             blue_arn: find(kind::BLUE).ok_or_else(missing)?,
             green_arn: find(kind::GREEN).ok_or_else(missing)?,
+            preview: find(kind::PREVIEW_LISTENER).zip(store.meta(PREVIEW_URL_KEY)?),
             launch_template: find(kind::LAUNCH_TEMPLATE),
             subnets,
             url: store.meta(URL_KEY)?,
@@ -94,6 +100,7 @@ impl Stack {
             listener_arn: self.listener_arn.clone(),
             blue_arn: self.blue_arn.clone(),
             green_arn: self.green_arn.clone(),
+            preview_arn: self.preview.as_ref().map(|(arn, _)| arn.clone()),
             port: spec.aws.as_ref().map_or(8080, |a| a.port),
             metrics: crate::metrics::load_balancer_dimension(&self.listener_arn).map(|lb| {
                 crate::metrics::Metrics {
@@ -349,6 +356,43 @@ pub async fn init(
                 say(format!(
                     "created listener on port {}: blue 1, green 0",
                     aws.listener_port
+                ));
+            }
+            if let (Some(port), None) = (aws.preview_port, has(kind::PREVIEW_LISTENER)) {
+                let out = clients
+                    .elb
+                    .create_listener()
+                    .load_balancer_arn(&lb)
+                    .protocol(ProtocolEnum::Http)
+                    .port(i32::from(port))
+                    .default_actions(forward((&blue, 0), (&green, 1)))
+                    .set_tags(Some(stack_tags(&[])))
+                    .send()
+                    .await
+                    .map_err(api("elbv2", "CreateListener"))?;
+                let arn = field(
+                    out.listeners().first().and_then(|l| l.listener_arn()),
+                    "elbv2",
+                    "CreateListener",
+                    "ARN",
+                )?;
+                record(store, kind::PREVIEW_LISTENER, arn, "preview listener", true)?;
+                let lbs = clients
+                    .elb
+                    .describe_load_balancers()
+                    .load_balancer_arns(&lb)
+                    .send()
+                    .await
+                    .map_err(api("elbv2", "DescribeLoadBalancers"))?;
+                let dns = field(
+                    lbs.load_balancers().first().and_then(|l| l.dns_name()),
+                    "elbv2",
+                    "DescribeLoadBalancers",
+                    "DNS name",
+                )?;
+                store.set_meta(PREVIEW_URL_KEY, &format!("http://{dns}:{port}/"))?;
+                say(format!(
+                    "created preview listener on port {port}: it reaches the side a deploy brings up"
                 ));
             }
             [blue, green]
@@ -646,6 +690,7 @@ pub async fn destroy(
         }
     }
     let order = [
+        kind::PREVIEW_LISTENER,
         kind::LISTENER,
         kind::LOAD_BALANCER,
         kind::BLUE,
@@ -665,6 +710,7 @@ pub async fn destroy(
     }
     store.clear_meta(LIVE_KEY)?;
     store.clear_meta(URL_KEY)?;
+    store.clear_meta(PREVIEW_URL_KEY)?;
     store.clear_meta(SUBNETS_KEY)?;
     store.clear_current_release()?;
     Ok(())
@@ -679,7 +725,7 @@ async fn delete(clients: &Clients, r: &ResourceRow) -> Result<(), AwsError> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     loop {
         let result = match r.kind.as_str() {
-            kind::LISTENER => clients
+            kind::LISTENER | kind::PREVIEW_LISTENER => clients
                 .elb
                 .delete_listener()
                 .listener_arn(&r.id)

@@ -22,6 +22,8 @@ pub struct Elb {
     pub listener_arn: String,
     pub blue_arn: String,
     pub green_arn: String,
+    /// The listener that reaches only the side a deploy brings up, if the stack has one.
+    pub preview_arn: Option<String>,
     /// The port targets are registered on.
     pub port: u16,
     /// Each target group's numbers, for a canary's analysis.
@@ -218,5 +220,20 @@ impl TrafficPlane for Elb {
             .await
             .map_err(api(SERVICE, "ModifyListener"))?;
         Ok(())
+    }
+
+    async fn point_preview(&self, side: Side) -> Result<bool, AwsError> {
+        let Some(preview) = &self.preview_arn else {
+            return Ok(false);
+        };
+        let (blue, green) = side.blue_green(1, 0);
+        self.client
+            .modify_listener()
+            .listener_arn(preview)
+            .default_actions(forward((&self.blue_arn, blue), (&self.green_arn, green)))
+            .send()
+            .await
+            .map_err(api(SERVICE, "ModifyListener"))?;
+        Ok(true)
     }
 }

@@ -7,6 +7,7 @@ mod dataplane;
 mod exit;
 mod listeners;
 mod plane;
+mod preview;
 mod private;
 mod release;
 mod token;

@@ -312,7 +312,7 @@ fn taste_one_node_takes_its_natural_share_and_backs_out_on_abort() {
     let probe = stack.probe(4);
     std::thread::sleep(Duration::from_millis(500));
     let (code, out) = stack.run(&["abort"]);
-    assert_eq!(code, 0, "{out}");
+    assert_eq!(code, 0, "{out}: the deployment is {}", stack.deployment());
     let d = stack.wait_progress("rolled_back");
     assert!(
         d["progress"]["reason"]
@@ -353,7 +353,20 @@ fn blue_green_checks_the_new_set_through_the_preview_listener_before_the_flip() 
         Some("demo-app --port {port} --version {version} --error-rate 0.5"),
     );
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("pre-promotion check failed"), "{out}");
+    // As the matrix says, on every provider.
+    let expect =
+        cutover_rollout::matrix::expect("blue-green", cutover_rollout::matrix::Fault::PreviewFails)
+            .expect("a case of the matrix");
+    let progress = out
+        .lines()
+        .find_map(|l| serde_json::from_str::<Value>(l).ok())
+        .and_then(|d| {
+            serde_json::from_value::<cutover_control::Progress>(d["progress"].clone()).ok()
+        })
+        .expect("the deployment");
+    expect
+        .check(&progress)
+        .unwrap_or_else(|e| panic!("{e}: {out}"));
     // A good release passes the check and flips.
     let (code, out) = stack.deploy("v3", None);
     assert_eq!(code, 0, "{out}");
@@ -401,5 +414,54 @@ fn the_warm_set_survives_a_daemon_restart_and_rollback_is_still_a_flip() {
     assert_no_infra_failures(&report);
     assert_eq!(report["failed"], 0, "{report}");
     assert_eq!(pids(&stack, "v1"), warm_pids, "no v1 process was started");
+    stack.stop_and_check_no_orphans();
+}
+
+/// The matrix (`cutover_rollout::matrix`) on local processes: a new release that fails its
+/// health checks, under every strategy, ends as on the in-memory provider, the same reason in
+/// the same words (ALB's), and the old release keeps serving without one failed request.
+#[test]
+fn a_release_failing_its_health_checks_ends_as_the_matrix_says_under_every_strategy() {
+    use cutover_rollout::matrix::{self, Fault};
+    let stack = Stack::start(
+        "progress_deadline = \"20s\"\ndrain_timeout = \"5s\"\n\
+         steps = [{ instances = 1 }, { weight = 25 }]\n",
+    );
+    let probe = stack.probe(6 * 4);
+    std::thread::sleep(Duration::from_millis(500));
+    let mut failures = Vec::new();
+    for (n, name) in matrix::STRATEGIES.into_iter().enumerate() {
+        let expect = matrix::expect(name, Fault::NeverHealthy).expect("a case of the matrix");
+        let version = format!("v{}", n + 2);
+        let (code, out) = stack.run(&[
+            "deploy",
+            &version,
+            "--json",
+            "--strategy",
+            name,
+            "--command",
+            FAILS_HEALTH,
+        ]);
+        let progress = out
+            .lines()
+            .find_map(|l| serde_json::from_str::<Value>(l).ok())
+            .and_then(|d| {
+                serde_json::from_value::<cutover_control::Progress>(d["progress"].clone()).ok()
+            });
+        match progress {
+            Some(p) => {
+                if let Err(e) = expect.check(&p) {
+                    failures.push(format!("{name}: {e}"));
+                }
+            }
+            None => failures.push(format!("{name}: no deployment in {out}")),
+        }
+        assert_eq!(code, 1, "{name}: {out}");
+        assert_eq!(stack.fleet(), healthy_only("v1", 3), "{name}");
+    }
+    let report = probe.join().expect("probe");
+    assert_no_infra_failures(&report);
+    assert_eq!(report["failed"], 0, "{report}");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
     stack.stop_and_check_no_orphans();
 }

@@ -5,6 +5,8 @@
 //! names the instance and what it was waiting for.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use cutover_control::{Side, TargetHealth, TargetState};
@@ -68,7 +70,15 @@ pub struct Rollout<'a, C, T> {
     terminated: HashSet<String>,
     weights: Option<(u32, u32)>,
     decider: Decider,
+    /// Blue-green's check through the preview listener, and where it stands.
+    check: Option<PreviewCheck<'a>>,
+    promotion: Promotion,
 }
+
+/// Requests through the preview listener, once it reaches only the new set: `Err` says what
+/// failed. The caller's, because what a request is (a URL, a client) is the provider's.
+pub type PreviewCheck<'a> =
+    Box<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + 'a>> + 'a>;
 
 impl<'a, C, T> Rollout<'a, C, T>
 where
@@ -129,7 +139,20 @@ where
             terminated: HashSet::new(),
             weights: None,
             decider,
+            check: None,
+            promotion: Promotion::NotConfigured,
         })
+    }
+
+    /// Checks the new set through the preview listener before a blue-green flip: the flip
+    /// waits for `check`, and a failed one rolls the deploy back. A plane without a preview
+    /// listener skips it (its health checks are the whole check), and so do other strategies.
+    pub fn with_preview_check(mut self, check: PreviewCheck<'a>) -> Self {
+        if matches!(self.settings.strategy, Strategy::BlueGreen) {
+            self.check = Some(check);
+            self.promotion = Promotion::Pending;
+        }
+        self
     }
 
     /// Picks up the deployment in progress where its record says it is, with what the operator
@@ -183,6 +206,48 @@ where
 
     fn event(&mut self, kind: &'static str, detail: String) {
         self.journal.event(kind, detail);
+    }
+
+    /// Once the whole new set is healthy: the preview listener onto it, then the check, once.
+    async fn preview(&mut self, views: &[InstanceView]) -> Result<(), C::Error> {
+        if self.promotion != Promotion::Pending {
+            return Ok(());
+        }
+        let to = self.journal.to();
+        let healthy = views
+            .iter()
+            .filter(|v| v.set == Set::Next && v.version == to && v.state == State::Healthy)
+            .count();
+        if (healthy as u32) < self.settings.desired {
+            return Ok(());
+        }
+        let next = self.live.other();
+        if !self.traffic.point_preview(next).await? {
+            self.promotion = Promotion::NotConfigured;
+            self.event(
+                "preview",
+                "no preview listener: the health checks are the check".into(),
+            );
+            return Ok(());
+        }
+        let Some(check) = &self.check else {
+            return Ok(());
+        };
+        let result = check().await;
+        self.promotion = match result {
+            Ok(()) => {
+                self.event(
+                    "preview",
+                    format!("the new set answered through the preview listener ({next})"),
+                );
+                Promotion::Passed
+            }
+            Err(why) => {
+                self.event("preview", format!("failed: {why}"));
+                Promotion::Failed(why)
+            }
+        };
+        Ok(())
     }
 
     fn side(&self, set: Set) -> Side {
@@ -302,6 +367,7 @@ where
             health.insert(side, self.traffic.health(side).await?);
         }
         let views = self.observe(&machines, &health).await?;
+        self.preview(&views).await?;
         let window = match self.decider.window_since() {
             // The analysis window: the new side against the live one since the step's traffic
             // was in place.
@@ -323,7 +389,7 @@ where
                     set: *set,
                 })
                 .collect(),
-            promotion: Promotion::NotConfigured,
+            promotion: self.promotion.clone(),
             launch_error: None,
             window,
         };
@@ -413,10 +479,14 @@ where
                 continue;
             }
             match &m.state {
+                // Stopped or terminated by someone else (an operator, a spot reclaim, the
+                // host): like an instance killed by a signal on one host, it says nothing
+                // about the release. It is replaced and the deploy goes on, within the
+                // decider's bound on losses.
                 MachineState::Gone { detail } => {
                     if self.known.contains(&m.id) {
                         views.push(view(
-                            State::Failed,
+                            State::Lost,
                             Some(format!(
                                 "{} is {detail}: stopped or terminated outside cutover",
                                 m.id

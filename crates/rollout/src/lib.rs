@@ -10,6 +10,7 @@ pub mod failure;
 pub mod fleet;
 pub mod journal;
 pub mod lease;
+pub mod matrix;
 pub mod memory;
 pub mod rollback;
 pub mod step;
@@ -17,7 +18,7 @@ pub mod traffic;
 
 pub use cutover_control::{Reason, Side, TargetHealth, TargetState};
 pub use decider::{Bounds, Decider, Decision, Launching, Look};
-pub use executor::{Ask, Rollout, Settings};
+pub use executor::{Ask, PreviewCheck, Rollout, Settings};
 pub use failure::Failure;
 pub use fleet::{Fleet, Machine, MachineState};
 pub use journal::{in_progress, live, Event, Outcome};

@@ -56,6 +56,9 @@ pub struct Cloud {
     pub drain_polls: u32,
     /// The listener refuses weight changes.
     pub refuse_weights: bool,
+    /// There is a preview listener; where it points once a deploy pointed it.
+    pub has_preview: bool,
+    pub preview: Option<Side>,
     /// What each side's target group answers in any window; a side absent has no numbers.
     pub metrics: BTreeMap<Side, Sample>,
     /// Windows asked for, per side: (side, since).
@@ -65,8 +68,11 @@ pub struct Cloud {
     pub peak_running: usize,
     /// Fewest healthy targets on weighted sides, once set to `Some` (after a first deploy).
     pub min_serving: Option<usize>,
-    /// Instances terminated while their drain was still going.
+    /// Instances that had served, terminated while their drain was still going (one that never
+    /// turned healthy took no traffic, and may be removed at once).
     pub terminated_while_draining: Vec<String>,
+    /// Targets that were healthy at some point: they took traffic.
+    served: HashSet<String>,
     /// Instances registered before they were ready, or on the other side.
     pub misregistered: Vec<String>,
 }
@@ -180,7 +186,7 @@ impl Fleet for Memory {
                 .targets
                 .values()
                 .any(|t| t.get(id).is_some_and(|(s, _)| *s == TargetState::Draining));
-            if draining {
+            if draining && c.served.contains(id) {
                 c.terminated_while_draining.push(id.clone());
             }
             for t in c.targets.values_mut() {
@@ -246,7 +252,10 @@ impl TrafficPlane for Memory {
         let mut gone = Vec::new();
         for (id, (state, left)) in targets.iter_mut() {
             match state {
-                TargetState::Initial if *left == 0 => *state = TargetState::Healthy,
+                TargetState::Initial if *left == 0 => {
+                    *state = TargetState::Healthy;
+                    c.served.insert(id.clone());
+                }
                 TargetState::Draining if *left == 0 => {
                     gone.push(id.clone());
                     continue;
@@ -312,5 +321,13 @@ impl TrafficPlane for Memory {
         let mut cloud = self.cloud();
         cloud.sampled.push((side, since));
         Ok(cloud.metrics.get(&side).copied())
+    }
+
+    async fn point_preview(&self, side: Side) -> Result<bool, MemoryError> {
+        let mut c = self.cloud();
+        if c.has_preview {
+            c.preview = Some(side);
+        }
+        Ok(c.has_preview)
     }
 }

@@ -27,4 +27,11 @@ pub trait TrafficPlane {
         let _ = (side, since);
         Ok(None)
     }
+
+    /// Points the preview listener (one that reaches a single side, for blue-green's check of
+    /// the new set before the flip) at `side` alone; `false` when the plane has none.
+    async fn point_preview(&self, side: Side) -> Result<bool, Self::Error> {
+        let _ = side;
+        Ok(false)
+    }
 }

@@ -201,17 +201,40 @@ async fn a_listener_that_refuses_the_flip_aborts_and_keeps_the_old_set() {
     assert_eq!(fake.cloud().weights, (1, 0), "traffic never left blue");
 }
 
+/// A new instance terminated by someone else says nothing about the release (as a SIGKILL on
+/// one host): it is replaced and the deploy goes on.
 #[tokio::test(start_paused = true)]
-async fn an_instance_terminated_from_outside_mid_deploy_rolls_back() {
+async fn an_instance_terminated_from_outside_mid_deploy_is_replaced_and_the_deploy_goes_on() {
     let (_dir, store) = store();
     let fake = Memory::new();
     with_v1(&fake, &store).await;
     fake.cloud().drain_polls = 2;
-    let mut killed = false;
+    let mut killed = None;
     let rollout = Rollout::begin(&fake, &fake, &store, settings(ROLLING), "v2", |e| {
         // The first new instance, as soon as it is registered: someone terminates it.
-        if e.kind == "register" && !killed {
-            killed = true;
+        if e.kind == "register" && killed.is_none() {
+            let id = e.detail.split(' ').next().unwrap_or_default().to_owned();
+            fake.kill(&id);
+            killed = Some(id);
+        }
+    })
+    .expect("begin");
+    let out = rollout.run().await.expect("outcome");
+    assert!(out.succeeded(), "{out:?}");
+    let killed = killed.expect("a new instance was registered");
+    assert!(fake.cloud().misregistered.is_empty());
+    assert_eq!(fake.versions(), ["v2", "v2", "v2"]);
+    assert!(fake.running().iter().all(|m| m.id != killed));
+}
+
+/// Losses are bounded: a release whose instances keep being taken away does not stay up.
+#[tokio::test(start_paused = true)]
+async fn instances_terminated_again_and_again_abort_past_the_loss_bound() {
+    let (_dir, store) = store();
+    let fake = Memory::new();
+    with_v1(&fake, &store).await;
+    let rollout = Rollout::begin(&fake, &fake, &store, settings(ROLLING), "v2", |e| {
+        if e.kind == "register" {
             let id = e.detail.split(' ').next().unwrap_or_default().to_owned();
             fake.kill(&id);
         }
@@ -221,8 +244,7 @@ async fn an_instance_terminated_from_outside_mid_deploy_rolls_back() {
     let Progress::RolledBack { reason } = &out.progress else {
         panic!("expected a rollback, got {out:?}");
     };
-    assert!(reason.contains("terminated outside cutover"), "{reason}");
-    assert!(fake.cloud().misregistered.is_empty());
+    assert!(reason.contains("it does not stay up"), "{reason}");
     assert_eq!(fake.versions(), ["v1", "v1", "v1"]);
 }
 

@@ -407,6 +407,8 @@ pub struct Aws {
     pub user_data: Option<String>,
     pub port: u16,
     pub listener_port: u16,
+    /// A listener that reaches only the new side, for blue-green's check before the flip.
+    pub preview_port: Option<u16>,
     pub auto_scaling: bool,
     pub tags: BTreeMap<String, String>,
     pub images: BTreeMap<String, String>,

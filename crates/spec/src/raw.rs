@@ -194,6 +194,9 @@ pub struct RawAws {
     pub port: Option<u16>,
     /// The load balancer listener's port.
     pub listener_port: Option<u16>,
+    /// A second listener on this port reaches only the side a deploy brings up: blue-green
+    /// checks the new set through it before the flip.
+    pub preview_port: Option<u16>,
     /// Run the instances in an Auto Scaling group.
     pub auto_scaling: Option<bool>,
     pub tags: Option<BTreeMap<String, String>>,

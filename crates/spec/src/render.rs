@@ -168,6 +168,7 @@ fn raw_aws(a: &Aws) -> RawAws {
         user_data: a.user_data.clone(),
         port: Some(a.port),
         listener_port: Some(a.listener_port),
+        preview_port: a.preview_port,
         auto_scaling: Some(a.auto_scaling),
         tags: Some(a.tags.clone()),
         images: Some(a.images.clone()),

@@ -115,6 +115,7 @@ instance_profile = "web-role"
 user_data = "#!/bin/sh\nstart web\n"
 port = 9000
 listener_port = 8080
+preview_port = 8081
 auto_scaling = true
 tags = { team = "storefront" }
 images = { v1 = "ami-0001", "2.0" = "ami-0002" }
@@ -225,6 +226,7 @@ fn an_aws_stack_needs_no_command_and_reads_every_field() {
     assert_eq!(aws.subnets, ["subnet-01", "subnet-02"]);
     assert_eq!(aws.instance_type, "c7g.large");
     assert_eq!((aws.port, aws.listener_port), (9000, 8080));
+    assert_eq!(aws.preview_port, Some(8081));
     assert!(aws.auto_scaling);
     assert_eq!(aws.images["2.0"], "ami-0002");
     assert_eq!(aws.adopt.target_group_arns.len(), 2);
@@ -243,6 +245,7 @@ interval = "2s"
 [aws]
 subnets = ["net-1"]
 images = { v1 = "image-1" }
+preview_port = 80
 [aws.adopt]
 target_group_arns = ["arn:aws:tg/blue"]
 "#,
@@ -255,6 +258,7 @@ target_group_arns = ["arn:aws:tg/blue"]
         "aws.images.v1: `image-1` is not an ID",
         "aws.adopt.target_group_arns: expected two target groups",
         "aws.adopt.listener_arn: is required",
+        "aws.preview_port: 80 is the listener's own port",
     ] {
         assert!(text.contains(needle), "missing `{needle}` in:\n{text}");
     }

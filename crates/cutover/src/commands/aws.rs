@@ -421,6 +421,10 @@ async fn pick_up(p: PickUp, ask: Ask) -> Result<ExitCode, Failure> {
     };
     let rollout = Rollout::resume(&ec2, &elb, &store, settings, ask, print)?
         .ok_or_else(|| Failure("the deployment ended meanwhile".into(), true))?;
+    let rollout = match &stack.preview {
+        Some((_, url)) => rollout.with_preview_check(crate::preview::at(url.clone())),
+        None => rollout,
+    };
     let outcome = rollout.run().await?;
     Ok(report(&outcome, json))
 }
@@ -502,8 +506,11 @@ async fn deploy(d: DeployArgs) -> Result<ExitCode, Failure> {
         }
         _ => {
             let rollout = Rollout::begin(&ec2, &elb, &store, settings, &d.version, print)?;
-            let outcome = rollout.run().await?;
-            outcome
+            let rollout = match &stack.preview {
+                Some((_, url)) => rollout.with_preview_check(crate::preview::at(url.clone())),
+                None => rollout,
+            };
+            rollout.run().await?
         }
     };
     Ok(report(&outcome, json))

@@ -48,7 +48,7 @@ impl Controller {
                 let this = self.clone();
                 let id = deployment.id;
                 tokio::spawn(async move {
-                    let result = preview_check(addr).await;
+                    let result = crate::preview::check(&format!("http://{addr}/")).await;
                     this.checked(id, result);
                 });
             }
@@ -560,39 +560,11 @@ impl Controller {
     }
 }
 
-/// Requests the pre-promotion check sends through the preview listener; every one must be
-/// answered below 500 by the new set.
-const PREVIEW_REQUESTS: usize = 20;
-
 fn sample(m: &MetricsSnapshot) -> Sample {
     let answered: u64 = m.responses.iter().sum::<u64>() + m.proxy_errors;
     Sample {
         requests: answered,
         errors: m.responses[4] + m.proxy_errors,
         p99: m.quantile(0.99),
-    }
-}
-
-/// Sends [`PREVIEW_REQUESTS`] requests for `/` through the preview listener at `addr`: every one
-/// must be answered by the new set below 500.
-async fn preview_check(addr: std::net::SocketAddr) -> Result<(), String> {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .map_err(|e| e.to_string())?;
-    let mut failures = Vec::new();
-    for _ in 0..PREVIEW_REQUESTS {
-        match client.get(format!("http://{addr}/")).send().await {
-            Ok(r) if r.status().as_u16() < 500 => {}
-            Ok(r) => failures.push(format!("HTTP {}", r.status().as_u16())),
-            Err(e) => failures.push(e.without_url().to_string()),
-        }
-    }
-    match failures.first() {
-        None => Ok(()),
-        Some(first) => Err(format!(
-            "{} of {PREVIEW_REQUESTS} requests through the preview listener failed, first: {first}",
-            failures.len()
-        )),
     }
 }

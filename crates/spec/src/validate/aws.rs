@@ -99,10 +99,20 @@ pub(super) fn aws(
     }
     let port = a.port.unwrap_or(defaults::AWS_PORT);
     let listener_port = a.listener_port.unwrap_or(defaults::AWS_LISTENER_PORT);
-    for (path, p) in [("aws.port", port), ("aws.listener_port", listener_port)] {
-        if p == 0 {
+    for (path, p) in [
+        ("aws.port", Some(port)),
+        ("aws.listener_port", Some(listener_port)),
+        ("aws.preview_port", a.preview_port),
+    ] {
+        if p == Some(0) {
             c.problem(path, "expected a port from 1 to 65535");
         }
+    }
+    if a.preview_port == Some(listener_port) {
+        c.problem(
+            "aws.preview_port",
+            format!("{listener_port} is the listener's own port: give the preview another"),
+        );
     }
     if images.is_empty() && adopt.launch_template.is_none() {
         c.problem(
@@ -155,6 +165,7 @@ pub(super) fn aws(
         user_data: a.user_data.clone(),
         port,
         listener_port,
+        preview_port: a.preview_port,
         auto_scaling: a.auto_scaling.unwrap_or(false) || adopt.auto_scaling_group.is_some(),
         tags: a.tags.clone().unwrap_or_default(),
         images,
