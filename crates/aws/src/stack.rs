@@ -335,48 +335,31 @@ pub async fn init(
             }
             let [blue, green] = [arns[0].clone(), arns[1].clone()];
             if has(kind::LISTENER).is_none() {
-                let out = clients
-                    .elb
-                    .create_listener()
-                    .load_balancer_arn(&lb)
-                    .protocol(ProtocolEnum::Http)
-                    .port(i32::from(aws.listener_port))
-                    .default_actions(forward((&blue, 1), (&green, 0)))
-                    .set_tags(Some(stack_tags(&[])))
-                    .send()
-                    .await
-                    .map_err(api("elbv2", "CreateListener"))?;
-                let arn = field(
-                    out.listeners().first().and_then(|l| l.listener_arn()),
-                    "elbv2",
-                    "CreateListener",
-                    "ARN",
-                )?;
-                record(store, kind::LISTENER, arn, "listener", true)?;
+                let arn = listener(
+                    clients,
+                    &lb,
+                    aws.listener_port,
+                    (&blue, 1),
+                    (&green, 0),
+                    stack_tags(&[]),
+                )
+                .await?;
+                record(store, kind::LISTENER, &arn, "listener", true)?;
                 say(format!(
                     "created listener on port {}: blue 1, green 0",
                     aws.listener_port
                 ));
             }
             if let (Some(port), None) = (aws.preview_port, has(kind::PREVIEW_LISTENER)) {
-                let out = clients
-                    .elb
-                    .create_listener()
-                    .load_balancer_arn(&lb)
-                    .protocol(ProtocolEnum::Http)
-                    .port(i32::from(port))
-                    .default_actions(forward((&blue, 0), (&green, 1)))
-                    .set_tags(Some(stack_tags(&[])))
-                    .send()
-                    .await
-                    .map_err(api("elbv2", "CreateListener"))?;
-                let arn = field(
-                    out.listeners().first().and_then(|l| l.listener_arn()),
-                    "elbv2",
-                    "CreateListener",
-                    "ARN",
+                let arn =
+                    listener(clients, &lb, port, (&blue, 0), (&green, 1), stack_tags(&[])).await?;
+                record(
+                    store,
+                    kind::PREVIEW_LISTENER,
+                    &arn,
+                    "preview listener",
+                    true,
                 )?;
-                record(store, kind::PREVIEW_LISTENER, arn, "preview listener", true)?;
                 let lbs = clients
                     .elb
                     .describe_load_balancers()
@@ -714,6 +697,36 @@ pub async fn destroy(
     store.clear_meta(SUBNETS_KEY)?;
     store.clear_current_release()?;
     Ok(())
+}
+
+/// Creates an HTTP listener on `port` of load balancer `lb`, forwarding to the two target
+/// groups with these weights, tagged `tags`; its ARN.
+async fn listener(
+    clients: &Clients,
+    lb: &str,
+    port: u16,
+    blue: (&str, u32),
+    green: (&str, u32),
+    tags: Vec<Tag>,
+) -> Result<String, AwsError> {
+    let out = clients
+        .elb
+        .create_listener()
+        .load_balancer_arn(lb)
+        .protocol(ProtocolEnum::Http)
+        .port(i32::from(port))
+        .default_actions(forward(blue, green))
+        .set_tags(Some(tags))
+        .send()
+        .await
+        .map_err(api("elbv2", "CreateListener"))?;
+    Ok(field(
+        out.listeners().first().and_then(|l| l.listener_arn()),
+        "elbv2",
+        "CreateListener",
+        "ARN",
+    )?
+    .to_owned())
 }
 
 async fn delete(clients: &Clients, r: &ResourceRow) -> Result<(), AwsError> {

@@ -10,26 +10,9 @@ use cutover_rollout::memory::Memory;
 use cutover_rollout::{flip_back, Outcome, Rollout, Settings, Side};
 use cutover_store::Store;
 
-const LIVE_KEY: &str = "test.live";
+mod common;
 
-fn settings(strategy: Strategy) -> Settings {
-    Settings {
-        strategy,
-        desired: 3,
-        progress_deadline: Duration::from_secs(600),
-        drain_timeout: Duration::from_secs(30),
-        poll: Duration::from_secs(5),
-        groups: Vec::new(),
-        live_key: LIVE_KEY,
-        analysis: cutover_spec::Analysis {
-            min_requests: 100,
-            max_error_rate: 0.05,
-            max_error_rate_ratio: 2.0,
-            max_p99: Duration::from_secs(1),
-            max_p99_ratio: 2.0,
-        },
-    }
-}
+use common::{answered, canary, settings, LIVE_KEY};
 
 const ROLLING: Strategy = Strategy::Rolling(Rolling {
     max_surge: 1,
@@ -273,33 +256,6 @@ async fn rollback_after_blue_green_is_one_flip_onto_the_warm_set() {
     );
     assert_eq!(store.meta(LIVE_KEY).expect("meta").as_deref(), Some("blue"));
     assert_eq!(fake.versions().len(), 6, "nothing launched or stopped");
-}
-
-fn canary() -> Strategy {
-    use cutover_spec::{CanaryStep, Pause};
-    Strategy::Canary(cutover_deploy::Canary {
-        steps: vec![
-            CanaryStep {
-                instances: Some(1),
-                weight: None,
-                pause: Pause::None,
-            },
-            CanaryStep {
-                instances: None,
-                weight: Some(25),
-                pause: Pause::None,
-            },
-        ],
-        window: Duration::from_secs(60),
-    })
-}
-
-fn answered(requests: u64, errors: u64) -> cutover_deploy::Sample {
-    cutover_deploy::Sample {
-        requests,
-        errors,
-        p99: Some(Duration::from_millis(20)),
-    }
 }
 
 #[tokio::test(start_paused = true)]

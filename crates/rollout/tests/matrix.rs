@@ -4,18 +4,18 @@
 //! instance registered before it was ready, none terminated mid-drain, and the fleet left on
 //! one release.
 
-use std::time::Duration;
+mod common;
 
-use cutover_deploy::{Rolling, Sample, Strategy};
+use common::{answered, settings};
+use cutover_deploy::{Rolling, Strategy};
 use cutover_rollout::matrix::{self, Expect, Fault};
 use cutover_rollout::memory::Memory;
-use cutover_rollout::{Outcome, Rollout, Settings, Side};
+use cutover_rollout::{Outcome, Rollout, Side};
 use cutover_store::Store;
 
 const DESIRED: u32 = 3;
 
 fn strategy(name: &str) -> Strategy {
-    use cutover_spec::{CanaryStep, Pause};
     match name {
         "rolling" => Strategy::Rolling(Rolling {
             max_surge: 1,
@@ -23,49 +23,8 @@ fn strategy(name: &str) -> Strategy {
         }),
         "replace-group" => Strategy::ReplaceGroup,
         "blue-green" => Strategy::BlueGreen,
-        "canary" => Strategy::Canary(cutover_deploy::Canary {
-            steps: vec![
-                CanaryStep {
-                    instances: Some(1),
-                    weight: None,
-                    pause: Pause::None,
-                },
-                CanaryStep {
-                    instances: None,
-                    weight: Some(25),
-                    pause: Pause::None,
-                },
-            ],
-            window: Duration::from_secs(60),
-        }),
+        "canary" => common::canary(),
         other => panic!("no strategy {other}"),
-    }
-}
-
-fn settings(strategy: Strategy) -> Settings {
-    Settings {
-        strategy,
-        desired: DESIRED,
-        progress_deadline: Duration::from_secs(600),
-        drain_timeout: Duration::from_secs(30),
-        poll: Duration::from_secs(5),
-        groups: Vec::new(),
-        live_key: "matrix.live",
-        analysis: cutover_spec::Analysis {
-            min_requests: 100,
-            max_error_rate: 0.05,
-            max_error_rate_ratio: 2.0,
-            max_p99: Duration::from_secs(1),
-            max_p99_ratio: 2.0,
-        },
-    }
-}
-
-fn answered(requests: u64, errors: u64) -> Sample {
-    Sample {
-        requests,
-        errors,
-        p99: Some(Duration::from_millis(20)),
     }
 }
 
