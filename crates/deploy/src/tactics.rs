@@ -25,7 +25,7 @@ pub(crate) fn failure(o: &Observed) -> Option<String> {
     let tolerated = o.desired.max(1).saturating_mul(LOST_PER_INSTANCE);
     if o.lost > tolerated {
         return Some(format!(
-            "{} lost {} instances after they had served, more than {tolerated} for {} desired: it does not stay up",
+            "{} lost {} instances (taken away from outside, or dead after serving), more than {tolerated} for {} desired: it does not stay up",
             o.target, o.lost, o.desired
         ));
     }
